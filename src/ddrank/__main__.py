@@ -1,0 +1,5 @@
+import sys
+
+from ddrank.cli import main
+
+sys.exit(main())

@@ -1,0 +1,276 @@
+"""The ``ddrank`` command: a thin layer over the public API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ddrank import __version__
+from ddrank.errors import DDRankError
+
+EXIT_USAGE = 2
+
+
+def _write_json(path: str, payload: Any) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    tmp.replace(target)
+
+
+def _listing(kind: str) -> Table:
+    from ddrank.baselines import BASELINES
+    from ddrank.data.real import DATASETS
+    from ddrank.data.synthetic import FORMATS
+    from ddrank.models import describe_models
+    from ddrank.protocols import preset, preset_names
+
+    table = Table(title=kind, title_justify="left")
+    table.add_column("name")
+    if kind == "protocols":
+        table.add_column("datasets")
+        table.add_column("description")
+        for name in preset_names():
+            doc = preset(name)
+            table.add_row(
+                name, ", ".join(doc.get("datasets", [])), " ".join(doc.get("description", "").split())
+            )
+        return table
+    table.add_column("description")
+    rows = {
+        "models": describe_models,
+        "datasets": lambda: [(e.name, e.description) for e in DATASETS.entries()],
+        "formats": lambda: [(e.name, e.description) for e in FORMATS.entries()],
+        "baselines": lambda: [(e.name, e.description) for e in BASELINES.entries()],
+    }[kind]()
+    for name, description in rows:
+        table.add_row(name, description)
+    return table
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    console.print(_listing(args.kind))
+    return 0
+
+
+def cmd_protocol_show(args: argparse.Namespace, console: Console) -> int:
+    import yaml
+
+    from ddrank.protocols import load_protocol
+
+    proto = load_protocol(args.name, dataset=args.dataset, ipc=args.ipc)
+    console.print(f"# {proto.name} v{proto.version}, hash {proto.content_hash()}", highlight=False)
+    console.print(
+        yaml.safe_dump(proto.model_dump(mode="json"), sort_keys=False), highlight=False, markup=False
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
+    from ddrank.data.synthetic import load_synthetic
+    from ddrank.evaluate import Evaluator
+    from ddrank.progress import Reporter
+    from ddrank.report.table import lrs_table
+
+    syn = load_synthetic(
+        args.images, args.labels, lr=args.lr, space=args.space, allow_pickle=args.allow_pickle
+    )
+    real_acc = (
+        args.real_acc if args.real_acc in (None, "published") else _fraction(args.real_acc, "--real-acc")
+    )
+    with Reporter(enabled=not args.no_progress) as reporter:
+        evaluator = Evaluator(
+            args.dataset,
+            args.protocol,
+            data_root=args.data_root,
+            rounds=args.rounds,
+            seed=args.seed,
+            weight=args.weight,
+            real_acc=real_acc,
+            backend=args.backend,
+            device=args.device,
+            reporter=reporter,
+        )
+        validated = evaluator.validate(syn, ipc=args.ipc, resize=args.resize)
+        evaluator.protocol_for(validated.ipc)  # fail on a bad protocol before any training
+        started = time.perf_counter()
+        result = evaluator.evaluate_sets({args.method: validated})[0]
+    console.print(lrs_table([result.row()], title=f"{args.dataset} · protocol {result.protocol.name}"))
+    reporter.log(f"done in {time.perf_counter() - started:.1f} s")
+    if args.json:
+        _write_json(args.json, result.to_dict())
+        reporter.log(f"wrote {args.json}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    from ddrank.demo import DemoSettings, run_demo
+    from ddrank.progress import Reporter
+    from ddrank.report.table import lrs_table
+
+    settings = DemoSettings(quick=args.quick, seed=args.seed, backend=args.backend, device=args.device)
+    started = time.perf_counter()
+    with Reporter(enabled=not args.no_progress) as reporter:
+        results = run_demo(settings, reporter)
+    rows = [r.row() for r in results]
+    title = "digits · protocol digits" + (" (quick)" if args.quick else "") + " · hard labels"
+    console.print(lrs_table(rows, title=title))
+    console.print(f"{len(rows)} evaluations in {time.perf_counter() - started:.1f} s", highlight=False)
+    if args.json:
+        _write_json(args.json, rows)
+        console.print(f"wrote {args.json}", highlight=False)
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
+    import torch
+
+    from ddrank.baselines import generate
+    from ddrank.data.real import load_real
+
+    real = load_real(args.dataset, args.data_root)
+    syn = generate(args.method, real, args.ipc, seed=args.seed)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"images": syn.images, "labels": syn.labels}, args.out)
+    console.print(
+        f"wrote {args.out}: {tuple(syn.images.shape)} normalised images, class-major labels", highlight=False
+    )
+    return 0
+
+
+def _fraction(text: str, flag: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise DDRankError(f"{flag} takes a fraction in [0, 1] or 'published', got {text!r}") from None
+    return value
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    from ddrank.engine.runner import BACKENDS
+
+    p.add_argument(
+        "--seed", type=int, default=0, help="base seed; round r uses a seed derived from (seed, r)"
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="ensemble trains many students at once; loop trains one at a time (default: auto)",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ddrank",
+        description="Fair, fast, reproducible evaluation of dataset distillation (HLR, IOR, LRS).",
+        epilog="Accuracies and scores are fractions in [0, 1]; tables show them as percentages.",
+    )
+    parser.add_argument("--version", action="version", version=f"ddrank {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="score a synthetic set (HLR, IOR, LRS with 95%% CIs)",
+        description="Score a synthetic set against random real subsets under one protocol.",
+    )
+    ev.add_argument("--dataset", default="digits", help="real dataset (ddrank list datasets); default digits")
+    ev.add_argument("--data-root", help="folder holding the real dataset (not needed for digits)")
+    ev.add_argument(
+        "--images",
+        required=True,
+        help="synthetic set: .pt tensor or dict, DATM/MTT folder, DC result file, .npz, image folder",
+    )
+    ev.add_argument(
+        "--labels", help="labels file (.pt/.npy): [N] hard or [N, K] soft; default class-major order"
+    )
+    ev.add_argument("--ipc", type=int, help="images per class (checked against the set)")
+    ev.add_argument(
+        "--protocol", help="protocol preset or YAML file (ddrank list protocols); default: the dataset's"
+    )
+    ev.add_argument("--rounds", type=int, help="evaluation rounds (default: the protocol's)")
+    ev.add_argument("--method", default="synthetic", help="name shown for this set in tables and JSON")
+    ev.add_argument("--lr", type=float, help="the set's own learning rate (overrides one shipped with it)")
+    ev.add_argument(
+        "--space",
+        choices=("pixel", "normalized", "zca"),
+        help="what the image values are (default: the protocol's convention)",
+    )
+    ev.add_argument("--resize", action="store_true", help="resize images to the dataset's resolution")
+    ev.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="allow .pt files that need full unpickling (can run code: trusted files only)",
+    )
+    ev.add_argument(
+        "--real-acc", help="use this acc(real, hard) (a fraction) or 'published' instead of training it"
+    )
+    ev.add_argument("--weight", type=float, default=0.5, help="LRS weight w of IOR against HLR (default 0.5)")
+    _add_run_options(ev)
+    ev.set_defaults(run=cmd_evaluate)
+
+    demo = sub.add_parser(
+        "demo",
+        help="score the reference baselines on the embedded digits data",
+        description="Build noise/random/herding/k-center/DM sets on digits at IPC 1 and 10, "
+        "score each with LRS over several rounds, and print a ranked table.",
+    )
+    demo.add_argument("--quick", action="store_true", help="fewer epochs, rounds and learning rates")
+    _add_run_options(demo)
+    demo.set_defaults(run=cmd_demo)
+
+    ls = sub.add_parser("list", help="list registered models, datasets, protocols, formats or baselines")
+    ls.add_argument("kind", choices=("models", "datasets", "protocols", "formats", "baselines"))
+    ls.set_defaults(run=cmd_list)
+
+    proto = sub.add_parser("protocol", help="inspect protocol presets")
+    proto_sub = proto.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = proto_sub.add_parser("show", help="print a resolved protocol and its content hash")
+    show.add_argument("name")
+    show.add_argument("--dataset", help="resolve the preset for this dataset")
+    show.add_argument("--ipc", type=int, help="resolve the preset for this IPC")
+    show.set_defaults(run=cmd_protocol_show)
+
+    base = sub.add_parser(
+        "baseline", help="write a reference synthetic set (noise, random, herding, kcenter, dm)"
+    )
+    base.add_argument("method")
+    base.add_argument("--dataset", default="digits")
+    base.add_argument("--data-root")
+    base.add_argument("--ipc", type=int, required=True)
+    base.add_argument("--seed", type=int, default=0)
+    base.add_argument("--out", required=True, help="output .pt file (dict with images and labels)")
+    base.set_defaults(run=cmd_baseline)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)
+    try:
+        return args.run(args, console)
+    except DDRankError as exc:
+        print("ddrank: error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("ddrank: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

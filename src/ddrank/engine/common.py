@@ -1,0 +1,78 @@
+"""Training semantics shared by both backends: initialisation, data order, augmentation keys,
+and the epoch loop with its evaluations."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from ddrank import rng
+from ddrank.augment import DSA
+from ddrank.engine.job import STREAM_AUGMENT, STREAM_ORDER, EvalSet, JobResult, RunData, TrainJob, TrainSpec
+from ddrank.models import create_model
+
+
+def init_model(spec: TrainSpec, seed: int) -> nn.Module:
+    """A freshly initialised student; the seed alone decides its weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_model(spec.model, spec.channels, spec.num_classes, spec.size)
+
+
+def epoch_batches(keys: Tensor, n: int, batch_size: int, epoch: int) -> list[Tensor]:
+    """Index batches [K, b] for one epoch: a fresh permutation per member, the last batch partial."""
+    order = rng.permutation(rng.fold(keys, STREAM_ORDER, epoch), n)
+    return [order[:, start : start + batch_size] for start in range(0, n, batch_size)]
+
+
+def augment_key(keys: Tensor, step: int) -> Tensor:
+    return rng.fold(keys, STREAM_AUGMENT, step)
+
+
+def make_augmenter(spec: TrainSpec) -> DSA | None:
+    aug = spec.augment
+    return DSA(aug.dsa, mode=aug.dsa_mode) if aug.dsa else None
+
+
+class Trainer(Protocol):
+    """A backend's view of K students being trained together (K = 1 for the loop)."""
+
+    def train_epoch(self, epoch: int) -> None: ...
+
+    def accuracy(self, data: EvalSet, members: Sequence[int]) -> list[float]: ...
+
+
+def fit(
+    trainer: Trainer,
+    jobs: Sequence[TrainJob],
+    data: RunData,
+    backend: str,
+    on_epoch: Callable[[int], None] | None = None,
+) -> list[JobResult]:
+    """Run every epoch, record test accuracy at the spec's eval epochs, then final test and validation."""
+    start = time.perf_counter()
+    spec = jobs[0].spec
+    everyone = list(range(len(jobs)))
+    curves: list[list[tuple[int, float]]] = [[] for _ in jobs]
+    for epoch in range(spec.epochs):
+        trainer.train_epoch(epoch)
+        if epoch + 1 in spec.eval_epochs and epoch + 1 < spec.epochs:
+            for curve, acc in zip(curves, trainer.accuracy(data.test, everyone), strict=True):
+                curve.append((epoch + 1, acc))
+        if on_epoch is not None:
+            on_epoch(len(jobs))
+    test_acc = trainer.accuracy(data.test, everyone)
+    val_acc: list[float | None] = [None] * len(jobs)
+    for name in dict.fromkeys(j.val_set for j in jobs if j.val_set is not None):
+        chosen = [i for i, j in enumerate(jobs) if j.val_set == name]
+        for i, acc in zip(chosen, trainer.accuracy(data.val_sets[name], chosen), strict=True):
+            val_acc[i] = acc
+    seconds = (time.perf_counter() - start) / len(jobs)
+    return [
+        JobResult(test, val, (*curve, (spec.epochs, test)), seconds, backend)
+        for test, val, curve in zip(test_acc, val_acc, curves, strict=True)
+    ]

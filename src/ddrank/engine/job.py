@@ -1,0 +1,100 @@
+"""What the engine trains: a :class:`TrainSpec` (how) applied to a named training set (what)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor
+
+from ddrank.protocols.protocol import AugmentSpec, OptimizerSpec, ScheduleSpec
+
+# Sub-stream tags of a job's random key (see ddrank.rng.fold).
+STREAM_ORDER = 1
+STREAM_AUGMENT = 2
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How one student is trained; jobs sharing a spec and a set size can run as one ensemble."""
+
+    model: str
+    channels: int
+    num_classes: int
+    size: int
+    optimizer: OptimizerSpec
+    schedule: ScheduleSpec
+    epochs: int
+    batch_size: int
+    augment: AugmentSpec
+    eval_epochs: tuple[int, ...] = ()  # epochs (1-based) after which test accuracy is also recorded
+
+    def fingerprint(self) -> str:
+        payload = asdict(self) | {
+            "optimizer": self.optimizer.model_dump(mode="json"),
+            "schedule": self.schedule.model_dump(mode="json"),
+            "augment": self.augment.model_dump(mode="json"),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainingSet:
+    """Training images (float32, normalised, on the device) and hard labels."""
+
+    images: Tensor
+    labels: Tensor
+    fingerprint: str
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+@dataclass
+class EvalSet:
+    """Held-out images (validation or test) on the device."""
+
+    images: Tensor
+    labels: Tensor
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One student to train: spec, training set, validation set, learning rate and seed."""
+
+    spec: TrainSpec
+    train_set: str
+    val_set: str | None
+    lr: float
+    seed: int
+    key: str = field(default="", compare=False)
+
+
+def job_key(spec: TrainSpec, train_fp: str, val_fp: str | None, test_fp: str, lr: float, seed: int) -> str:
+    """The identity of a job's result: same key, same numbers."""
+    payload = [spec.fingerprint(), train_fp, val_fp, test_fp, repr(float(lr)), int(seed)]
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """Final-epoch accuracies (fractions) and the test curve at the spec's eval epochs."""
+
+    test_acc: float
+    val_acc: float | None
+    curve: tuple[tuple[int, float], ...]
+    seconds: float
+    backend: str
+
+
+@dataclass
+class RunData:
+    """Everything jobs reference by name, resident on one device."""
+
+    train_sets: dict[str, TrainingSet]
+    val_sets: dict[str, EvalSet]
+    test: EvalSet
+    device: torch.device

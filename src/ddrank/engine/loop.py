@@ -1,0 +1,57 @@
+"""The loop backend: one nn.Module at a time with torch.optim; handles every model and setting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ddrank import rng
+from ddrank.engine.common import augment_key, epoch_batches, fit, init_model, make_augmenter
+from ddrank.engine.job import EvalSet, JobResult, RunData, TrainJob
+from ddrank.engine.optim import make_optimizer
+
+EVAL_CHUNK = 2048
+
+
+class LoopTrainer:
+    """One student, trained with a plain forward/backward/optimizer step per batch."""
+
+    def __init__(self, job: TrainJob, data: RunData):
+        self.job, self.spec = job, job.spec
+        self.model = init_model(self.spec, job.seed).to(data.device)
+        self.optimizer = make_optimizer(self.model.parameters(), self.spec.optimizer, job.lr)
+        self.augmenter = make_augmenter(self.spec)
+        self.train = data.train_sets[job.train_set]
+        self.keys = rng.key_from_seed(job.seed, data.device)
+        self.step = 0
+
+    def train_epoch(self, epoch: int) -> None:
+        spec, model = self.spec, self.model
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.job.lr * spec.schedule.factor(epoch, spec.epochs)
+        model.train()
+        for idx in epoch_batches(self.keys, len(self.train), spec.batch_size, epoch):
+            x = self.train.images[idx[0]]
+            if self.augmenter is not None:
+                x = self.augmenter(x[None], augment_key(self.keys, self.step))[0]
+            loss = F.cross_entropy(model(x), self.train.labels[idx[0]])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+
+    @torch.inference_mode()
+    def accuracy(self, data: EvalSet, members: Sequence[int] = (0,)) -> list[float]:
+        self.model.eval()
+        correct = torch.zeros((), dtype=torch.int64, device=data.images.device)
+        for start in range(0, data.images.shape[0], EVAL_CHUNK):
+            logits = self.model(data.images[start : start + EVAL_CHUNK])
+            correct += (logits.argmax(1) == data.labels[start : start + EVAL_CHUNK]).sum()
+        return [int(correct) / int(data.labels.shape[0])] * len(members)
+
+
+def train_one(job: TrainJob, data: RunData, on_epoch: Callable[[int], None] | None = None) -> JobResult:
+    """Train and evaluate one job with the loop backend."""
+    return fit(LoopTrainer(job, data), [job], data, "loop", on_epoch)[0]

@@ -1,0 +1,134 @@
+"""A faster ensemble forward for chain-shaped students (ConvNet family, MLP).
+
+K members are packed into the channel dimension ([B, K*C, H, W]): convolutions become one
+grouped convolution, instance/layer/batch norm one native call over K*C channels, and linear
+layers one batched matmul. The arithmetic per member is exactly the member's own forward.
+Models without a program here run through torch.func.vmap instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ddrank.models.convnet import ConvNet
+from ddrank.models.mlp import MLP
+
+
+@dataclass(frozen=True)
+class Op:
+    """One step of a packed program: a layer kind and the state-dict prefix of its tensors."""
+
+    kind: str
+    prefix: str = ""
+    module: nn.Module | None = None
+
+
+def _convnet_program(model: ConvNet) -> list[Op]:
+    ops = []
+    for i, layer in enumerate(model.features):
+        prefix = f"features.{i}."
+        if isinstance(layer, nn.Conv2d):
+            ops.append(Op("conv", prefix, layer))
+        elif isinstance(layer, nn.GroupNorm):
+            ops.append(Op("group_norm", prefix, layer))
+        elif isinstance(layer, nn.BatchNorm2d):
+            ops.append(Op("batch_norm", prefix, layer))
+        elif isinstance(layer, nn.ReLU):
+            ops.append(Op("relu"))
+        elif isinstance(layer, nn.AvgPool2d):
+            ops.append(Op("avg_pool", "", layer))
+        else:
+            raise TypeError(f"no packed form for {type(layer).__name__}")
+    if isinstance(model.pool, nn.AdaptiveAvgPool2d):
+        ops.append(Op("global_pool"))
+    return [*ops, Op("flatten"), Op("linear", "classifier.")]
+
+
+def _mlp_program(model: MLP) -> list[Op]:
+    return [
+        Op("flatten"),
+        Op("linear", "fc_1."),
+        Op("relu"),
+        Op("linear", "fc_2."),
+        Op("relu"),
+        Op("linear", "fc_3."),
+    ]
+
+
+def packed_program(model: nn.Module) -> list[Op] | None:
+    """The packed program of a model, or None when it must run through vmap."""
+    if type(model) is ConvNet:
+        return _convnet_program(model)
+    if type(model) is MLP:
+        return _mlp_program(model)
+    return None
+
+
+def run_packed(
+    program: list[Op], params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, training: bool
+) -> Tensor:
+    """Logits [K, B, classes] of K members; x is [K, B, C, H, W] or, shared by all members, [B, C, H, W]."""
+    k = next(iter(params.values())).shape[0]
+    if x.dim() == 4:
+        b = x.shape[0]
+        h = x.repeat(1, k, 1, 1)
+    else:
+        b = x.shape[1]
+        h = x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:])
+    flat = False
+    for op in program:
+        p = op.prefix
+        if op.kind == "conv":
+            conv = op.module
+            w = params[p + "weight"]
+            bias = params.get(p + "bias")
+            h = F.conv2d(
+                h,
+                w.reshape(-1, *w.shape[2:]),
+                None if bias is None else bias.reshape(-1),
+                conv.stride,
+                conv.padding,
+                conv.dilation,
+                groups=k * conv.groups,
+            )
+        elif op.kind == "group_norm":
+            norm = op.module
+            h = F.group_norm(
+                h,
+                k * norm.num_groups,
+                params[p + "weight"].reshape(-1),
+                params[p + "bias"].reshape(-1),
+                norm.eps,
+            )
+        elif op.kind == "batch_norm":
+            norm = op.module
+            if training:
+                buffers[p + "num_batches_tracked"].add_(1)
+            h = F.batch_norm(
+                h,
+                buffers[p + "running_mean"].view(-1),
+                buffers[p + "running_var"].view(-1),
+                params[p + "weight"].reshape(-1),
+                params[p + "bias"].reshape(-1),
+                training,
+                norm.momentum,
+                norm.eps,
+            )
+        elif op.kind == "relu":
+            h = F.relu(h)
+        elif op.kind == "avg_pool":
+            pool = op.module
+            h = F.avg_pool2d(h, pool.kernel_size, pool.stride, pool.padding)
+        elif op.kind == "global_pool":
+            h = F.adaptive_avg_pool2d(h, 1)
+        elif op.kind == "flatten":
+            h = h.reshape(b, k, -1).transpose(0, 1)
+            flat = True
+        elif op.kind == "linear":
+            assert flat, "linear layers follow a flatten"
+            h = torch.baddbmm(params[p + "bias"].unsqueeze(1), h, params[p + "weight"].transpose(1, 2))
+    return h

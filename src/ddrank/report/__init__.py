@@ -1,0 +1,1 @@
+"""Rendering of results: terminal tables (and, later, Markdown, CSV/JSON, HTML)."""

@@ -1,0 +1,81 @@
+"""Counter-based random numbers that are identical on every device and batch layout.
+
+A *key* is an int64 tensor of shape ``[K]`` (one key per ensemble member, or ``[1]``).
+Random values are a pure hash of (key, element index), so the loop backend (K = 1) and the
+ensemble backend (K members at once) draw exactly the same numbers for the same job, on the
+CPU or the GPU, with no generator state to carry and no per-sample Python.
+
+Keys for sub-streams (an epoch, a step, one augmentation family) are derived with
+:func:`fold`. All arithmetic stays below 2**49 in int64, so there is no overflow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+_MASK32 = 0xFFFFFFFF
+_MASK16 = 0xFFFF
+
+
+def _mul32(x: Tensor, c: int) -> Tensor:
+    """(x * c) mod 2**32 for x in [0, 2**32), without int64 overflow."""
+    lo = (x & _MASK16) * c
+    hi = ((x >> 16) * c) & _MASK16
+    return (lo + (hi << 16)) & _MASK32
+
+
+def _mix32(x: Tensor) -> Tensor:
+    """A 32-bit integer finaliser with good avalanche (Wellons' lowbias32)."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def key_from_seed(seed: int | list[int], device: torch.device | str | None = None) -> Tensor:
+    """Keys (int64, in [0, 2**32)) for one seed or a list of seeds."""
+    seeds = [seed] if isinstance(seed, int) else list(seed)
+    x = torch.tensor([s & _MASK32 for s in seeds], dtype=torch.int64, device=device)
+    return _mix32(_mix32(x) ^ 0x9E3779B9)
+
+
+def fold(key: Tensor, *tags: int) -> Tensor:
+    """Derive an independent key from ``key`` and integer tags (epoch, step, stream id)."""
+    for tag in tags:
+        key = _mix32(key ^ _mix32(torch.full_like(key, (int(tag) * 0x9E3779B1 + 0x7F4A7C15) & _MASK32)))
+    return key
+
+
+def bits(key: Tensor, n: int) -> Tensor:
+    """Uniform 32-bit integers, shape ``[K, n]`` (int64 values in [0, 2**32))."""
+    counter = torch.arange(n, device=key.device, dtype=torch.int64)
+    return _mix32(_mix32(key[:, None] ^ _mix32(counter[None, :] + 0x632BE5AB)) + 0x3C6EF372)
+
+
+def uniform(key: Tensor, *shape: int) -> Tensor:
+    """Uniform float32 in [0, 1), shape ``[K, *shape]``."""
+    n = int(np.prod(shape)) if shape else 1
+    u = (bits(key, n) >> 8).to(torch.float32) * (1.0 / (1 << 24))
+    return u.view(key.shape[0], *shape)
+
+
+def randint(key: Tensor, low: int, high: int, *shape: int) -> Tensor:
+    """Uniform integers in [low, high), shape ``[K, *shape]``."""
+    if high <= low:
+        raise ValueError(f"empty range [{low}, {high})")
+    n = int(np.prod(shape)) if shape else 1
+    r = bits(key, n) % (high - low) + low
+    return r.view(key.shape[0], *shape)
+
+
+def permutation(key: Tensor, n: int) -> Tensor:
+    """A random permutation of range(n) per key, shape ``[K, n]``."""
+    return torch.sort(bits(key, n), dim=1, stable=True).indices
+
+
+def derive_seed(*parts: int) -> int:
+    """A 31-bit seed derived from integers (e.g. base seed and round), stable across runs."""
+    return int(np.random.SeedSequence([int(p) & _MASK32 for p in parts]).generate_state(1)[0]) & 0x7FFFFFFF
