@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,17 @@ from ddrank import __version__, rng
 from ddrank.data.real import RealData, dataset_info, load_real, normalize
 from ddrank.data.sampling import random_subset, validation_split
 from ddrank.data.synthetic import SyntheticSet, ValidatedSet, load_synthetic, validate_synthetic
-from ddrank.engine.job import EvalSet, JobResult, RunData, TrainingSet, TrainJob, TrainSpec, job_key
+from ddrank.engine.job import (
+    EvalSet,
+    JobCache,
+    JobResult,
+    MemoryCache,
+    RunData,
+    TrainingSet,
+    TrainJob,
+    TrainSpec,
+    job_key,
+)
 from ddrank.engine.runner import Backend, run_jobs
 from ddrank.errors import ConfigError, InputError
 from ddrank.metrics import hard_label_recovery, improvement_over_random, label_robust_score, summarize
@@ -125,7 +135,7 @@ class Evaluator:
         real_acc: float | str | None = None,
         backend: Backend = "auto",
         device: str | torch.device | None = None,
-        cache: MutableMapping[str, JobResult] | None = None,
+        cache: JobCache | None = None,
         reporter: Reporter | None = None,
     ):
         self.info = dataset_info(dataset)
@@ -139,7 +149,7 @@ class Evaluator:
         self.real_acc = real_acc
         self.backend: Backend = backend
         self.device = _device(device)
-        self.cache: MutableMapping[str, JobResult] = {} if cache is None else cache
+        self.cache: JobCache = MemoryCache() if cache is None else cache
         self.reporter = reporter or Silent()
         self._real: RealData | None = None
 
@@ -198,12 +208,14 @@ class Evaluator:
             if name not in train_sets:
                 train_sets[name] = TrainingSet(images.to(device), labels.to(device), fingerprint)
 
-        def add_jobs(spec: TrainSpec, set_name: str, val: str | None, lrs: list[float], seed: int) -> None:
+        def add_jobs(
+            spec: TrainSpec, set_name: str, val: str | None, lrs: list[float], seed: int, cell: str, r: int
+        ) -> None:
             for lr in lrs:
                 fp = train_sets[set_name].fingerprint
                 vfp = val_sets[val].fingerprint if val else None
                 key = job_key(spec, fp, vfp, test.fingerprint, lr, seed)
-                jobs.append(TrainJob(spec, set_name, val, lr, seed, key))
+                jobs.append(TrainJob(spec, set_name, val, lr, seed, key, cell, r))
 
         for name, vs in sets.items():
             add_train_set(
@@ -237,8 +249,8 @@ class Evaluator:
                     )
                 syn_lrs = self._lrs(proto, vs.lr)
                 rand_lrs = self._lrs(proto, None)
-                add_jobs(spec, f"syn:{name}", selection_val, syn_lrs, seed)
-                add_jobs(spec, rand_name, selection_val, rand_lrs, seed)
+                add_jobs(spec, f"syn:{name}", selection_val, syn_lrs, seed, "syn", r)
+                add_jobs(spec, rand_name, selection_val, rand_lrs, seed, "random", r)
                 plan = {"spec": spec, "val": selection_val, "seed": seed, "rand": rand_name}
                 plan |= {"syn_lrs": syn_lrs, "rand_lrs": rand_lrs, "real": None}
                 published, _ = self._real_accuracy(proto)
@@ -247,7 +259,7 @@ class Evaluator:
                     add_train_set(
                         "real", normalize(real.train_images, info), real.train_labels, real.fingerprint
                     )
-                    add_jobs(real_spec, "real", None, [real_lr], seed)
+                    add_jobs(real_spec, "real", None, [real_lr], seed, "real", r)
                     plan["real"] = (real_spec, real_lr)
                 plans[name].append(plan)
 

@@ -6,7 +6,7 @@ import torch
 from ddrank.data.real import load_real, normalize
 from ddrank.engine.common import init_model
 from ddrank.engine.ensemble import EnsembleTrainer, train_ensemble
-from ddrank.engine.job import EvalSet, RunData, TrainingSet, TrainJob, TrainSpec
+from ddrank.engine.job import EvalSet, MemoryCache, RunData, TrainingSet, TrainJob, TrainSpec
 from ddrank.engine.loop import LoopTrainer, train_one
 from ddrank.engine.runner import run_jobs
 from ddrank.protocols import AugmentSpec, OptimizerSpec, ScheduleSpec
@@ -101,9 +101,9 @@ def test_runner_uses_the_cache_and_groups_jobs():
     data = _data()
     spec = _spec(epochs=2)
     jobs = [TrainJob(spec, "a", "v", lr, 7, f"k{lr}") for lr in (0.01, 0.1)]
-    cache = {}
+    cache = MemoryCache()
     first = run_jobs(jobs, data, backend="auto", cache=cache)
-    assert set(cache) == {"k0.01", "k0.1"} and all(r.backend == "ensemble" for r in first.values())
+    assert set(cache.results) == {"k0.01", "k0.1"} and all(r.backend == "ensemble" for r in first.values())
     again = run_jobs(jobs, data, backend="loop", cache=cache)
     assert again == first  # nothing retrained: cached results returned as they are
 

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from ddrank import rng
 from ddrank.augment import DSA
 from ddrank.engine.job import STREAM_AUGMENT, STREAM_ORDER, EvalSet, JobResult, RunData, TrainJob, TrainSpec
+from ddrank.engine.scoring import EvalMetrics, Tally
 from ddrank.models import create_model
 
 
@@ -43,7 +44,28 @@ class Trainer(Protocol):
 
     def train_epoch(self, epoch: int) -> None: ...
 
-    def accuracy(self, data: EvalSet, members: Sequence[int]) -> list[float]: ...
+    def logits(self, images: Tensor, members: Sequence[int]) -> Tensor:
+        """Eval-mode logits [len(members), B, classes] of shared images [B, C, H, W]."""
+        ...
+
+
+# Upper bound on input elements (times 16, for activations) of one evaluation chunk, over members.
+EVAL_BUDGET = 1 << 26
+
+
+@torch.inference_mode()
+def evaluate(
+    trainer: Trainer, data: EvalSet, members: Sequence[int], num_classes: int, detailed: bool = False
+) -> list[EvalMetrics]:
+    """Accuracy of the selected members on one evaluation set, in memory-bounded chunks."""
+    n = data.images.shape[0]
+    chunk = max(1, min(n, EVAL_BUDGET // (len(members) * int(data.images[0].numel()) * 16)))
+    tally = Tally(len(members), num_classes, data.images.device, detailed)
+    for start in range(0, n, chunk):
+        tally.add(
+            trainer.logits(data.images[start : start + chunk], members), data.labels[start : start + chunk]
+        )
+    return tally.results()
 
 
 def fit(
@@ -61,18 +83,22 @@ def fit(
     for epoch in range(spec.epochs):
         trainer.train_epoch(epoch)
         if epoch + 1 in spec.eval_epochs and epoch + 1 < spec.epochs:
-            for curve, acc in zip(curves, trainer.accuracy(data.test, everyone), strict=True):
-                curve.append((epoch + 1, acc))
+            for curve, m in zip(
+                curves, evaluate(trainer, data.test, everyone, spec.num_classes), strict=True
+            ):
+                curve.append((epoch + 1, m.top1))
         if on_epoch is not None:
             on_epoch(len(jobs))
-    test_acc = trainer.accuracy(data.test, everyone)
+    test = evaluate(trainer, data.test, everyone, spec.num_classes, detailed=True)
     val_acc: list[float | None] = [None] * len(jobs)
     for name in dict.fromkeys(j.val_set for j in jobs if j.val_set is not None):
         chosen = [i for i, j in enumerate(jobs) if j.val_set == name]
-        for i, acc in zip(chosen, trainer.accuracy(data.val_sets[name], chosen), strict=True):
-            val_acc[i] = acc
+        for i, m in zip(
+            chosen, evaluate(trainer, data.val_sets[name], chosen, spec.num_classes), strict=True
+        ):
+            val_acc[i] = m.top1
     seconds = (time.perf_counter() - start) / len(jobs)
     return [
-        JobResult(test, val, (*curve, (spec.epochs, test)), seconds, backend)
-        for test, val, curve in zip(test_acc, val_acc, curves, strict=True)
+        JobResult(t.top1, val, (*curve, (spec.epochs, t.top1)), seconds, backend, t.top5, t.per_class, t.ece)
+        for t, val, curve in zip(test, val_acc, curves, strict=True)
     ]

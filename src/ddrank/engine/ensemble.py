@@ -16,12 +16,9 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from ddrank import rng
 from ddrank.engine.common import augment_key, epoch_batches, fit, init_model, make_augmenter
-from ddrank.engine.job import EvalSet, JobResult, RunData, TrainJob
+from ddrank.engine.job import JobResult, RunData, TrainJob
 from ddrank.engine.optim import StackedOptimizer
 from ddrank.engine.packed import packed_program, run_packed
-
-# Upper bound on the elements of one evaluation chunk's input, summed over members, times 16.
-EVAL_BUDGET = 1 << 26
 
 
 class Ensemble:
@@ -50,19 +47,14 @@ class Ensemble:
         """Logits [K, B, classes] for per-member batches x [K, B, C, H, W]."""
         return self.forward(self.params, self.buffers, x, training=True)
 
-    @torch.inference_mode()
-    def accuracy(self, data: EvalSet, members: Sequence[int]) -> list[float]:
-        """Top-1 accuracy of the selected members on one evaluation set."""
-        index = torch.tensor(list(members), device=data.images.device)
+    def logits(self, images: Tensor, members: Sequence[int]) -> Tensor:
+        """Eval-mode logits of the selected members on shared images [B, C, H, W]."""
+        if len(members) == len(next(iter(self.params.values()))):
+            return self.forward(self.params, self.buffers, images, training=False)
+        index = torch.tensor(list(members), device=images.device)
         params = {k: v[index] for k, v in self.params.items()}
         buffers = {k: v[index] for k, v in self.buffers.items()}
-        per_image = int(data.images[0].numel()) * 16
-        chunk = max(1, min(data.images.shape[0], EVAL_BUDGET // (len(members) * per_image)))
-        correct = torch.zeros(len(members), dtype=torch.int64, device=data.images.device)
-        for start in range(0, data.images.shape[0], chunk):
-            logits = self.forward(params, buffers, data.images[start : start + chunk], training=False)
-            correct += (logits.argmax(-1) == data.labels[start : start + chunk]).sum(1)
-        return (correct.double() / data.labels.shape[0]).tolist()
+        return self.forward(params, buffers, images, training=False)
 
 
 class EnsembleTrainer:
@@ -103,8 +95,8 @@ class EnsembleTrainer:
             self.optimizer.step(list(grads), factor)
             self.step += 1
 
-    def accuracy(self, data: EvalSet, members: Sequence[int]) -> list[float]:
-        return self.ensemble.accuracy(data, members)
+    def logits(self, images: Tensor, members: Sequence[int]) -> Tensor:
+        return self.ensemble.logits(images, members)
 
 
 def train_ensemble(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -63,7 +64,10 @@ class EvalSet:
 
 @dataclass(frozen=True)
 class TrainJob:
-    """One student to train: spec, training set, validation set, learning rate and seed."""
+    """One student to train: spec, training set, validation set, learning rate and seed.
+
+    ``cell`` ("syn", "random", "real") and ``round`` only label the job for results stores.
+    """
 
     spec: TrainSpec
     train_set: str
@@ -71,6 +75,8 @@ class TrainJob:
     lr: float
     seed: int
     key: str = field(default="", compare=False)
+    cell: str = field(default="", compare=False)
+    round: int = field(default=-1, compare=False)
 
 
 def job_key(spec: TrainSpec, train_fp: str, val_fp: str | None, test_fp: str, lr: float, seed: int) -> str:
@@ -81,13 +87,40 @@ def job_key(spec: TrainSpec, train_fp: str, val_fp: str | None, test_fp: str, lr
 
 @dataclass(frozen=True)
 class JobResult:
-    """Final-epoch accuracies (fractions) and the test curve at the spec's eval epochs."""
+    """Final-epoch accuracies (fractions), the test curve at the spec's eval epochs, and how it ran."""
 
     test_acc: float
     val_acc: float | None
     curve: tuple[tuple[int, float], ...]
     seconds: float
     backend: str
+    test_top5: float | None = None
+    test_per_class: tuple[float, ...] = ()
+    test_ece: float | None = None
+
+
+class JobCache(Protocol):
+    """Where finished results live: looked up before training, written as soon as a job ends."""
+
+    def get(self, job: TrainJob) -> JobResult | None: ...
+
+    def put(self, job: TrainJob, result: JobResult) -> None: ...
+
+
+class MemoryCache:
+    """A JobCache for one process."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, JobResult] = {}
+
+    def get(self, job: TrainJob) -> JobResult | None:
+        return self.results.get(job.key)
+
+    def put(self, job: TrainJob, result: JobResult) -> None:
+        self.results[job.key] = result
+
+    def __len__(self) -> int:
+        return len(self.results)
 
 
 @dataclass

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from ddrank import rng
 from ddrank.engine.common import augment_key, epoch_batches, fit, init_model, make_augmenter
-from ddrank.engine.job import EvalSet, JobResult, RunData, TrainJob
+from ddrank.engine.job import JobResult, RunData, TrainJob
 from ddrank.engine.optim import make_optimizer
-
-EVAL_CHUNK = 2048
 
 
 class LoopTrainer:
@@ -42,14 +40,9 @@ class LoopTrainer:
             self.optimizer.step()
             self.step += 1
 
-    @torch.inference_mode()
-    def accuracy(self, data: EvalSet, members: Sequence[int] = (0,)) -> list[float]:
+    def logits(self, images: Tensor, members: Sequence[int] = (0,)) -> Tensor:
         self.model.eval()
-        correct = torch.zeros((), dtype=torch.int64, device=data.images.device)
-        for start in range(0, data.images.shape[0], EVAL_CHUNK):
-            logits = self.model(data.images[start : start + EVAL_CHUNK])
-            correct += (logits.argmax(1) == data.labels[start : start + EVAL_CHUNK]).sum()
-        return [int(correct) / int(data.labels.shape[0])] * len(members)
+        return self.model(images)[None].expand(len(members), -1, -1)
 
 
 def train_one(job: TrainJob, data: RunData, on_epoch: Callable[[int], None] | None = None) -> JobResult:

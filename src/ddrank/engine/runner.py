@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import MutableMapping
 from typing import Literal
 
 from ddrank.engine.allocator import keep_freed_memory
 from ddrank.engine.ensemble import train_ensemble
-from ddrank.engine.job import JobResult, RunData, TrainJob
+from ddrank.engine.job import JobCache, JobResult, MemoryCache, RunData, TrainJob
 from ddrank.engine.loop import train_one
 from ddrank.errors import ConfigError
 from ddrank.progress import Reporter, Silent
@@ -27,16 +26,16 @@ def run_jobs(
     data: RunData,
     *,
     backend: Backend = "auto",
-    cache: MutableMapping[str, JobResult] | None = None,
+    cache: JobCache | None = None,
     reporter: Reporter | None = None,
 ) -> dict[str, JobResult]:
     """Results for every job, keyed by job key; finished results are written to ``cache`` at once."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    cache = {} if cache is None else cache
+    cache = MemoryCache() if cache is None else cache
     reporter = reporter or Silent()
     unique = {job.key: job for job in jobs}
-    results = {key: cache[key] for key in unique if key in cache}
+    results = {key: found for key, job in unique.items() if (found := cache.get(job)) is not None}
     todo = [job for key, job in unique.items() if key not in results]
     if not todo:
         return results
@@ -46,7 +45,8 @@ def run_jobs(
 
     def record(batch: list[TrainJob], outcome: list[JobResult]) -> None:
         for job, result in zip(batch, outcome, strict=True):
-            results[job.key] = cache[job.key] = result
+            results[job.key] = result
+            cache.put(job, result)
 
     groups: dict[tuple, list[TrainJob]] = defaultdict(list)
     for job in todo:
