@@ -65,9 +65,11 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
 def cmd_protocol_show(args: argparse.Namespace, console: Console) -> int:
     import yaml
 
+    from ddrank.data.real import dataset_info
     from ddrank.protocols import load_protocol
 
-    proto = load_protocol(args.name, dataset=args.dataset, ipc=args.ipc)
+    dataset = dataset_info(args.dataset).name if args.dataset else None
+    proto = load_protocol(args.name, dataset=dataset, ipc=args.ipc)
     console.print(f"# {proto.name} v{proto.version}, hash {proto.content_hash()}", highlight=False)
     console.print(
         yaml.safe_dump(proto.model_dump(mode="json"), sort_keys=False), highlight=False, markup=False
@@ -82,7 +84,12 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     from ddrank.report.table import lrs_table
 
     syn = load_synthetic(
-        args.images, args.labels, lr=args.lr, space=args.space, allow_pickle=args.allow_pickle
+        args.images,
+        args.labels,
+        format=args.format,
+        lr=args.lr,
+        space=args.space,
+        allow_pickle=args.allow_pickle,
     )
     real_acc = (
         args.real_acc if args.real_acc in (None, "published") else _fraction(args.real_acc, "--real-acc")
@@ -152,6 +159,13 @@ def _fraction(text: str, flag: str) -> float:
         value = float(text)
     except ValueError:
         raise DDRankError(f"{flag} takes a fraction in [0, 1] or 'published', got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        hint = (
+            f" (accuracies are fractions, not percentages: {value:g}% is {value / 100:g})"
+            if value > 1
+            else ""
+        )
+        raise DDRankError(f"{flag} takes a fraction in [0, 1] or 'published', got {text!r}{hint}")
     return value
 
 
@@ -192,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--images",
         required=True,
         help="synthetic set: .pt tensor or dict, DATM/MTT folder, DC result file, .npz, image folder",
+    )
+    ev.add_argument(
+        "--format", default="auto", help="format of --images (ddrank list formats); default: detected"
     )
     ev.add_argument(
         "--labels", help="labels file (.pt/.npy): [N] hard or [N, K] soft; default class-major order"

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from ddrank import __version__, rng
-from ddrank.data.real import RealData, dataset_info, load_real, normalize
+from ddrank.augment import DSA
+from ddrank.data.real import DatasetInfo, RealData, dataset_info, load_real, normalize
 from ddrank.data.sampling import random_subset, validation_split
 from ddrank.data.synthetic import SyntheticSet, ValidatedSet, load_synthetic, validate_synthetic
 from ddrank.engine.job import (
@@ -30,10 +31,12 @@ from ddrank.engine.job import (
     TrainSpec,
     job_key,
 )
+from ddrank.engine.options import EngineOptions, default_precision
 from ddrank.engine.runner import Backend, run_jobs
 from ddrank.errors import ConfigError, InputError
 from ddrank.metrics import hard_label_recovery, improvement_over_random, label_robust_score, summarize
 from ddrank.metrics.stats import Summary
+from ddrank.models import canonical_model_name, create_model
 from ddrank.progress import Reporter, Silent
 from ddrank.protocols import Protocol, load_protocol
 
@@ -135,6 +138,8 @@ class Evaluator:
         real_acc: float | str | None = None,
         backend: Backend = "auto",
         device: str | torch.device | None = None,
+        precision: str = "auto",
+        options: EngineOptions | None = None,
         cache: JobCache | None = None,
         reporter: Reporter | None = None,
     ):
@@ -146,17 +151,29 @@ class Evaluator:
             raise InputError(f"weight must lie in [0, 1], got {weight!r}")
         if rounds is not None and rounds < 1:
             raise InputError(f"rounds must be at least 1, got {rounds}")
+        if real_acc not in (None, "published"):
+            _check_real_accuracy(real_acc)
         self.real_acc = real_acc
         self.backend: Backend = backend
         self.device = _device(device)
+        if precision not in ("auto", "fp32", "bf16"):
+            raise InputError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+        if precision == "bf16" and self.device.type == "cpu":
+            raise InputError("bf16 training is for CUDA devices; use --precision fp32 on the CPU")
+        self.precision = default_precision(self.device) if precision == "auto" else precision
+        self.options = options or EngineOptions()
         self.cache: JobCache = MemoryCache() if cache is None else cache
         self.reporter = reporter or Silent()
         self._real: RealData | None = None
 
     def protocol_for(self, ipc: int | None) -> Protocol:
+        """The protocol for ``ipc``, with its model and augmentation names checked (no training yet)."""
         if isinstance(self.protocol_source, Protocol):
-            return self.protocol_source
-        return load_protocol(self.protocol_source, dataset=self.info.name, ipc=ipc)
+            protocol = self.protocol_source
+        else:
+            protocol = load_protocol(self.protocol_source, dataset=self.info.name, ipc=ipc)
+        _check_names(protocol)
+        return protocol
 
     @property
     def real(self) -> RealData:
@@ -178,13 +195,11 @@ class Evaluator:
             recipe = protocol.full_data
             if recipe.published_acc is None:
                 raise ConfigError(
-                    f"protocol {protocol.name!r} has no published full-data accuracy for this dataset"
+                    f"protocol {protocol.name!r} has no published full-data accuracy for {self.info.name!r}; "
+                    "give acc(real, hard) as a fraction (e.g. 0.9) or leave it out to train it"
                 )
             return recipe.published_acc, f"published: {recipe.published_source}"
-        value = float(self.real_acc)
-        if not 0.0 <= value <= 1.0:
-            raise InputError(f"real accuracy must be a fraction in [0, 1], got {value!r}")
-        return value, "given"
+        return _check_real_accuracy(self.real_acc), "given"
 
     def evaluate_sets(self, sets: Mapping[str, ValidatedSet]) -> list[Evaluation]:
         """Plan every job of every set, train what is not cached, and score each set."""
@@ -196,6 +211,8 @@ class Evaluator:
                 raise ConfigError(
                     f"protocol {proto.name!r} needs soft labels, which this evaluation does not support"
                 )
+        for proto in protocols.values():
+            _check_buildable(proto, info)
         rounds = self.rounds or max(p.rounds for p in protocols.values())
         test = EvalSet(
             normalize(real.test_images, info).to(device), real.test_labels.to(device), real.fingerprint
@@ -264,7 +281,9 @@ class Evaluator:
                 plans[name].append(plan)
 
         data = RunData(train_sets, val_sets, test, device)
-        results = run_jobs(jobs, data, backend=self.backend, cache=self.cache, reporter=self.reporter)
+        results = run_jobs(
+            jobs, data, backend=self.backend, cache=self.cache, reporter=self.reporter, options=self.options
+        )
 
         def result(spec: TrainSpec, set_name: str, val: str | None, lr: float, seed: int) -> JobResult:
             vfp = val_sets[val].fingerprint if val else None
@@ -365,6 +384,7 @@ class Evaluator:
             protocol.batch_size,
             protocol.augment,
             eval_epochs,
+            self.precision,
         )
 
     def _full_data_spec(self, protocol: Protocol) -> TrainSpec:
@@ -380,6 +400,7 @@ class Evaluator:
             recipe.batch_size,
             recipe.augment,
             (),
+            self.precision,
         )
 
     def _provenance(self, vs: ValidatedSet, protocol: Protocol) -> dict[str, Any]:
@@ -397,7 +418,42 @@ class Evaluator:
             "device": self.device.type,
             "hardware": hardware or platform.machine(),
             "backend": self.backend,
+            "precision": self.precision,
         }
+
+
+def _check_real_accuracy(value: float | str) -> float:
+    """A given acc(real, hard) as a fraction; percentages are refused with a hint."""
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"real accuracy must be a fraction in [0, 1] or 'published', got {value!r}"
+        ) from None
+    if not 0.0 <= fraction <= 1.0:
+        hint = f" (accuracies are fractions, not percentages: {fraction:g}% is {fraction / 100:g})"
+        raise InputError(
+            f"real accuracy must be a fraction in [0, 1], got {value!r}" + (hint if fraction > 1 else "")
+        )
+    return fraction
+
+
+def _check_names(protocol: Protocol) -> None:
+    """Unknown model or augmentation names fail here, with the closest valid name, not inside training."""
+    for model in (protocol.model, protocol.full_data.model):
+        if model is not None:
+            canonical_model_name(model)
+    for augment in (protocol.augment, protocol.full_data.augment):
+        if augment.dsa:
+            DSA(augment.dsa, mode=augment.dsa_mode)
+
+
+def _check_buildable(protocol: Protocol, info: DatasetInfo) -> None:
+    """Build the student and full-data models without memory, so a model that cannot take the
+    dataset's images (e.g. too deep for 8 px) fails before any training starts."""
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        for model in dict.fromkeys((protocol.model, protocol.full_data.model or protocol.model)):
+            create_model(model, info.channels, info.num_classes, info.size)
 
 
 def _index_fingerprint(base: str, kind: str, idx: torch.Tensor) -> str:
@@ -430,6 +486,7 @@ def evaluate(
     dataset: str = "digits",
     protocol: str | os.PathLike | Protocol | None = None,
     method: str = "synthetic",
+    format: str = "auto",
     ipc: int | None = None,
     lr: float | None = None,
     space: str | None = None,
@@ -449,7 +506,7 @@ def evaluate(
     ``images`` is a tensor/array or a path in any supported format (see ddrank.data.synthetic);
     every input is validated before any training starts.
     """
-    syn = load_synthetic(images, labels, lr=lr, space=space, allow_pickle=allow_pickle)
+    syn = load_synthetic(images, labels, format=format, lr=lr, space=space, allow_pickle=allow_pickle)
     with Reporter(enabled=progress) as reporter:
         evaluator = Evaluator(
             dataset,

@@ -8,6 +8,7 @@ from ddrank.engine.common import init_model
 from ddrank.engine.ensemble import EnsembleTrainer, train_ensemble
 from ddrank.engine.job import EvalSet, MemoryCache, RunData, TrainingSet, TrainJob, TrainSpec
 from ddrank.engine.loop import LoopTrainer, train_one
+from ddrank.engine.options import EngineOptions
 from ddrank.engine.runner import run_jobs
 from ddrank.protocols import AugmentSpec, OptimizerSpec, ScheduleSpec
 
@@ -114,3 +115,20 @@ def test_reference_curve_records_checkpoints():
     (result,) = run_jobs([TrainJob(spec, "a", None, 0.01, 1, "k")], data, backend="loop").values()
     assert [epoch for epoch, _ in result.curve] == [2, 4, 6]
     assert result.val_acc is None and result.curve[-1][1] == result.test_acc
+
+
+@pytest.mark.parametrize("model", ["ConvNet-2-W16", "ConvNet-2-W16-BN", "MLP"])
+def test_packed_and_vmap_ensembles_agree(model):
+    data = _data()
+    spec = _spec(model, epochs=3)
+    jobs = [TrainJob(spec, "a", "v", 0.05, 1, "k1"), TrainJob(spec, "b", "v", 0.01, 2, "k2")]
+    packed = EnsembleTrainer(jobs, data, EngineOptions(conv="grouped"))
+    unfold = EnsembleTrainer(jobs, data, EngineOptions(conv="unfold"))
+    mapped = EnsembleTrainer(jobs, data, EngineOptions(conv="vmap"))
+    assert packed.ensemble.program is not None and mapped.ensemble.program is None
+    for epoch in range(spec.epochs):
+        for trainer in (packed, unfold, mapped):
+            trainer.train_epoch(epoch)
+    for other in (unfold, mapped):
+        for name, value in packed.ensemble.params.items():
+            torch.testing.assert_close(other.ensemble.params[name], value, atol=1e-5, rtol=0)

@@ -50,7 +50,7 @@ class Trainer(Protocol):
 
 
 # Upper bound on input elements (times 16, for activations) of one evaluation chunk, over members.
-EVAL_BUDGET = 1 << 26
+EVAL_BUDGET = {"cuda": 1 << 30, "cpu": 1 << 26}
 
 
 @torch.inference_mode()
@@ -59,7 +59,8 @@ def evaluate(
 ) -> list[EvalMetrics]:
     """Accuracy of the selected members on one evaluation set, in memory-bounded chunks."""
     n = data.images.shape[0]
-    chunk = max(1, min(n, EVAL_BUDGET // (len(members) * int(data.images[0].numel()) * 16)))
+    budget = EVAL_BUDGET.get(data.images.device.type, EVAL_BUDGET["cpu"])
+    chunk = max(1, min(n, budget // (len(members) * int(data.images[0].numel()) * 16)))
     tally = Tally(len(members), num_classes, data.images.device, detailed)
     for start in range(0, n, chunk):
         tally.add(

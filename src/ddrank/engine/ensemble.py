@@ -1,12 +1,17 @@
-"""The ensemble backend: K students of one architecture trained at once with torch.func.vmap.
+"""The ensemble backend: K students of one architecture trained at once.
 
-Every member keeps its own initialisation, data order, augmentation draws, learning rate and
-(for BatchNorm) running statistics, so a job gives the same result here as in the loop backend.
+Chain-shaped students (ConvNet family, MLP) run packed into the channel dimension (see
+:mod:`ddrank.engine.packed`); any other model runs through ``torch.func.vmap``. Every member
+keeps its own initialisation, data order, augmentation draws, learning rate and (for
+BatchNorm) running statistics, so a job gives the same result here as in the loop backend.
+On CUDA the whole step (gather, augmentation, forward, backward, optimiser) is captured once
+in a CUDA graph and replayed, with no host synchronisation inside an epoch.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Sequence
 
 import torch
@@ -18,18 +23,25 @@ from ddrank import rng
 from ddrank.engine.common import augment_key, epoch_batches, fit, init_model, make_augmenter
 from ddrank.engine.job import JobResult, RunData, TrainJob
 from ddrank.engine.optim import StackedOptimizer
+from ddrank.engine.options import EngineOptions, autocast
 from ddrank.engine.packed import packed_program, run_packed
+
+log = logging.getLogger(__name__)
+
+# Eager steps per batch shape before a CUDA graph is captured (warms up cuDNN/cuBLAS and the allocator).
+GRAPH_WARMUP_STEPS = 2
 
 
 class Ensemble:
     """K stacked copies of one architecture, called as one batched function."""
 
-    def __init__(self, members: list[nn.Module], device: torch.device):
+    def __init__(self, members: list[nn.Module], device: torch.device, options: EngineOptions):
         params, buffers = stack_module_state(members)
         self.params = {k: v.detach().to(device).requires_grad_(True) for k, v in params.items()}
         self.buffers = {k: v.to(device) for k, v in buffers.items()}
         self.base = copy.deepcopy(members[0]).to("meta")
-        self.program = packed_program(self.base)
+        self.program = None if options.conv == "vmap" else packed_program(self.base)
+        self.options = options
 
     def _call(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
         return functional_call(self.base, (params, buffers), (x,))
@@ -40,12 +52,16 @@ class Ensemble:
         """Logits [K, B, classes]; x is [K, B, C, H, W] per member, or [B, C, H, W] shared."""
         self.base.train(training)
         if self.program is not None:
-            return run_packed(self.program, params, buffers, x, training)
+            return run_packed(
+                self.program,
+                params,
+                buffers,
+                x,
+                training,
+                conv=self.options.conv,
+                channels_last=self.options.channels_last,
+            )
         return vmap(self._call, in_dims=(0, 0, 0 if x.dim() == 5 else None))(params, buffers, x)
-
-    def train_forward(self, x: Tensor) -> Tensor:
-        """Logits [K, B, classes] for per-member batches x [K, B, C, H, W]."""
-        return self.forward(self.params, self.buffers, x, training=True)
 
     def logits(self, images: Tensor, members: Sequence[int]) -> Tensor:
         """Eval-mode logits of the selected members on shared images [B, C, H, W]."""
@@ -57,17 +73,32 @@ class Ensemble:
         return self.forward(params, buffers, images, training=False)
 
 
+class _StepGraph:
+    """A captured training step and the static tensors it reads."""
+
+    def __init__(self, graph: torch.cuda.CUDAGraph, idx: Tensor, key: Tensor, factor: Tensor):
+        self.graph, self.idx, self.key, self.factor = graph, idx, key, factor
+
+    def replay(self, idx: Tensor, key: Tensor, factor: float) -> None:
+        self.idx.copy_(idx)
+        self.key.copy_(key)
+        self.factor.fill_(factor)
+        self.graph.replay()
+
+
 class EnsembleTrainer:
     """Jobs sharing a spec and a training-set size, trained as one ensemble."""
 
-    def __init__(self, jobs: Sequence[TrainJob], data: RunData):
+    def __init__(self, jobs: Sequence[TrainJob], data: RunData, options: EngineOptions | None = None):
         spec = jobs[0].spec
         sizes = {len(data.train_sets[j.train_set]) for j in jobs}
         if any(j.spec != spec for j in jobs) or len(sizes) != 1:
             raise ValueError("an ensemble needs one spec and one training-set size")
-        device = data.device
+        self.options = options or EngineOptions()
+        self.device = device = data.device
         inits: dict[int, nn.Module] = {}
-        self.ensemble = Ensemble([inits.setdefault(j.seed, init_model(spec, j.seed)) for j in jobs], device)
+        members = [inits.setdefault(j.seed, init_model(spec, j.seed)) for j in jobs]
+        self.ensemble = Ensemble(members, device, self.options)
         self.params = list(self.ensemble.params.values())
         names = list(dict.fromkeys(j.train_set for j in jobs))
         self.images = torch.stack([data.train_sets[n].images for n in names])
@@ -78,29 +109,76 @@ class EnsembleTrainer:
         self.optimizer = StackedOptimizer(self.params, spec.optimizer, lrs)
         self.augmenter = make_augmenter(spec)
         self.spec, self.n, self.step = spec, sizes.pop(), 0
+        self.use_graphs = self.options.cuda_graphs and device.type == "cuda"
+        self._graphs: dict[int, _StepGraph | None] = {}
+        self._eager_steps: dict[int, int] = {}
+
+    def _train_step(self, idx: Tensor, key: Tensor, factor: float | Tensor) -> None:
+        """One optimiser step of every member on its batch ``idx`` [K, b]."""
+        x = self.images[self.set_ids, idx]
+        if self.augmenter is not None:
+            x = self.augmenter(x, key)
+        with autocast(self.device, self.spec.precision):
+            logits = self.ensemble.forward(self.ensemble.params, self.ensemble.buffers, x, training=True)
+        # The sum over members of each member's batch-mean loss keeps members' gradients apart.
+        loss = F.cross_entropy(
+            logits.float().flatten(0, 1), self.labels[self.set_ids, idx].flatten(), reduction="sum"
+        )
+        grads = torch.autograd.grad(loss / idx.shape[1], self.params)
+        self.optimizer.step(list(grads), factor)
+
+    def _capture(self, idx: Tensor, key: Tensor, factor: float) -> _StepGraph | None:
+        """Capture the step for this batch shape; None (eager from now on) if capture fails."""
+        static = _StepGraph(
+            torch.cuda.CUDAGraph(), idx.clone(), key.clone(), torch.tensor(factor, device=self.device)
+        )
+        torch.cuda.synchronize(self.device)
+        try:
+            with torch.cuda.graph(static.graph):
+                self._train_step(static.idx, static.key, static.factor)
+        except RuntimeError as exc:  # an op that cannot be captured: stay eager for this ensemble
+            log.info("CUDA graph capture failed, training eagerly: %s", exc)
+            self.use_graphs = False
+            return None
+        return static
 
     def train_epoch(self, epoch: int) -> None:
         spec = self.spec
         factor = spec.schedule.factor(epoch, spec.epochs)
         for idx in epoch_batches(self.keys, self.n, spec.batch_size, epoch):
-            x = self.images[self.set_ids, idx]
-            if self.augmenter is not None:
-                x = self.augmenter(x, augment_key(self.keys, self.step))
-            logits = self.ensemble.train_forward(x)
-            # The sum over members of each member's batch-mean loss keeps members' gradients apart.
-            loss = F.cross_entropy(
-                logits.flatten(0, 1), self.labels[self.set_ids, idx].flatten(), reduction="sum"
-            )
-            grads = torch.autograd.grad(loss / idx.shape[1], self.params)
-            self.optimizer.step(list(grads), factor)
+            key = augment_key(self.keys, self.step)
+            width = idx.shape[1]
+            graph = self._graphs.get(width)
+            if graph is not None:
+                graph.replay(idx, key, factor)
+            elif self.use_graphs and self._eager_steps.get(width, 0) >= GRAPH_WARMUP_STEPS:
+                graph = self._graphs[width] = self._capture(idx, key, factor)
+                if graph is not None:
+                    graph.replay(idx, key, factor)
+                else:
+                    self._train_step(idx, key, factor)
+            else:
+                self._eager_steps[width] = self._eager_steps.get(width, 0) + 1
+                if self.use_graphs:
+                    side = torch.cuda.Stream(self.device)
+                    side.wait_stream(torch.cuda.current_stream(self.device))
+                    with torch.cuda.stream(side):
+                        self._train_step(idx, key, factor)
+                    torch.cuda.current_stream(self.device).wait_stream(side)
+                else:
+                    self._train_step(idx, key, factor)
             self.step += 1
 
     def logits(self, images: Tensor, members: Sequence[int]) -> Tensor:
-        return self.ensemble.logits(images, members)
+        with autocast(self.device, self.spec.precision):
+            return self.ensemble.logits(images, members).float()
 
 
 def train_ensemble(
-    jobs: Sequence[TrainJob], data: RunData, on_epoch: Callable[[int], None] | None = None
+    jobs: Sequence[TrainJob],
+    data: RunData,
+    on_epoch: Callable[[int], None] | None = None,
+    options: EngineOptions | None = None,
 ) -> list[JobResult]:
     """Train and evaluate jobs that share a spec and a training-set size as one ensemble."""
-    return fit(EnsembleTrainer(jobs, data), jobs, data, "ensemble", on_epoch)
+    return fit(EnsembleTrainer(jobs, data, options), jobs, data, "ensemble", on_epoch)

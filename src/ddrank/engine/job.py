@@ -31,6 +31,7 @@ class TrainSpec:
     batch_size: int
     augment: AugmentSpec
     eval_epochs: tuple[int, ...] = ()  # epochs (1-based) after which test accuracy is also recorded
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast); part of the job's identity
 
     def fingerprint(self) -> str:
         payload = asdict(self) | {

@@ -11,13 +11,14 @@ from ddrank import rng
 from ddrank.engine.common import augment_key, epoch_batches, fit, init_model, make_augmenter
 from ddrank.engine.job import JobResult, RunData, TrainJob
 from ddrank.engine.optim import make_optimizer
+from ddrank.engine.options import autocast
 
 
 class LoopTrainer:
     """One student, trained with a plain forward/backward/optimizer step per batch."""
 
     def __init__(self, job: TrainJob, data: RunData):
-        self.job, self.spec = job, job.spec
+        self.job, self.spec, self.device = job, job.spec, data.device
         self.model = init_model(self.spec, job.seed).to(data.device)
         self.optimizer = make_optimizer(self.model.parameters(), self.spec.optimizer, job.lr)
         self.augmenter = make_augmenter(self.spec)
@@ -34,7 +35,9 @@ class LoopTrainer:
             x = self.train.images[idx[0]]
             if self.augmenter is not None:
                 x = self.augmenter(x[None], augment_key(self.keys, self.step))[0]
-            loss = F.cross_entropy(model(x), self.train.labels[idx[0]])
+            with autocast(self.device, spec.precision):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), self.train.labels[idx[0]])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -42,7 +45,8 @@ class LoopTrainer:
 
     def logits(self, images: Tensor, members: Sequence[int] = (0,)) -> Tensor:
         self.model.eval()
-        return self.model(images)[None].expand(len(members), -1, -1)
+        with autocast(self.device, self.spec.precision):
+            return self.model(images).float()[None].expand(len(members), -1, -1)
 
 
 def train_one(job: TrainJob, data: RunData, on_epoch: Callable[[int], None] | None = None) -> JobResult:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
@@ -21,39 +20,48 @@ def make_optimizer(params: Iterable[Tensor], spec: OptimizerSpec, lr: float) -> 
 
 
 class StackedOptimizer:
-    """The torch.optim update rules applied to tensors of shape [K, ...], one lr per member."""
+    """The torch.optim update rules applied to tensors of shape [K, ...], one lr per member.
+
+    All state lives in device tensors created up front (momentum starts at zero, which gives
+    torch's first-step ``buf = grad``), and the schedule factor may be a device scalar, so a
+    step has no host synchronisation and can be captured in a CUDA graph.
+    """
 
     def __init__(self, params: list[Tensor], spec: OptimizerSpec, lrs: Tensor):
         self.params, self.spec, self.lrs = params, spec, lrs
-        self.state: list[dict[str, Tensor]] = [{} for _ in params]
-        self.steps = 0
+        device = lrs.device
+        self.steps = torch.zeros((), dtype=torch.float64, device=device)
+        if spec.name == "sgd":
+            self.state = [{"momentum": torch.zeros_like(p)} if spec.momentum else {} for p in params]
+        else:
+            self.state = [{"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)} for p in params]
 
-    def _lr(self, p: Tensor, factor: float) -> Tensor:
+    def _lr(self, p: Tensor, factor: float | Tensor) -> Tensor:
         return (self.lrs * factor).view(-1, *([1] * (p.dim() - 1)))
 
     @torch.no_grad()
-    def step(self, grads: list[Tensor], factor: float = 1.0) -> None:
-        self.steps += 1
+    def step(self, grads: list[Tensor], factor: float | Tensor = 1.0) -> None:
         spec = self.spec
+        self.steps.add_(1)
+        if spec.name != "sgd":
+            beta1, beta2 = spec.betas
+            correction1 = (1 - beta1**self.steps).float()
+            correction2_sqrt = (1 - beta2**self.steps).sqrt().float()
         for p, g, state in zip(self.params, grads, self.state, strict=True):
             lr = self._lr(p, factor)
             if spec.name == "sgd":
                 d = g.add(p, alpha=spec.weight_decay) if spec.weight_decay else g
                 if spec.momentum:
-                    buf = state.get("momentum")
-                    buf = d.clone() if buf is None else buf.mul_(spec.momentum).add_(d)
-                    state["momentum"] = buf
+                    buf = state["momentum"].mul_(spec.momentum).add_(d)
                     d = d.add(buf, alpha=spec.momentum) if spec.nesterov else buf
                 p.sub_(lr * d)
                 continue
-            beta1, beta2 = spec.betas
             if spec.name == "adamw":
                 p.mul_(1 - lr * spec.weight_decay)
             elif spec.weight_decay:
                 g = g.add(p, alpha=spec.weight_decay)
-            m = state.setdefault("exp_avg", torch.zeros_like(p))
-            v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
+            m, v = state["exp_avg"], state["exp_avg_sq"]
             m.lerp_(g, 1 - beta1)
             v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            denom = (v.sqrt() / math.sqrt(1 - beta2**self.steps)).add_(spec.eps)
-            p.sub_((lr / (1 - beta1**self.steps)) * m / denom)
+            denom = (v.sqrt() / correction2_sqrt).add_(spec.eps)
+            p.sub_((lr / correction1) * m / denom)

@@ -68,8 +68,32 @@ def packed_program(model: nn.Module) -> list[Op] | None:
     return None
 
 
+def _conv_unfold(h: Tensor, weight: Tensor, bias: Tensor | None, conv: nn.Conv2d) -> Tensor:
+    """The grouped convolution as im2col plus one batched matmul over members."""
+    k, out_ch = weight.shape[:2]
+    b, _, height, width = h.shape
+    cols = F.unfold(h, conv.kernel_size, conv.dilation, conv.padding, conv.stride)  # [B, K*C*kh*kw, L]
+    length = cols.shape[-1]
+    cols = cols.view(b, k, -1, length).permute(1, 0, 3, 2).reshape(k, b * length, -1)
+    out = torch.bmm(cols, weight.reshape(k, out_ch, -1).transpose(1, 2))
+    if bias is not None:
+        out = out + bias.unsqueeze(1)
+    ho = (height + 2 * conv.padding[0] - conv.dilation[0] * (conv.kernel_size[0] - 1) - 1) // conv.stride[
+        0
+    ] + 1
+    wo = length // ho
+    return out.view(k, b, ho, wo, out_ch).permute(1, 0, 4, 2, 3).reshape(b, k * out_ch, ho, wo)
+
+
 def run_packed(
-    program: list[Op], params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, training: bool
+    program: list[Op],
+    params: dict[str, Tensor],
+    buffers: dict[str, Tensor],
+    x: Tensor,
+    training: bool,
+    *,
+    conv: str = "grouped",
+    channels_last: bool = False,
 ) -> Tensor:
     """Logits [K, B, classes] of K members; x is [K, B, C, H, W] or, shared by all members, [B, C, H, W]."""
     k = next(iter(params.values())).shape[0]
@@ -79,21 +103,25 @@ def run_packed(
     else:
         b = x.shape[1]
         h = x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:])
+    if channels_last:
+        h = h.contiguous(memory_format=torch.channels_last)
     flat = False
     for op in program:
         p = op.prefix
-        if op.kind == "conv":
-            conv = op.module
+        if op.kind == "conv" and conv == "unfold" and op.module.groups == 1:
+            h = _conv_unfold(h, params[p + "weight"], params.get(p + "bias"), op.module)
+        elif op.kind == "conv":
+            layer = op.module
             w = params[p + "weight"]
             bias = params.get(p + "bias")
             h = F.conv2d(
                 h,
                 w.reshape(-1, *w.shape[2:]),
                 None if bias is None else bias.reshape(-1),
-                conv.stride,
-                conv.padding,
-                conv.dilation,
-                groups=k * conv.groups,
+                layer.stride,
+                layer.padding,
+                layer.dilation,
+                groups=k * layer.groups,
             )
         elif op.kind == "group_norm":
             norm = op.module

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from ddrank.errors import ConfigError, UnknownNameError
 from ddrank.protocols.protocol import (
@@ -19,6 +18,7 @@ from ddrank.protocols.protocol import (
     OptimizerSpec,
     Protocol,
     ScheduleSpec,
+    validated_protocol,
 )
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "load_protocol",
     "preset",
     "preset_names",
+    "validated_protocol",
 ]
 
 
@@ -75,9 +76,22 @@ def _matches(when: dict[str, Any], dataset: str | None, ipc: int | None) -> bool
     return True
 
 
+PRESET_KEYS = ("name", "version", "description", "datasets", "protocol", "overrides")
+RULE_KEYS = ("when", "set")
+
+
+def _check_keys(found: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    unknown = [str(k) for k in found if k not in allowed]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (valid: {', '.join(allowed)})")
+
+
 def resolve(doc: dict[str, Any], dataset: str | None = None, ipc: int | None = None) -> Protocol:
     """Build the protocol a preset document defines for ``dataset`` and ``ipc``."""
     name = doc.get("name", "custom")
+    _check_keys(doc, PRESET_KEYS, f"protocol {name!r}")
+    for rule in doc.get("overrides", []):
+        _check_keys(rule, RULE_KEYS, f"protocol {name!r}: override")
     datasets = doc.get("datasets")
     if dataset is not None and datasets and dataset not in datasets:
         raise ConfigError(
@@ -89,14 +103,11 @@ def resolve(doc: dict[str, Any], dataset: str | None = None, ipc: int | None = N
         if _matches(rule.get("when", {}), dataset, ipc):
             fields = _merge(fields, rule.get("set", {}))
     fields.update(name=name, version=doc.get("version", 1), description=doc.get("description", ""))
+    if dataset is not None and fields.get("dataset") not in (None, dataset):
+        raise ConfigError(f"protocol {name!r} sets dataset {fields['dataset']!r}, not {dataset!r}")
     fields.setdefault("dataset", dataset if dataset is not None else (datasets[0] if datasets else None))
     fields.setdefault("ipc", ipc)
-    try:
-        return Protocol.model_validate(fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "protocol"
-        raise ConfigError(f"protocol {name!r}: {where}: {first['msg']}") from None
+    return validated_protocol(fields)
 
 
 def load_protocol(
@@ -111,6 +122,7 @@ def load_protocol(
         if not isinstance(doc, dict):
             raise ConfigError(f"protocol file {str(path)!r} must hold a mapping")
         if "protocol" not in doc:
-            doc = {"name": doc.pop("name", path.stem), "protocol": doc}
+            meta = {key: doc.pop(key) for key in ("version", "description", "datasets") if key in doc}
+            doc = {"name": doc.pop("name", path.stem), **meta, "protocol": doc}
         return resolve(doc, dataset, ipc)
     return resolve(preset(str(name_or_path)), dataset, ipc)

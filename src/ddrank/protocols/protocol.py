@@ -10,7 +10,9 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ddrank.errors import ConfigError
 
 Space = Literal["pixel", "normalized", "zca"]
 
@@ -147,4 +149,14 @@ class Protocol(_Spec):
         """A validated copy with some fields replaced (nested specs as dicts or specs)."""
         data = self.model_dump()
         data.update({k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in fields.items()})
-        return Protocol.model_validate(data)
+        return validated_protocol(data)
+
+
+def validated_protocol(fields: dict[str, Any]) -> Protocol:
+    """``Protocol.model_validate`` with the first problem raised as a one-line ConfigError."""
+    try:
+        return Protocol.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "protocol"
+        raise ConfigError(f"protocol {fields.get('name', 'custom')!r}: {where}: {first['msg']}") from None

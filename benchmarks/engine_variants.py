@@ -1,0 +1,86 @@
+"""Per-epoch time of the ensemble step under each execution variant, on the protocol workload.
+
+Each variant trains the same 50 members (ConvNet-3, IPC 10, DSA) for a few epochs after a
+warm-up, then scores them on the test set; the table shows what each speed-up buys.
+
+    python benchmarks/engine_variants.py [--epochs 20] [--members 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+
+import torch
+
+from ddrank.engine.common import evaluate
+from ddrank.engine.ensemble import EnsembleTrainer
+from ddrank.engine.options import EngineOptions
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from protocol_speed import workload  # noqa: E402
+
+VARIANTS = {
+    "fp32 grouped eager": ("fp32", EngineOptions(cuda_graphs=False)),
+    "bf16 grouped eager": ("bf16", EngineOptions(cuda_graphs=False)),
+    "bf16 vmap eager": ("bf16", EngineOptions(cuda_graphs=False, conv="vmap")),
+    "bf16 grouped graph": ("bf16", EngineOptions()),
+    "bf16 grouped graph channels-last": ("bf16", EngineOptions(channels_last=True)),
+    "bf16 unfold graph": ("bf16", EngineOptions(conv="unfold")),
+    "fp32 grouped graph": ("fp32", EngineOptions()),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=4)
+    parser.add_argument("--members", type=int, default=50)
+    parser.add_argument("--only", nargs="*", help="variant names to run")
+    args = parser.parse_args()
+    device = torch.device("cuda")
+    ns = argparse.Namespace(
+        size=32, model="ConvNet-3", epochs=1000, pool=50000, test=10000, rounds=5, precision="bf16"
+    )
+    base_jobs, data = workload(ns, device)
+    base_jobs = base_jobs[: args.members]
+    rows = []
+    for name, (precision, options) in VARIANTS.items():
+        if args.only and name not in args.only:
+            continue
+        jobs = [replace(j, spec=replace(j.spec, precision=precision)) for j in base_jobs]
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            trainer = EnsembleTrainer(jobs, data, options)
+            for epoch in range(args.warmup):
+                trainer.train_epoch(epoch)
+            torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            for epoch in range(args.warmup, args.warmup + args.epochs):
+                trainer.train_epoch(epoch)
+            torch.cuda.synchronize(device)
+            per_epoch = (time.perf_counter() - start) / args.epochs
+            start = time.perf_counter()
+            evaluate(trainer, data.test, list(range(len(jobs))), 10)
+            torch.cuda.synchronize(device)
+            eval_s = time.perf_counter() - start
+            peak = torch.cuda.max_memory_allocated(device) / 2**30
+            rows.append((name, f"{per_epoch * 1000:.2f}", "", f"{eval_s:.2f}", f"{peak:.1f}"))
+        except RuntimeError as exc:
+            rows.append((name, "failed", str(exc).splitlines()[0][:60], "", ""))
+        print(*rows[-1], sep="\t", flush=True)
+    print()
+    print(f"{'variant':36s} {'ms/epoch':>9s} {'1000 ep (s)':>11s} {'test eval s':>11s} {'peak GiB':>8s}")
+    for name, ms, _, ev, peak in rows:
+        total = f"{float(ms):.1f}" if ms != "failed" else "-"
+        print(f"{name:36s} {ms:>9s} {total:>11s} {ev:>11s} {peak:>8s}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# One prepared run on a GPU machine: GPU tests, engine variants, the protocol benchmark.
+# Results go to $OUT (default ./out). Usage: bash benchmarks/gpu_session.sh [step ...]
+set -uo pipefail
+OUT=${OUT:-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src:${PYTHONPATH:-}"
+steps=${*:-info tests variants speed}
+for step in $steps; do
+  case $step in
+    info) nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv | tee "$OUT/gpu.txt"
+          python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt" ;;
+    tests) timeout 100 python3 -m pytest -q -m gpu -p no:cacheprovider -s tests/engine/test_gpu.py tests/augment \
+             2>&1 | tail -12 | tee "$OUT/gpu_tests.txt" ;;
+    variants) timeout 80 python3 benchmarks/engine_variants.py --epochs 10 2>&1 | tee "$OUT/variants.txt" ;;
+    speed) timeout 130 python3 benchmarks/protocol_speed.py --json "$OUT/speed.json" 2>&1 | tee "$OUT/speed.txt" ;;
+    speed-cl) timeout 130 python3 benchmarks/protocol_speed.py --channels-last --skip-loop \
+                --json "$OUT/speed_cl.json" 2>&1 | tee "$OUT/speed_cl.txt" ;;
+    demo) timeout 90 python3 -m ddrank demo --quick --no-progress 2>&1 | tail -16 | tee "$OUT/demo.txt" ;;
+    *) echo "unknown step $step" ;;
+  esac
+done

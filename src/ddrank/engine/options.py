@@ -1,0 +1,38 @@
+"""How the engine executes jobs on a device; none of these change what a job computes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+Precision = Literal["fp32", "bf16"]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Execution settings: CUDA graphs, memory layout, conv lowering and ensemble size limit.
+
+    ``conv`` chooses how the ensemble runs chain-shaped students: ``grouped`` (members packed
+    into channels, one grouped conv per layer), ``unfold`` (packed, im2col + one batched matmul
+    per layer) or ``vmap`` (torch.func.vmap of the module, as for every other model).
+    """
+
+    cuda_graphs: bool = True
+    channels_last: bool = False
+    conv: Literal["grouped", "unfold", "vmap"] = "grouped"
+    max_members: int | None = None
+    memory_fraction: float = 0.5  # share of free device memory an ensemble may take
+
+
+def default_precision(device: torch.device) -> Precision:
+    """bf16 autocast on CUDA devices that support it, fp32 elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: Precision) -> torch.autocast:
+    """The autocast context of a precision (disabled for fp32; no cache, so CUDA graphs can capture it)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False)

@@ -1,0 +1,109 @@
+"""The engine on a CUDA device: same semantics as on the CPU, graphs, no host syncs, bf16."""
+
+import statistics
+
+import pytest
+import torch
+
+from ddrank.data.real import load_real, normalize
+from ddrank.data.sampling import random_subset, validation_split
+from ddrank.engine.ensemble import EnsembleTrainer
+from ddrank.engine.job import EvalSet, RunData, TrainingSet, TrainJob, TrainSpec
+from ddrank.engine.loop import LoopTrainer
+from ddrank.engine.options import EngineOptions
+from ddrank.engine.runner import run_jobs
+from ddrank.protocols import AugmentSpec, OptimizerSpec, ScheduleSpec
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+DEVICE = torch.device("cuda")
+DSA = "color_crop_cutout_scale_rotate"
+
+
+def _digits(seeds: int = 1) -> tuple[RunData, list[str]]:
+    real = load_real("digits")
+    info = real.info
+    val_idx, pool = validation_split(real.train_labels, 10, 0.1, 0)
+    train = {}
+    for s in range(seeds):
+        idx = random_subset(real.train_labels, pool, 10, 10, s)
+        train[f"r{s}"] = TrainingSet(
+            normalize(real.train_images[idx], info).to(DEVICE), real.train_labels[idx].to(DEVICE), f"r{s}"
+        )
+    val = EvalSet(
+        normalize(real.train_images[val_idx], info).to(DEVICE), real.train_labels[val_idx].to(DEVICE), "v"
+    )
+    test = EvalSet(normalize(real.test_images, info).to(DEVICE), real.test_labels.to(DEVICE), "t")
+    return RunData(train, {"v": val}, test, DEVICE), list(train)
+
+
+def _spec(epochs: int, precision: str = "fp32", model: str = "ConvNet-2-W16") -> TrainSpec:
+    return TrainSpec(
+        model, 1, 10, 8, OptimizerSpec(), ScheduleSpec(), epochs, 32, AugmentSpec(dsa=DSA), (), precision
+    )
+
+
+@pytest.mark.parametrize("graphs", [False, True])
+def test_ensemble_matches_loop_on_cuda(graphs):
+    data, names = _digits()
+    spec = _spec(epochs=3)  # 100 images, batch 32: 4 steps per epoch (the last partial), 12 steps
+    jobs = [TrainJob(spec, names[0], "v", lr, seed, str(seed)) for seed, lr in ((1, 0.05), (2, 0.01))]
+    ensemble = EnsembleTrainer(jobs, data, EngineOptions(cuda_graphs=graphs))
+    loops = [LoopTrainer(job, data) for job in jobs]
+    for epoch in range(spec.epochs):
+        ensemble.train_epoch(epoch)
+        for loop in loops:
+            loop.train_epoch(epoch)
+    if graphs:
+        assert ensemble._graphs, "the step was captured and replayed"
+    for k, loop in enumerate(loops):
+        for name, value in loop.model.named_parameters():
+            torch.testing.assert_close(ensemble.ensemble.params[name][k], value, atol=1e-4, rtol=0)
+
+
+def test_graph_replay_equals_eager_steps():
+    data, names = _digits()
+    spec = _spec(epochs=4)
+    jobs = [TrainJob(spec, names[0], "v", 0.03, seed, str(seed)) for seed in (1, 2, 3)]
+    eager = EnsembleTrainer(jobs, data, EngineOptions(cuda_graphs=False))
+    graphed = EnsembleTrainer(jobs, data, EngineOptions(cuda_graphs=True))
+    for epoch in range(spec.epochs):
+        eager.train_epoch(epoch)
+        graphed.train_epoch(epoch)
+    for name, value in eager.ensemble.params.items():
+        torch.testing.assert_close(graphed.ensemble.params[name], value, atol=1e-5, rtol=0)
+
+
+def test_no_host_synchronisation_inside_an_epoch():
+    data, names = _digits()
+    spec = _spec(epochs=6, precision="bf16")
+    jobs = [TrainJob(spec, names[0], "v", lr, 1, str(lr)) for lr in (0.01, 0.1)]
+    trainer = EnsembleTrainer(jobs, data, EngineOptions(cuda_graphs=True))
+    for epoch in range(2):  # warm-up and capture
+        trainer.train_epoch(epoch)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for epoch in range(2, spec.epochs):
+            trainer.train_epoch(epoch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_bf16_moves_mean_accuracy_less_than_seed_spread():
+    seeds = 8
+    data, names = _digits(seeds)
+    accs = {}
+    for precision in ("fp32", "bf16"):
+        spec = _spec(epochs=300, precision=precision)
+        jobs = [TrainJob(spec, names[s], "v", 0.03, 100 + s, f"{precision}{s}") for s in range(seeds)]
+        results = run_jobs(jobs, data, backend="ensemble")
+        accs[precision] = [results[j.key].test_acc for j in jobs]
+    spread = statistics.stdev(accs["fp32"])
+    shift = abs(statistics.mean(accs["bf16"]) - statistics.mean(accs["fp32"]))
+    print(
+        f"fp32 {statistics.mean(accs['fp32']):.4f} ± {spread:.4f}, bf16 {statistics.mean(accs['bf16']):.4f}"
+    )
+    assert shift <= spread
