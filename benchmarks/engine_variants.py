@@ -23,14 +23,27 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from protocol_speed import workload  # noqa: E402
 
 VARIANTS = {
-    "fp32 grouped eager": ("fp32", EngineOptions(cuda_graphs=False)),
-    "bf16 grouped eager": ("bf16", EngineOptions(cuda_graphs=False)),
-    "bf16 vmap eager": ("bf16", EngineOptions(cuda_graphs=False, conv="vmap")),
-    "bf16 grouped graph": ("bf16", EngineOptions()),
-    "bf16 grouped graph channels-last": ("bf16", EngineOptions(channels_last=True)),
-    "bf16 unfold graph": ("bf16", EngineOptions(conv="unfold")),
-    "fp32 grouped graph": ("fp32", EngineOptions()),
+    "fp32 eager, no autotune": ("fp32", EngineOptions(cuda_graphs=False, cudnn_benchmark=False)),
+    "fp32 eager": ("fp32", EngineOptions(cuda_graphs=False)),
+    "bf16 eager, fp32 norm": ("bf16", EngineOptions(cuda_graphs=False, norm_in_bf16=False)),
+    "bf16 eager": ("bf16", EngineOptions(cuda_graphs=False)),
+    "bf16 graph (default)": ("bf16", EngineOptions()),
+    "bf16 graph, channels-last": ("bf16", EngineOptions(channels_last=True)),
+    "bf16 graph, vmap": ("bf16", EngineOptions(conv="vmap")),
+    "bf16 graph, unfold first conv": ("bf16", EngineOptions(conv="mixed")),
+    "fp32 graph": ("fp32", EngineOptions()),
 }
+
+
+def profile_epochs(trainer: EnsembleTrainer, first: int, epochs: int = 3) -> None:
+    """The CUDA kernels that take the time of a few training epochs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for epoch in range(first, first + epochs):
+            trainer.train_epoch(epoch)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=22, max_name_column_width=70))
 
 
 def main() -> int:
@@ -41,6 +54,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument("--members", type=int, default=50)
     parser.add_argument("--only", nargs="*", help="variant names to run")
+    parser.add_argument("--profile", help="print the top CUDA kernels of this variant")
     args = parser.parse_args()
     device = torch.device("cuda")
     ns = argparse.Namespace(
@@ -55,6 +69,7 @@ def main() -> int:
         jobs = [replace(j, spec=replace(j.spec, precision=precision)) for j in base_jobs]
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+        torch.backends.cudnn.benchmark = options.cudnn_benchmark
         try:
             trainer = EnsembleTrainer(jobs, data, options)
             for epoch in range(args.warmup):
@@ -70,6 +85,8 @@ def main() -> int:
             torch.cuda.synchronize(device)
             eval_s = time.perf_counter() - start
             peak = torch.cuda.max_memory_allocated(device) / 2**30
+            if name == args.profile:
+                profile_epochs(trainer, args.warmup + args.epochs)
             rows.append((name, f"{per_epoch * 1000:.2f}", "", f"{eval_s:.2f}", f"{peak:.1f}"))
         except RuntimeError as exc:
             rows.append((name, "failed", str(exc).splitlines()[0][:60], "", ""))

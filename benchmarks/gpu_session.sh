@@ -12,10 +12,11 @@ for step in $steps; do
           python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt" ;;
     tests) timeout 100 python3 -m pytest -q -m gpu -p no:cacheprovider -s tests/engine/test_gpu.py tests/augment \
              2>&1 | tail -12 | tee "$OUT/gpu_tests.txt" ;;
-    variants) timeout 80 python3 benchmarks/engine_variants.py --epochs 10 2>&1 | tee "$OUT/variants.txt" ;;
+    variants) timeout 110 python3 benchmarks/engine_variants.py --epochs 10 --profile "bf16 eager" 2>&1 \
+                | tee "$OUT/variants.txt" ;;
     speed) timeout 130 python3 benchmarks/protocol_speed.py --json "$OUT/speed.json" 2>&1 | tee "$OUT/speed.txt" ;;
-    speed-cl) timeout 130 python3 benchmarks/protocol_speed.py --channels-last --skip-loop \
-                --json "$OUT/speed_cl.json" 2>&1 | tee "$OUT/speed_cl.txt" ;;
+    speed-mixed) timeout 100 python3 benchmarks/protocol_speed.py --conv mixed --skip-loop \
+                --json "$OUT/speed_mixed.json" 2>&1 | tee "$OUT/speed_mixed.txt" ;;
     demo) timeout 90 python3 -m ddrank demo --quick --no-progress 2>&1 | tail -16 | tee "$OUT/demo.txt" ;;
     *) echo "unknown step $step" ;;
   esac

@@ -110,7 +110,7 @@ def main() -> int:
     )
     parser.add_argument("--loop-epochs", type=int, default=None, help="epochs per loop job (extrapolated)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
-    parser.add_argument("--conv", choices=("grouped", "unfold"), default="grouped")
+    parser.add_argument("--conv", choices=("grouped", "unfold", "mixed", "vmap"), default="grouped")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--no-graphs", action="store_true")
     parser.add_argument("--skip-loop", action="store_true")

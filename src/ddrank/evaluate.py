@@ -170,6 +170,19 @@ class Evaluator:
         """The protocol for ``ipc``, with its model and augmentation names checked (no training yet)."""
         if isinstance(self.protocol_source, Protocol):
             protocol = self.protocol_source
+            if protocol.dataset not in (None, self.info.name):
+                raise ConfigError(
+                    f"protocol {protocol.name!r} was resolved for dataset {protocol.dataset!r}, "
+                    f"not {self.info.name!r}"
+                )
+            if ipc is not None and protocol.ipc not in (None, ipc):
+                raise ConfigError(
+                    f"protocol {protocol.name!r} was resolved for IPC {protocol.ipc}, "
+                    f"but the set has IPC {ipc}"
+                )
+            # Filled in as a preset resolves them, so the same settings hash the same either way.
+            resolved_ipc = protocol.ipc if ipc is None else ipc
+            protocol = protocol.model_copy(update={"dataset": self.info.name, "ipc": resolved_ipc})
         else:
             protocol = load_protocol(self.protocol_source, dataset=self.info.name, ipc=ipc)
         _check_names(protocol)

@@ -132,3 +132,16 @@ def test_packed_and_vmap_ensembles_agree(model):
     for other in (unfold, mapped):
         for name, value in packed.ensemble.params.items():
             torch.testing.assert_close(other.ensemble.params[name], value, atol=1e-5, rtol=0)
+
+
+def test_mixed_lowering_matches_grouped():
+    data = _data()
+    spec = _spec("ConvNet-2-W16", epochs=2)
+    jobs = [TrainJob(spec, "a", "v", 0.05, 1, "k1"), TrainJob(spec, "b", "v", 0.01, 2, "k2")]
+    grouped = EnsembleTrainer(jobs, data, EngineOptions(conv="grouped"))
+    mixed = EnsembleTrainer(jobs, data, EngineOptions(conv="mixed"))
+    for epoch in range(spec.epochs):
+        grouped.train_epoch(epoch)
+        mixed.train_epoch(epoch)
+    for name, value in grouped.ensemble.params.items():
+        torch.testing.assert_close(mixed.ensemble.params[name], value, atol=1e-5, rtol=0)

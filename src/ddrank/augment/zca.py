@@ -8,7 +8,8 @@ kornia flattens each image to D = C·H·W features, centres on the per-feature m
 ``U diag(S / (S + eps)) Uᵀ``: the identity on directions of large variance, shrunk where the
 variance is comparable to eps. Everything is fitted in float64; kornia uses an SVD of the
 covariance, which for a symmetric positive semi-definite matrix gives the same factors as the
-eigendecomposition used here.
+eigendecomposition used here. With fewer images than features the same matrices are built from
+the N×N Gram matrix, which is far cheaper than decomposing the D×D covariance.
 
 MTT and DATM fit on ``ToTensor()`` images in [0, 1] (they switch the mean/std normalisation off
 when ZCA is on); whatever space the images are fitted in, apply and invert in that same space.
@@ -53,17 +54,12 @@ class ZCA:
         if not regularization >= 0:
             raise InputError(f"ZCA regularization must be non-negative, got {regularization}")
         flat = images.flatten(1)
-        mean = sum(chunk.double().sum(0) for chunk in flat.split(_CHUNK)) / flat.shape[0]
-        covariance = torch.zeros(flat.shape[1], flat.shape[1], dtype=torch.float64, device=flat.device)
-        for chunk in flat.split(_CHUNK):
-            centred = chunk.double() - mean
-            covariance.addmm_(centred.T, centred)
-        eigenvalues, eigenvectors = torch.linalg.eigh(covariance / (flat.shape[0] - 1))
-        eigenvalues = eigenvalues.clamp(min=0) + regularization
-        if not bool((eigenvalues > 0).all()):
-            raise InputError("the image covariance is singular; ZCA needs a positive regularization")
-        transform = (eigenvectors * eigenvalues.rsqrt()) @ eigenvectors.T
-        inverse = (eigenvectors * eigenvalues.sqrt()) @ eigenvectors.T
+        n, d = flat.shape
+        mean = sum(chunk.double().sum(0) for chunk in flat.split(_CHUNK)) / n
+        if n - 1 >= d:
+            transform, inverse = _from_covariance(flat, mean, regularization)
+        else:
+            transform, inverse = _from_gram(flat.double() - mean, regularization)
         return cls(
             mean,
             transform,
@@ -111,6 +107,45 @@ class ZCA:
                 rows = rows + offset.to(images.device)
             chunks.append(rows.to(images.dtype))
         return torch.cat(chunks).view(images.shape)
+
+
+def _from_covariance(flat: Tensor, mean: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """Whitening matrix and inverse from the eigendecomposition of the D×D covariance."""
+    covariance = torch.zeros(flat.shape[1], flat.shape[1], dtype=torch.float64, device=flat.device)
+    for chunk in flat.split(_CHUNK):
+        centred = chunk.double() - mean
+        covariance.addmm_(centred.T, centred)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance / (flat.shape[0] - 1))
+    eigenvalues = eigenvalues.clamp(min=0) + eps
+    if not bool((eigenvalues > 0).all()):
+        raise InputError("the image covariance is singular; ZCA needs a positive regularization")
+    transform = (eigenvectors * eigenvalues.rsqrt()) @ eigenvectors.T
+    inverse = (eigenvectors * eigenvalues.sqrt()) @ eigenvectors.T
+    return transform, inverse
+
+
+def _from_gram(centred: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """The same matrices when there are fewer images than features, from the N×N Gram matrix.
+
+    The covariance then has rank below N; its non-zero eigenpairs come from the Gram matrix
+    ``Xc Xcᵀ / (N − 1) = V diag(S) Vᵀ`` as ``U = Xcᵀ V diag(1 / sqrt((N − 1) S))``, and every other
+    direction has eigenvalue 0, so ``W = I / sqrt(eps) + U diag(1 / sqrt(S + eps) − 1 / sqrt(eps)) Uᵀ``.
+    """
+    n, d = centred.shape
+    if not eps > 0:
+        raise InputError(
+            f"with fewer images ({n}) than features per image ({d}) the covariance is singular; "
+            "ZCA needs a positive regularization"
+        )
+    eigenvalues, vectors = torch.linalg.eigh(centred @ centred.T / (n - 1))
+    kept = eigenvalues > eigenvalues.max() * max(n, d) * torch.finfo(torch.float64).eps
+    eigenvalues, vectors = eigenvalues[kept], vectors[:, kept]
+    basis = centred.T @ (vectors * ((n - 1) * eigenvalues).rsqrt())
+    identity = torch.eye(d, dtype=torch.float64, device=centred.device)
+    root = eps**0.5
+    transform = identity / root + (basis * ((eigenvalues + eps).rsqrt() - 1 / root)) @ basis.T
+    inverse = identity * root + (basis * ((eigenvalues + eps).sqrt() - root)) @ basis.T
+    return transform, inverse
 
 
 def _fingerprint(mean: Tensor, transform: Tensor, inverse: Tensor, regularization: float) -> str:

@@ -50,7 +50,7 @@ class Trainer(Protocol):
 
 
 # Upper bound on input elements (times 16, for activations) of one evaluation chunk, over members.
-EVAL_BUDGET = {"cuda": 1 << 30, "cpu": 1 << 26}
+EVAL_BUDGET = {"cuda": 1 << 28, "cpu": 1 << 26}
 
 
 @torch.inference_mode()

@@ -60,6 +60,7 @@ class Ensemble:
                 training,
                 conv=self.options.conv,
                 channels_last=self.options.channels_last,
+                norm_in_bf16=self.options.norm_in_bf16,
             )
         return vmap(self._call, in_dims=(0, 0, 0 if x.dim() == 5 else None))(params, buffers, x)
 
@@ -130,9 +131,8 @@ class EnsembleTrainer:
     def _capture(self, idx: Tensor, key: Tensor, factor: float) -> _StepGraph | None:
         """Capture the step for this batch shape; None (eager from now on) if capture fails."""
         static = _StepGraph(
-            torch.cuda.CUDAGraph(), idx.clone(), key.clone(), torch.tensor(factor, device=self.device)
+            torch.cuda.CUDAGraph(), idx.clone(), key.clone(), torch.full((), factor, device=self.device)
         )
-        torch.cuda.synchronize(self.device)
         try:
             with torch.cuda.graph(static.graph):
                 self._train_step(static.idx, static.key, static.factor)

@@ -16,12 +16,15 @@ class EngineOptions:
 
     ``conv`` chooses how the ensemble runs chain-shaped students: ``grouped`` (members packed
     into channels, one grouped conv per layer), ``unfold`` (packed, im2col + one batched matmul
-    per layer) or ``vmap`` (torch.func.vmap of the module, as for every other model).
+    per layer), ``mixed`` (unfold for the first, thin-input convolution, grouped after) or
+    ``vmap`` (torch.func.vmap of the module, as for every other model).
     """
 
     cuda_graphs: bool = True
+    cudnn_benchmark: bool = True
     channels_last: bool = False
-    conv: Literal["grouped", "unfold", "vmap"] = "grouped"
+    norm_in_bf16: bool = True  # under bf16 autocast, run norms on bf16 activations (fp32 statistics)
+    conv: Literal["grouped", "unfold", "mixed", "vmap"] = "grouped"
     max_members: int | None = None
     memory_fraction: float = 0.5  # share of free device memory an ensemble may take
 

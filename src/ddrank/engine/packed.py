@@ -85,6 +85,11 @@ def _conv_unfold(h: Tensor, weight: Tensor, bias: Tensor | None, conv: nn.Conv2d
     return out.view(k, b, ho, wo, out_ch).permute(1, 0, 4, 2, 3).reshape(b, k * out_ch, ho, wo)
 
 
+def _thin_input(module: nn.Module) -> bool:
+    """A convolution over image channels (3 or fewer), where grouped kernels use tensor cores poorly."""
+    return isinstance(module, nn.Conv2d) and module.in_channels <= 4
+
+
 def run_packed(
     program: list[Op],
     params: dict[str, Tensor],
@@ -94,6 +99,7 @@ def run_packed(
     *,
     conv: str = "grouped",
     channels_last: bool = False,
+    norm_in_bf16: bool = False,
 ) -> Tensor:
     """Logits [K, B, classes] of K members; x is [K, B, C, H, W] or, shared by all members, [B, C, H, W]."""
     k = next(iter(params.values())).shape[0]
@@ -108,7 +114,8 @@ def run_packed(
     flat = False
     for op in program:
         p = op.prefix
-        if op.kind == "conv" and conv == "unfold" and op.module.groups == 1:
+        lowered = conv == "unfold" or (conv == "mixed" and op.module is not None and _thin_input(op.module))
+        if op.kind == "conv" and lowered and op.module.groups == 1:
             h = _conv_unfold(h, params[p + "weight"], params.get(p + "bias"), op.module)
         elif op.kind == "conv":
             layer = op.module
@@ -125,13 +132,14 @@ def run_packed(
             )
         elif op.kind == "group_norm":
             norm = op.module
-            h = F.group_norm(
-                h,
-                k * norm.num_groups,
-                params[p + "weight"].reshape(-1),
-                params[p + "bias"].reshape(-1),
-                norm.eps,
-            )
+            weight, bias = params[p + "weight"].reshape(-1), params[p + "bias"].reshape(-1)
+            if norm_in_bf16 and h.dtype == torch.bfloat16:
+                # Autocast would upcast the activation to fp32 (twice the memory traffic); the
+                # kernel keeps its statistics in fp32 either way.
+                with torch.autocast(h.device.type, enabled=False):
+                    h = F.group_norm(h, k * norm.num_groups, weight.to(h.dtype), bias.to(h.dtype), norm.eps)
+            else:
+                h = F.group_norm(h, k * norm.num_groups, weight, bias, norm.eps)
         elif op.kind == "batch_norm":
             norm = op.module
             if training:

@@ -77,8 +77,11 @@ def run_jobs(
     todo = [job for key, job in unique.items() if key not in results]
     if not todo:
         return results
+    options = options or EngineOptions()
     if data.device.type == "cpu":
         keep_freed_memory()
+    elif data.device.type == "cuda" and options.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True  # fixed shapes: autotune each convolution once
     reporter.start("training students", sum(job.spec.epochs for job in todo))
 
     def record(batch: list[TrainJob], outcome: list[JobResult]) -> None:
@@ -89,7 +92,6 @@ def run_jobs(
     groups: dict[tuple, list[TrainJob]] = defaultdict(list)
     for job in todo:
         groups[(job.spec, len(data.train_sets[job.train_set]))].append(job)
-    options = options or EngineOptions()
     for (spec, n), group in groups.items():
         if backend == "loop" or (backend == "auto" and len(group) == 1):
             for job in group:

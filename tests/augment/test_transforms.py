@@ -1,0 +1,303 @@
+"""Batched torchvision-style transforms: crop boxes, flip, PatchShuffle, Compose and the spec parser."""
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+import torchvision
+from scipy import stats
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from ddrank import rng
+from ddrank.augment.transforms import (
+    Compose,
+    PatchShuffle,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    transforms_from_spec,
+)
+from ddrank.errors import ConfigError, InputError, UnknownNameError
+
+
+def member_keys(k: int, seed: int = 0) -> torch.Tensor:
+    return rng.key_from_seed([seed * 1000 + i for i in range(k)])
+
+
+def coordinates(k: int, b: int, h: int, w: int) -> torch.Tensor:
+    """Images whose two channels hold each pixel's column and row index."""
+    rows, cols = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
+    return torch.stack([cols, rows]).expand(k, b, 2, h, w).contiguous()
+
+
+def recovered_boxes(out: torch.Tensor) -> torch.Tensor:
+    """(top, left, height, width) of each crop, read from a resampled coordinate image.
+
+    Output column q samples input column left + (q + 0.5) w / S - 0.5; the middle half of the
+    output is clear of the border clamping, so a straight line through it gives left and w.
+    """
+    sides = []
+    for channel, axis in ((1, -2), (0, -1)):
+        size = out.shape[axis]
+        line = out[:, :, channel].mean(-1 if axis == -2 else -2)  # [K, B, size]
+        q = torch.arange(size, dtype=torch.float64) + 0.5
+        middle = slice(size // 4, size - size // 4)
+        slope = (line[..., middle.stop - 1].double() - line[..., middle.start].double()) / (
+            q[middle.stop - 1] - q[middle.start]
+        )
+        start = line[..., middle.start].double() - slope * q[middle.start] + 0.5
+        sides.append((start, slope * size))
+    (top, h), (left, w) = sides
+    return torch.stack([top, left, h, w], dim=-1)
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts every aten op dispatched inside the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(("scale", "ratio"), [((0.08, 1.0), (3 / 4, 4 / 3)), ((0.5, 1.0), (0.5, 2.0))])
+def test_crop_boxes_respect_the_scale_and_ratio_ranges(scale, ratio):
+    K, B, H, W, S = 3, 200, 40, 48, 24
+    crop = RandomResizedCrop(S, scale=scale, ratio=ratio)
+    key = member_keys(K)
+    out = crop(coordinates(K, B, H, W), key)
+    assert out.shape == (K, B, 2, S, S)
+    found = recovered_boxes(out)
+    assert (found - found.round()).abs().max() < 1e-3  # integer boxes, as torchvision's
+    boxes = crop.boxes(key, B, H, W)
+    assert torch.equal(found.round().long(), boxes)
+    top, left, h, w = boxes.double().unbind(-1)
+    assert (top >= 0).all() and (left >= 0).all() and (top + h <= H).all() and (left + w <= W).all()
+    # Sides are rounded from a box with area in scale·H·W and aspect ratio in ratio.
+    assert ((w - 0.5) * (h - 0.5) <= scale[1] * H * W).all() and (
+        (w + 0.5) * (h + 0.5) >= scale[0] * H * W
+    ).all()
+    assert ((w - 0.5) / (h + 0.5) <= ratio[1]).all() and ((w + 0.5) / (h - 0.5) >= ratio[0]).all()
+    area = h * w / (H * W)
+    assert area.min() < scale[0] + 0.1 and area.max() > 0.9
+
+
+def test_crop_boxes_are_distributed_like_torchvision():
+    H, W, n = 64, 48, 3000
+    ours = RandomResizedCrop().boxes(member_keys(1, seed=3), n, H, W)[0].double()
+    torch.manual_seed(0)
+    image = torch.zeros(1, H, W)
+    theirs = torch.tensor(
+        [
+            torchvision.transforms.RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3])
+            for _ in range(n)
+        ],
+        dtype=torch.float64,
+    )
+    for a, b in ((ours, theirs), (ours[:, 2:], theirs[:, 2:])):
+        area, theirs_area = a[:, -1] * a[:, -2], b[:, -1] * b[:, -2]
+        assert stats.ks_2samp(area.numpy(), theirs_area.numpy()).pvalue > 1e-3
+        log_ratio, theirs_ratio = (a[:, -1] / a[:, -2]).log(), (b[:, -1] / b[:, -2]).log()
+        assert stats.ks_2samp(log_ratio.numpy(), theirs_ratio.numpy()).pvalue > 1e-3
+    assert stats.ks_2samp(ours[:, 0].numpy(), theirs[:, 0].numpy()).pvalue > 1e-3  # top
+
+
+@pytest.mark.parametrize(
+    ("H", "W", "expected"), [(32, 32, (0, 0, 32, 32)), (16, 32, (0, 5, 16, 21)), (32, 16, (5, 0, 21, 16))]
+)
+def test_crop_falls_back_to_torchvisions_centre_crop(H, W, expected):
+    crop = RandomResizedCrop(scale=(2.0, 3.0))  # no attempt can fit inside the image
+    boxes = crop.boxes(member_keys(2), 5, H, W)
+    assert torch.equal(boxes, torch.tensor(expected).expand(2, 5, 4))
+    image = torch.zeros(1, H, W)
+    torch.manual_seed(0)
+    assert torchvision.transforms.RandomResizedCrop.get_params(image, [2.0, 3.0], [3 / 4, 4 / 3]) == expected
+
+
+@pytest.mark.parametrize(("H", "W"), [(32, 32), (24, 24), (12, 18)])
+def test_the_identity_box_gives_the_input_back(H, W):
+    x = torch.randn(2, 6, 3, H, W)
+    crop = RandomResizedCrop(scale=(1.0, 1.0), ratio=(W / H, W / H))
+    out = crop(x, member_keys(2))
+    if H == W == 32:
+        assert torch.equal(out, x)
+    torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
+
+
+def test_crop_resizes_to_the_requested_size_and_keeps_dtype():
+    x, key = torch.rand(2, 4, 3, 32, 32), member_keys(2)
+    assert RandomResizedCrop((20, 24))(x, key).shape == (2, 4, 3, 20, 24)
+    low = RandomResizedCrop(16)(x.bfloat16(), key)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), RandomResizedCrop(16)(x, key), atol=0.02, rtol=0.02)
+    x.requires_grad_(True)
+    RandomResizedCrop(16)(x, key).sum().backward()
+    assert x.grad.abs().sum() > 0
+
+
+def test_flip_mirrors_exactly_about_half_the_samples():
+    x = torch.randn(2, 500, 3, 8, 8)
+    y = RandomHorizontalFlip()(x, member_keys(2))
+    flipped = (y == x.flip(-1)).flatten(2).all(-1)
+    unchanged = (y == x).flatten(2).all(-1)
+    assert (flipped ^ unchanged).all()
+    assert 0.42 < flipped.float().mean() < 0.58
+    assert torch.equal(RandomHorizontalFlip(p=0.0)(x, member_keys(2)), x)
+    assert torch.equal(RandomHorizontalFlip(p=1.0)(x, member_keys(2)), x.flip(-1))
+
+
+def grid_patches(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """The grid x grid patches of each sample, ``[K, B, grid * grid, C * step * step]`` in row-major order."""
+    K, B, C, H, W = x.shape
+    step = H // grid
+    cells = x[..., : grid * step, : grid * step].reshape(K, B, C, grid, step, grid, step)
+    return cells.permute(0, 1, 3, 5, 2, 4, 6).reshape(K, B, grid * grid, -1)
+
+
+@pytest.mark.parametrize(("grid", "size"), [(2, 32), (4, 32), (4, 10), (3, 12)])
+def test_patch_shuffle_permutes_row_and_column_strips(grid, size):
+    K, B = 2, 64
+    x = torch.randn(K, B, 3, size, size)
+    y = PatchShuffle(grid)(x, member_keys(K))
+    step = size // grid
+    used = step * grid
+    match = (grid_patches(y, grid)[:, :, :, None] == grid_patches(x, grid)[:, :, None, :]).all(-1)
+    ones = torch.ones(K, B, grid * grid, dtype=torch.int64)
+    assert torch.equal(match.sum(-1), ones) and torch.equal(match.sum(-2), ones)  # a permutation of patches
+    source = match.int().argmax(-1).view(K, B, grid, grid)  # input patch of each output patch
+    source_row, source_col = source // grid, source % grid
+    # As in the reference: output patch (r, c) is input patch (σ(r), τ(c)), one σ and τ per sample.
+    assert torch.equal(source_row, source_row[..., :1].expand_as(source_row))
+    assert torch.equal(source_col, source_col[..., :1, :].expand_as(source_col))
+    # Pixels past the last whole strip stay in their row (column); the strips cross them as well.
+    strip_rows = torch.cat(
+        [
+            (source_row[..., 0, None] * step + torch.arange(step)).flatten(-2),
+            torch.arange(used, size).expand(K, B, -1),
+        ],
+        -1,
+    )
+    strip_cols = torch.cat(
+        [
+            (source_col[..., 0, :, None] * step + torch.arange(step)).flatten(-2),
+            torch.arange(used, size).expand(K, B, -1),
+        ],
+        -1,
+    )
+    expected = x.take_along_dim(strip_rows[:, :, None, :, None], 3).take_along_dim(
+        strip_cols[:, :, None, None, :], 4
+    )
+    assert torch.equal(y, expected)
+    orders = {
+        tuple(order)
+        for order in torch.cat([source_row[..., 0], source_col[..., 0, :]]).flatten(0, 1).tolist()
+    }
+    assert len(orders) == math.factorial(grid)  # every permutation occurs across samples
+
+
+def test_compose_gives_each_step_its_own_sub_key():
+    x, key = torch.randn(3, 200, 3, 8, 8), member_keys(3)
+    twice = Compose([RandomHorizontalFlip(), RandomHorizontalFlip()])(x, key)
+    once = (twice == x.flip(-1)).flatten(2).all(-1)
+    assert 0.35 < once.float().mean() < 0.65  # independent flips: about half end up mirrored
+    pipeline = Compose([RandomResizedCrop(16, scale=(0.5, 1.0)), RandomHorizontalFlip(), PatchShuffle(2)])
+    assert pipeline(x[..., :8, :8].repeat(1, 1, 1, 2, 2), key).shape == (3, 200, 3, 16, 16)
+
+
+def full_pipeline() -> Compose:
+    return Compose([RandomResizedCrop(24, scale=(0.08, 1.0)), RandomHorizontalFlip(), PatchShuffle(4)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_each_member_is_bit_identical_alone_and_in_the_ensemble(dtype):
+    x, key = torch.randn(4, 9, 3, 32, 28).to(dtype), member_keys(4, seed=7)
+    for transform in (RandomResizedCrop(16), RandomHorizontalFlip(), PatchShuffle(3), full_pipeline()):
+        together = transform(x, key)
+        assert together.dtype == dtype
+        for k in range(4):
+            assert torch.equal(together[k], transform(x[k : k + 1], key[k : k + 1])[0])
+
+
+def test_same_key_same_output_other_key_other_output():
+    x = torch.randn(2, 16, 3, 32, 32)
+    pipeline = full_pipeline()
+    assert torch.equal(pipeline(x, member_keys(2)), pipeline(x, member_keys(2)))
+    assert not torch.equal(pipeline(x, member_keys(2)), pipeline(x, member_keys(2, seed=1)))
+
+
+def test_a_batch_of_256_is_transformed_without_a_python_loop_over_samples():
+    pipeline, key = full_pipeline(), member_keys(2)
+    counts = []
+    for batch in (16, 256):
+        with OpCounter() as counter:
+            pipeline(torch.randn(2, batch, 3, 32, 32), key)
+        counts.append(counter.counts)
+    assert counts[0] == counts[1]
+    assert sum(counts[0].values()) < 1200
+
+
+def test_transforms_from_spec_builds_the_pipeline():
+    assert transforms_from_spec(None) is None and transforms_from_spec([]) is None
+    pipeline = transforms_from_spec(
+        [
+            {"name": "random_resized_crop", "scale": [0.5, 1.0]},
+            {"name": "flip"},
+            {"name": "patch_shuffle", "grid": 2},
+        ]
+    )
+    crop, flip, shuffle = pipeline.transforms
+    assert isinstance(crop, RandomResizedCrop) and crop.scale == (0.5, 1.0) and crop.size is None
+    assert isinstance(flip, RandomHorizontalFlip) and flip.p == 0.5
+    assert isinstance(shuffle, PatchShuffle) and shuffle.grid == 2
+    x, key = torch.randn(2, 4, 3, 16, 16), member_keys(2)
+    assert torch.equal(pipeline(x, key), Compose([crop, flip, shuffle])(x, key))
+    assert transforms_from_spec([{"name": "RRC", "size": [8, 12]}]).transforms[0].size == (8, 12)
+
+
+def test_transforms_from_spec_refuses_bad_names_and_parameters():
+    with pytest.raises(
+        UnknownNameError, match="unknown transform 'random_resize_crop'.*'random_resized_crop'"
+    ):
+        transforms_from_spec([{"name": "random_resize_crop"}])
+    with pytest.raises(ConfigError, match="'flip' has no parameter 'prob'; it takes p"):
+        transforms_from_spec([{"name": "flip", "prob": 0.3}])
+    with pytest.raises(ConfigError, match="scale must be a range"):
+        transforms_from_spec([{"name": "random_resized_crop", "scale": [1.0, 0.5]}])
+    with pytest.raises(ConfigError, match="ratio must be a range"):
+        transforms_from_spec([{"name": "random_resized_crop", "ratio": 2}])
+    with pytest.raises(ConfigError, match="size must be a positive integer"):
+        transforms_from_spec([{"name": "random_resized_crop", "size": "large"}])
+    with pytest.raises(ConfigError, match="grid must be a positive integer"):
+        transforms_from_spec([{"name": "patch_shuffle", "grid": 0}])
+    with pytest.raises(ConfigError, match=r"flip probability p must lie in \[0, 1\]"):
+        transforms_from_spec([{"name": "flip", "p": 2}])
+    with pytest.raises(ConfigError, match="step 1 must be a mapping with a 'name'"):
+        transforms_from_spec([{"name": "flip"}, "crop"])
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(InputError, match=r"\[K, B, C, H, W\]"):
+        RandomHorizontalFlip()(torch.randn(8, 3, 32, 32), member_keys(8))
+    with pytest.raises(InputError, match="key"):
+        RandomResizedCrop()(torch.randn(2, 8, 3, 32, 32), member_keys(3))
+    with pytest.raises(InputError, match="at least 4 pixels"):
+        PatchShuffle(4)(torch.randn(1, 2, 3, 3, 8), member_keys(1))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu_and_keeps_members_independent():
+    x, key = torch.randn(5, 64, 3, 32, 32), member_keys(5)
+    pipeline = full_pipeline()
+    on_gpu = pipeline(x.cuda(), key.cuda())
+    assert torch.equal(
+        RandomResizedCrop().boxes(key.cuda(), 64, 32, 32).cpu(), RandomResizedCrop().boxes(key, 64, 32, 32)
+    )
+    torch.testing.assert_close(on_gpu.cpu(), pipeline(x, key), atol=1e-4, rtol=1e-4)
+    for k in range(5):
+        assert torch.equal(on_gpu[k], pipeline(x[k : k + 1].cuda(), key[k : k + 1].cuda())[0])

@@ -1,0 +1,380 @@
+"""End-to-end evaluation on digits with a tiny protocol: the JSON is complete, internally consistent,
+reproducible across processes, and the options for acc(real, hard) and reference selection behave."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from rich.console import Console
+
+import ddrank.evaluate
+from ddrank import __version__, rng
+from ddrank.baselines import generate
+from ddrank.cli import main
+from ddrank.data.real import load_real
+from ddrank.data.synthetic import SyntheticSet, load_synthetic
+from ddrank.engine.job import MemoryCache
+from ddrank.errors import ConfigError
+from ddrank.evaluate import Evaluator, evaluate
+from ddrank.metrics import label_robust_score
+from ddrank.protocols import load_protocol
+from ddrank.report.table import lrs_table
+
+LR_GRID = [0.01, 0.1]
+TINY = {
+    "name": "tiny",
+    "datasets": ["digits"],
+    "protocol": {
+        "model": "ConvNet-2-W16",
+        "augment": {"dsa": "color_crop_cutout_scale_rotate", "dsa_mode": "S"},
+        "epochs": 20,
+        "batch_size": 256,
+        "lr_grid": LR_GRID,
+        "rounds": 2,
+        "full_data": {"lr": 0.1, "epochs": 3, "batch_size": 128},
+    },
+}
+ROW_FIELDS = [
+    f"{score}_{stat}"
+    for score in ("acc_syn", "acc_random", "acc_real", "hlr", "ior", "lrs")
+    for stat in ("mean", "std", "ci_low", "ci_high")
+]
+ROUND_FIELDS = (
+    "round",
+    "seed",
+    "acc_syn",
+    "acc_random",
+    "acc_real",
+    "hlr",
+    "ior",
+    "lrs",
+    "lr_syn",
+    "lr_random",
+)
+
+
+def write_protocol(path: Path, **changes: Any) -> Path:
+    doc = json.loads(json.dumps(TINY))
+    doc["protocol"].update(changes)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("evaluate")
+    write_protocol(folder / "tiny.yaml")
+    syn = generate("herding", load_real("digits"), 5, seed=0)
+    torch.save({"images": syn.images, "labels": syn.labels}, folder / "herding.pt")
+    return folder
+
+
+def cli_args(workdir: Path, out: Path, *extra: str, protocol: str = "tiny.yaml") -> list[str]:
+    return [
+        "evaluate",
+        "--images",
+        str(workdir / "herding.pt"),
+        "--protocol",
+        str(workdir / protocol),
+        "--method",
+        "herding",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--json",
+        str(out),
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def result(workdir) -> dict[str, Any]:
+    out = workdir / "seed0.json"
+    assert main(cli_args(workdir, out, "--seed", "0")) == 0
+    return json.loads(out.read_text())
+
+
+def select_honest(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the best validation accuracy, the first one on ties."""
+    best = runs[0]
+    for run in runs[1:]:
+        if run["val_acc"] > best["val_acc"]:
+            best = run
+    return best
+
+
+# --- the JSON document ----------------------------------------------------------------------------
+
+
+def test_json_row_has_every_field_with_fractions(result, workdir):
+    assert (result["method"], result["dataset"], result["ipc"], result["rounds"]) == (
+        "herding",
+        "digits",
+        5,
+        2,
+    )
+    for name in ROW_FIELDS:
+        assert isinstance(result[name], float), name
+    for name in ("acc_syn_mean", "acc_random_mean", "acc_real_mean", "lrs_mean", "lrs_ci_low", "lrs_ci_high"):
+        assert 0.0 <= result[name] <= 1.0, name
+    for name in ("hlr_mean", "ior_mean"):
+        assert -1.0 <= result[name] <= 1.0, name
+    assert result["lrs_ci_low"] <= result["lrs_mean"] <= result["lrs_ci_high"]
+    assert (result["std_ddof"], result["confidence"], result["weight"]) == (1, 0.95, 0.5)
+    assert (result["selection"], result["optimistic"], result["acc_real_source"]) == (
+        "honest",
+        False,
+        "trained",
+    )
+    expected = load_protocol(workdir / "tiny.yaml", dataset="digits", ipc=5)
+    assert result["protocol"] == "tiny" and result["protocol_hash"] == expected.content_hash()
+    provenance = result["provenance"]
+    assert provenance["ddrank_version"] == __version__ and provenance["torch_version"] == torch.__version__
+    assert provenance["protocol_hash"] == expected.content_hash() and provenance["base_seed"] == 0
+    assert provenance["device"] == "cpu" and provenance["hardware"]
+    assert provenance["data_fingerprint"] == load_real("digits").fingerprint
+    assert len(provenance["synthetic_fingerprint"]) == 64
+
+
+def test_every_round_is_traceable_and_consistent(result):
+    rounds = result["per_round"]
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert [r["seed"] for r in rounds] == [rng.derive_seed(0, r) for r in range(2)]
+    for r in rounds:
+        assert set(ROUND_FIELDS) <= set(r)
+        assert set(r["runs"]) == {"syn", "random", "real"}
+        for cell in ("syn", "random"):
+            runs = r["runs"][cell]
+            assert [run["lr"] for run in runs] == LR_GRID
+            for run in runs:
+                assert 0 <= run["test_acc"] <= 1 and 0 <= run["val_acc"] <= 1
+                assert run["best_test_acc"] == run["test_acc"]  # honest mode records no checkpoints
+        chosen_syn, chosen_random = select_honest(r["runs"]["syn"]), select_honest(r["runs"]["random"])
+        assert (r["lr_syn"], r["acc_syn"]) == (chosen_syn["lr"], chosen_syn["test_acc"])
+        assert (r["lr_random"], r["acc_random"]) == (chosen_random["lr"], chosen_random["test_acc"])
+        (real_run,) = r["runs"]["real"]
+        assert real_run["lr"] == 0.1 and real_run["val_acc"] is None
+        assert r["acc_real"] == real_run["test_acc"]
+        assert r["hlr"] == r["acc_real"] - r["acc_syn"]
+        assert r["ior"] == r["acc_syn"] - r["acc_random"]
+        assert r["lrs"] == label_robust_score(r["hlr"], r["ior"], 0.5)
+        assert 0 <= r["lrs"] <= 1
+
+
+def test_summaries_match_the_rounds(result):
+    for score in ("acc_syn", "acc_random", "acc_real", "hlr", "ior", "lrs"):
+        values = np.array([r[score] for r in result["per_round"]])
+        assert result[f"{score}_mean"] == pytest.approx(values.mean(), abs=1e-12)
+        assert result[f"{score}_std"] == pytest.approx(values.std(ddof=1), abs=1e-12)
+        half = 12.706204736174707 * values.std(ddof=1) / math.sqrt(2)  # t(0.975, df=1)
+        assert result[f"{score}_ci_low"] == pytest.approx(values.mean() - half, abs=1e-9)
+        assert result[f"{score}_ci_high"] == pytest.approx(values.mean() + half, abs=1e-9)
+
+
+def test_the_tiny_protocol_learns_something(result):
+    assert result["acc_real_mean"] > 0.5 and result["acc_syn_mean"] > 0.3 and result["acc_random_mean"] > 0.3
+
+
+# --- reproducibility ------------------------------------------------------------------------------
+
+
+def test_same_seed_gives_byte_identical_json_in_separate_processes(result, workdir):
+    outs = [workdir / f"process{i}.json" for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "ddrank", *cli_args(workdir, out, "--seed", "0")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for out in outs
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()
+    first, second = (out.read_bytes() for out in outs)
+    assert first == second
+    # and the in-process run of the same command wrote the same numbers
+    assert json.loads(first) == result
+
+
+def test_a_different_seed_changes_the_numbers(result, workdir):
+    out = workdir / "seed1.json"
+    assert main(cli_args(workdir, out, "--seed", "1")) == 0
+    other = json.loads(out.read_text())
+    assert [r["seed"] for r in other["per_round"]] != [r["seed"] for r in result["per_round"]]
+    accuracies = [(r["acc_syn"], r["acc_random"], r["acc_real"]) for r in result["per_round"]]
+    assert [(r["acc_syn"], r["acc_random"], r["acc_real"]) for r in other["per_round"]] != accuracies
+    assert other["provenance"]["base_seed"] == 1
+
+
+def test_python_api_takes_tensors_and_protocol_objects(workdir):
+    saved = torch.load(workdir / "herding.pt", weights_only=True)
+    proto = load_protocol("digits").with_overrides(
+        epochs=10, lr_grid=[0.05], rounds=1, full_data={"lr": 0.1, "epochs": 2, "batch_size": 128}
+    )
+    evaluation = evaluate(saved["images"], saved["labels"], protocol=proto, method="api", device="cpu")
+    row = evaluation.row()
+    assert (row["method"], row["ipc"], row["rounds"], row["protocol"]) == ("api", 5, 1, "digits")
+    assert evaluation.protocol == proto.model_copy(update={"ipc": 5})  # resolved for the set's IPC
+    assert row["protocol_hash"] == evaluation.protocol.content_hash() != proto.content_hash()
+    assert row["lrs_std"] is None and row["lrs_ci_low"] is None  # one round: no spread
+    (only,) = evaluation.to_dict()["per_round"]
+    assert only["lr_syn"] == only["lr_random"] == 0.05
+
+
+# --- acc(real, hard) options ----------------------------------------------------------------------
+
+
+def test_given_real_accuracy_is_used_as_is_and_nothing_full_data_trains(workdir, capsys):
+    out = workdir / "given.json"
+    assert main(cli_args(workdir, out, "--real-acc", "0.9")) == 0
+    given = json.loads(out.read_text())
+    assert given["acc_real_source"] == "given"
+    assert given["acc_real_mean"] == 0.9
+    for r in given["per_round"]:
+        assert r["acc_real"] == 0.9 and "real" not in r["runs"]
+        assert r["hlr"] == 0.9 - r["acc_syn"]
+
+
+def test_real_accuracy_in_percent_is_refused_with_a_hint(workdir, capsys):
+    assert main(cli_args(workdir, workdir / "percent.json", "--real-acc", "90")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ddrank: error: --real-acc takes a fraction in [0, 1]")
+    assert "not percentages: 90% is 0.9" in err
+    assert not (workdir / "percent.json").exists()
+
+
+def test_published_real_accuracy_without_a_published_value_is_an_error(workdir, capsys):
+    assert main(cli_args(workdir, workdir / "published.json", "--real-acc", "published")) == 2
+    err = capsys.readouterr().err
+    assert "protocol 'tiny' has no published full-data accuracy for 'digits'" in err
+    assert "give acc(real, hard) as a fraction" in err
+
+
+def write_fake_cifar10(root: Path, per_class: int = 10, test_per_class: int = 2) -> None:
+    """A CIFAR-10 python-pickle tree with ``per_class`` training images per class."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    generator = np.random.default_rng(0)
+
+    def batch(labels: list[int]) -> dict[bytes, Any]:
+        data = generator.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+        return {b"data": data, b"labels": labels, b"batch_label": b"fake"}
+
+    train = [cls for cls in range(10) for _ in range(per_class)]
+    chunks = [train[i::5] for i in range(5)]
+    files = {f"data_batch_{i + 1}": batch(chunk) for i, chunk in enumerate(chunks)}
+    files["test_batch"] = batch([cls for cls in range(10) for _ in range(test_per_class)])
+    files["batches.meta"] = {b"label_names": [f"class{i}".encode() for i in range(10)]}
+    for name, content in files.items():
+        (folder / name).write_bytes(pickle.dumps(content, protocol=2))
+
+
+def test_published_real_accuracy_of_a_preset_is_used_and_labelled(tmp_path, monkeypatch):
+    write_fake_cifar10(tmp_path)
+    cells: list[str] = []
+    run_jobs = ddrank.evaluate.run_jobs
+
+    def spy(jobs, *args, **kwargs):
+        cells.extend(job.cell for job in jobs)
+        return run_jobs(jobs, *args, **kwargs)
+
+    monkeypatch.setattr(ddrank.evaluate, "run_jobs", spy)
+    proto = load_protocol("dsa", dataset="cifar10").with_overrides(
+        model="ConvNet-1-W8", epochs=2, lr_grid=[0.01], rounds=2
+    )
+    assert proto.full_data.published_acc == 0.848
+    evaluator = Evaluator("cifar10", proto, data_root=tmp_path, real_acc="published", device="cpu")
+    syn = torch.randn(10, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    evaluation = evaluator.evaluate_sets({"noise": evaluator.validate(evaluator_set(syn), ipc=1)})[0]
+    row = evaluation.row()
+    assert row["acc_real_mean"] == 0.848
+    assert row["acc_real_source"] == (
+        "published: ConvNet-3 on CIFAR-10, 84.8 ± 0.1 (DD-Ranking full-data baseline)"
+    )
+    assert all(r.acc_real == 0.848 and "real" not in r.runs for r in evaluation.rounds)
+    assert cells and "real" not in cells and set(cells) == {"syn", "random"}
+
+
+def evaluator_set(images: torch.Tensor) -> SyntheticSet:
+    return load_synthetic(images, space="normalized")
+
+
+# --- reference selection --------------------------------------------------------------------------
+
+
+def test_reference_selection_is_labelled_optimistic_in_json_and_table(workdir, capsys):
+    write_protocol(workdir / "reference.yaml", selection="reference", eval_every=5)
+    out = workdir / "reference.json"
+    assert main(cli_args(workdir, out, protocol="reference.yaml")) == 0
+    table = capsys.readouterr().out
+    assert "herding (optimistic)" in table
+    row = json.loads(out.read_text())
+    assert (row["selection"], row["optimistic"]) == ("reference", True)
+    for r in row["per_round"]:
+        for cell, reported in (("syn", r["acc_syn"]), ("random", r["acc_random"])):
+            runs = r["runs"][cell]
+            assert all(run["val_acc"] is None for run in runs)  # no validation split is used
+            assert all(run["best_test_acc"] >= run["test_acc"] for run in runs)
+            assert reported == max(run["best_test_acc"] for run in runs)
+
+
+def test_reference_selection_reports_the_best_test_checkpoint_over_lrs(workdir):
+    proto = load_protocol(workdir / "tiny.yaml").with_overrides(selection="reference", eval_every=5, rounds=1)
+    cache = MemoryCache()
+    evaluator = Evaluator("digits", proto, device="cpu", cache=cache)
+    syn = torch.load(workdir / "herding.pt", weights_only=True)
+    validated = evaluator.validate(evaluator_set(syn["images"]), ipc=5)
+    evaluation = evaluator.evaluate_sets({"herding": validated})[0]
+    (only,) = evaluation.rounds
+    curves = {
+        (result.test_acc, max(acc for _, acc in result.curve)): [epoch for epoch, _ in result.curve]
+        for result in cache.results.values()
+        if len(result.curve) > 1
+    }
+    assert all(epochs == [5, 10, 15, 20] for epochs in curves.values())
+    for run in only.runs["syn"] + only.runs["random"]:
+        assert (run.test_acc, run.best_test_acc) in curves
+    assert only.acc_syn == max(run.best_test_acc for run in only.runs["syn"])
+    assert only.acc_random == max(run.best_test_acc for run in only.runs["random"])
+    rendered = io.StringIO()
+    Console(file=rendered, width=200).print(lrs_table([evaluation.row()]))
+    assert "herding (optimistic)" in rendered.getvalue()
+    honest = Console(file=io.StringIO(), width=200)
+    honest.print(lrs_table([dict(evaluation.row(), optimistic=False)]))
+    assert "optimistic" not in honest.file.getvalue()
+
+
+# --- protocol objects -----------------------------------------------------------------------------
+
+
+def test_protocol_objects_resolve_like_presets():
+    evaluator = Evaluator("digits", load_protocol("digits"), device="cpu")
+    for ipc in (1, 10):
+        preset = load_protocol("digits", dataset="digits", ipc=ipc)
+        assert evaluator.protocol_for(ipc) == preset
+        assert evaluator.protocol_for(ipc).content_hash() == preset.content_hash()
+    assert evaluator.protocol_for(1).content_hash() != evaluator.protocol_for(10).content_hash()
+
+
+def test_protocol_objects_for_another_dataset_or_ipc_are_refused(monkeypatch):
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("training started on a mismatched protocol")
+
+    monkeypatch.setattr(ddrank.evaluate, "run_jobs", refuse)
+    syn = torch.zeros(10, 1, 8, 8)
+    with pytest.raises(ConfigError, match="protocol 'dsa' was resolved for dataset 'cifar10', not 'digits'"):
+        evaluate(syn, protocol=load_protocol("dsa", dataset="cifar10"), device="cpu")
+    with pytest.raises(ConfigError, match="protocol 'digits' was resolved for IPC 10, but the set has IPC 1"):
+        evaluate(syn, protocol=load_protocol("digits", dataset="digits", ipc=10), device="cpu")
