@@ -401,7 +401,7 @@ def test_list_has_the_expected_entries(capsys):
 
 def test_list_rejects_an_unknown_kind(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["list", "losses"])
+        main(["list", "widgets"])
     assert exit_info.value.code == 2
 
 

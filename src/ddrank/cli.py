@@ -154,6 +154,97 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _results_store(path: str | None, *, must_exist: bool) -> Any:
+    """The results store at ``path`` (default: the cache's); reading commands refuse a missing one."""
+    from ddrank.paths import cache_dir
+    from ddrank.store import ResultStore, StoreError
+
+    target = Path(path) if path else cache_dir() / "results.sqlite"
+    if must_exist and not target.exists():
+        raise StoreError(f"no results store at {target}; record evaluations there first or pass --store PATH")
+    return ResultStore(target)
+
+
+def _scope(dataset: str | None, ipc: int | None) -> str:
+    return (f" on {dataset}" if dataset else "") + (f" at IPC {ipc}" if ipc is not None else "")
+
+
+def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
+    from ddrank.report.leaderboard import LeaderboardError, build_leaderboard, leaderboard_table, render
+
+    with _results_store(args.store, must_exist=True) as store:
+        evaluations = store.evaluations(dataset=args.dataset, ipc=args.ipc)
+        source = store.path
+    rows = build_leaderboard(evaluations, metric=args.metric, dataset=args.dataset, ipc=args.ipc)
+    if not rows:
+        raise LeaderboardError(
+            f"no {args.metric} evaluations recorded in {source}{_scope(args.dataset, args.ipc)}"
+        )
+    if args.format == "table" and not args.out:
+        console.print(leaderboard_table(rows))
+        return 0
+    out = args.out or ("leaderboard.html" if args.format == "html" else None)
+    text = render(rows, args.format)
+    if out is None:
+        print(text, end="")
+        return 0
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    console.print(f"wrote {target.resolve()}", highlight=False, markup=False)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from ddrank.report.leaderboard import METRICS, compare_methods
+
+    with _results_store(args.store, must_exist=True) as store:
+        evaluations = store.evaluations(dataset=args.dataset, ipc=args.ipc)
+    c = compare_methods(evaluations, args.a, args.b, metric=args.metric, dataset=args.dataset, ipc=args.ipc)
+    r, label = c.result, METRICS[c.metric].label
+    level = 1.0 - r.confidence
+    if r.p_value < level:
+        better = c.method_a if r.mean_difference > 0 else c.method_b
+        verdict = f"{better} scores higher (p < {level:g})"
+    else:
+        verdict = f"no significant difference at the {100 * level:g}% level"
+    lines = [
+        f"{c.method_a} − {c.method_b}: {label} on {c.dataset} IPC {c.ipc}, "
+        f"{r.n} rounds matched by seed ({r.test})",
+        f"mean difference {100 * r.mean_difference:+.2f} percentage points, "
+        f"{100 * r.confidence:g}% CI [{100 * r.ci_low:+.2f}, {100 * r.ci_high:+.2f}], p = {r.p_value:.3g}",
+        verdict,
+    ]
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    with _results_store(args.store, must_exist=True) as store:
+        rows = store.export(args.out)
+        jobs, evaluations = store.job_count(), len(store.evaluations())
+        source = store.path
+    console.print(
+        f"exported {rows} rows ({jobs} jobs, {evaluations} evaluations) from {source} to {args.out}",
+        highlight=False,
+        markup=False,
+    )
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, console: Console) -> int:
+    with _results_store(args.store, must_exist=False) as store:
+        jobs, evaluations = store.import_(args.file)
+        target = store.path
+    console.print(
+        f"imported {jobs} new jobs and {evaluations} new evaluations from {args.file} into {target}",
+        highlight=False,
+        markup=False,
+    )
+    return 0
+
+
 def _fraction(text: str, flag: str) -> float:
     try:
         value = float(text)
@@ -270,6 +361,51 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--seed", type=int, default=0)
     base.add_argument("--out", required=True, help="output .pt file (dict with images and labels)")
     base.set_defaults(run=cmd_baseline)
+
+    store_help = "results database (default: results.sqlite in the ddrank cache directory)"
+    board = sub.add_parser(
+        "leaderboard",
+        help="rank recorded methods per dataset and IPC by LRS, ARS or accuracy, with CIs",
+        description="Rank the recorded evaluations per dataset and IPC (newest of each method and protocol) "
+        "and render them as a terminal table, Markdown, CSV, JSON or a self-contained HTML page.",
+    )
+    board.add_argument("--store", help=store_help)
+    board.add_argument("--dataset", help="only this dataset")
+    board.add_argument("--ipc", type=int, help="only this IPC")
+    board.add_argument(
+        "--metric", choices=("lrs", "ars", "acc"), default="lrs", help="ranking score (default lrs)"
+    )
+    board.add_argument(
+        "--format", choices=("table", "md", "csv", "json", "html"), default="table", help="output format"
+    )
+    board.add_argument(
+        "--out", help="write to this file (default: stdout; html writes leaderboard.html in the cwd)"
+    )
+    board.set_defaults(run=cmd_leaderboard)
+
+    compare = sub.add_parser(
+        "compare",
+        help="paired comparison of two methods over their rounds with the same seeds",
+        description="Mean difference A − B of a score over the rounds both methods ran with the same seed, "
+        "with its 95%% CI and the p-value of a paired t-test.",
+    )
+    compare.add_argument("a", help="first method")
+    compare.add_argument("b", help="second method")
+    compare.add_argument("--store", help=store_help)
+    compare.add_argument("--dataset", help="dataset (needed when both methods are evaluated on several)")
+    compare.add_argument("--ipc", type=int, help="IPC (needed when both methods are evaluated at several)")
+    compare.add_argument("--metric", choices=("lrs", "ars", "acc"), default="lrs", help="score (default lrs)")
+    compare.set_defaults(run=cmd_compare)
+
+    export = sub.add_parser("export", help="write every stored job and evaluation to a checksummed JSON file")
+    export.add_argument("--out", required=True, help="export file (JSON)")
+    export.add_argument("--store", help=store_help)
+    export.set_defaults(run=cmd_export)
+
+    imp = sub.add_parser("import", help="add the jobs and evaluations of an export file to the store")
+    imp.add_argument("file", help="export file written by ddrank export")
+    imp.add_argument("--store", help=store_help)
+    imp.set_defaults(run=cmd_import)
     return parser
 
 

@@ -22,7 +22,7 @@ def write_yaml(path: Path, doc: dict[str, Any]) -> Path:
 
 def test_every_expected_preset_ships():
     assert set(SHIPPED) <= set(preset_names())
-    assert preset_names() == sorted(preset_names())
+    assert len(set(preset_names())) == len(preset_names())
 
 
 @pytest.mark.parametrize("name", preset_names())
@@ -35,8 +35,9 @@ def test_every_preset_resolves_for_each_dataset_and_ipc(name):
             proto = load_protocol(name, dataset=dataset, ipc=ipc)
             assert isinstance(proto, Protocol)
             assert (proto.name, proto.dataset, proto.ipc) == (name, dataset, ipc)
-            assert proto.labels.mode == "hard" and proto.labels.loss == "ce"
+            assert proto.labels.mode in ("hard", "S", "M")
             assert proto.selection == "honest" and not proto.optimistic
+            assert proto.description == doc["description"]
             assert proto.lr_grid and all(lr > 0 for lr in proto.lr_grid)
             # resolving twice gives the same hash: nothing depends on call order or time
             assert load_protocol(name, dataset=dataset, ipc=ipc).content_hash() == proto.content_hash()
@@ -80,8 +81,10 @@ def test_preset_names_are_case_insensitive_with_close_matches():
     assert load_protocol("DSA", dataset="cifar10") == load_protocol("dsa", dataset="cifar10")
     with pytest.raises(UnknownNameError, match="unknown protocol 'dsaa'; did you mean 'dsa'"):
         load_protocol("dsaa")
-    with pytest.raises(UnknownNameError, match="valid: dc, digits, dm, dsa, mtt"):
+    with pytest.raises(UnknownNameError) as caught:
         load_protocol("nothing-like-it")
+    assert "did you mean" not in str(caught.value)
+    assert all(name in str(caught.value) for name in ("dc", "digits", "dm", "dsa"))
 
 
 def test_preset_for_the_wrong_dataset_is_refused():
@@ -200,7 +203,10 @@ def test_preset_format_file_applies_its_overrides(tmp_path):
         ({"model": "ConvNet-3", "selection": "best"}, "selection: Input should be 'honest' or 'reference'"),
         ({"model": "ConvNet-3", "epochs": 0}, "epochs: Input should be greater than or equal to 1"),
         ({"model": "ConvNet-3", "schedule": {"milestones": [1.5]}}, "milestones are fractions of the epochs"),
-        ({"model": "ConvNet-3", "labels": {"mode": "M", "loss": "kl"}}, "is not supported yet"),
+        (
+            {"model": "ConvNet-3", "labels": {"mode": "hard", "loss": "kl"}},
+            "hard labels train with loss 'ce', not 'kl'",
+        ),
         ({"epochs": 3}, "protocol 'bad': model: Field required"),
         (
             {"name": "bad", "protocol": {"model": "ConvNet-3"}, "overides": []},

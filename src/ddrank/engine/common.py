@@ -11,7 +11,6 @@ import torch
 from torch import Tensor, nn
 
 from ddrank import rng
-from ddrank.augment import DSA
 from ddrank.engine.job import STREAM_AUGMENT, STREAM_ORDER, EvalSet, JobResult, RunData, TrainJob, TrainSpec
 from ddrank.engine.scoring import EvalMetrics, Tally
 from ddrank.models import create_model
@@ -32,11 +31,6 @@ def epoch_batches(keys: Tensor, n: int, batch_size: int, epoch: int) -> list[Ten
 
 def augment_key(keys: Tensor, step: int) -> Tensor:
     return rng.fold(keys, STREAM_AUGMENT, step)
-
-
-def make_augmenter(spec: TrainSpec) -> DSA | None:
-    aug = spec.augment
-    return DSA(aug.dsa, mode=aug.dsa_mode) if aug.dsa else None
 
 
 class Trainer(Protocol):

@@ -15,12 +15,12 @@ import logging
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from ddrank import rng
-from ddrank.engine.common import augment_key, epoch_batches, fit, init_model, make_augmenter
+from ddrank.engine.batch import StepPipeline
+from ddrank.engine.common import augment_key, epoch_batches, fit, init_model
 from ddrank.engine.job import JobResult, RunData, TrainJob
 from ddrank.engine.optim import StackedOptimizer
 from ddrank.engine.options import EngineOptions, autocast
@@ -104,11 +104,13 @@ class EnsembleTrainer:
         names = list(dict.fromkeys(j.train_set for j in jobs))
         self.images = torch.stack([data.train_sets[n].images for n in names])
         self.labels = torch.stack([data.train_sets[n].labels for n in names])
+        softs = [data.train_sets[n].soft for n in names]
+        self.soft = torch.stack(softs) if all(s is not None for s in softs) else None
         self.set_ids = torch.tensor([names.index(j.train_set) for j in jobs], device=device)[:, None]
         self.keys = rng.key_from_seed([j.seed for j in jobs], device)
         lrs = torch.tensor([j.lr for j in jobs], device=device)
         self.optimizer = StackedOptimizer(self.params, spec.optimizer, lrs)
-        self.augmenter = make_augmenter(spec)
+        self.pipeline = StepPipeline(spec, data.teachers.get(spec.teachers))
         self.spec, self.n, self.step = spec, sizes.pop(), 0
         self.use_graphs = self.options.cuda_graphs and device.type == "cuda"
         self._graphs: dict[int, _StepGraph | None] = {}
@@ -116,16 +118,13 @@ class EnsembleTrainer:
 
     def _train_step(self, idx: Tensor, key: Tensor, factor: float | Tensor) -> None:
         """One optimiser step of every member on its batch ``idx`` [K, b]."""
-        x = self.images[self.set_ids, idx]
-        if self.augmenter is not None:
-            x = self.augmenter(x, key)
+        soft = self.soft[self.set_ids, idx] if self.soft is not None else None
         with autocast(self.device, self.spec.precision):
+            x, target, truth = self.pipeline.prepare(
+                self.images[self.set_ids, idx], self.labels[self.set_ids, idx], soft, key
+            )
             logits = self.ensemble.forward(self.ensemble.params, self.ensemble.buffers, x, training=True)
-        # The sum over members of each member's batch-mean loss keeps members' gradients apart.
-        loss = F.cross_entropy(
-            logits.float().flatten(0, 1), self.labels[self.set_ids, idx].flatten(), reduction="sum"
-        )
-        grads = torch.autograd.grad(loss / idx.shape[1], self.params)
+        grads = torch.autograd.grad(self.pipeline.loss(logits.float(), target, truth), self.params)
         self.optimizer.step(list(grads), factor)
 
     def _capture(self, idx: Tensor, key: Tensor, factor: float) -> _StepGraph | None:

@@ -10,7 +10,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from ddrank.protocols.protocol import AugmentSpec, OptimizerSpec, ScheduleSpec
+from ddrank.labels.teachers import TeacherEnsemble
+from ddrank.protocols.protocol import AugmentSpec, LabelSpec, OptimizerSpec, ScheduleSpec
 
 # Sub-stream tags of a job's random key (see ddrank.rng.fold).
 STREAM_ORDER = 1
@@ -32,23 +33,28 @@ class TrainSpec:
     augment: AugmentSpec
     eval_epochs: tuple[int, ...] = ()  # epochs (1-based) after which test accuracy is also recorded
     precision: str = "fp32"  # "fp32" or "bf16" (autocast); part of the job's identity
+    labels: LabelSpec = LabelSpec()
+    teachers: str = ""  # fingerprint of the teacher ensemble (mode M), a key into RunData.teachers
 
     def fingerprint(self) -> str:
         payload = asdict(self) | {
             "optimizer": self.optimizer.model_dump(mode="json"),
             "schedule": self.schedule.model_dump(mode="json"),
             "augment": self.augment.model_dump(mode="json"),
+            "labels": self.labels.model_dump(mode="json"),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
 class TrainingSet:
-    """Training images (float32, normalised, on the device) and hard labels."""
+    """Training images (float32, in the protocol's space, on the device), hard labels and,
+    for mode S, stored soft labels as logits [N, classes]."""
 
     images: Tensor
     labels: Tensor
     fingerprint: str
+    soft: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -132,3 +138,4 @@ class RunData:
     val_sets: dict[str, EvalSet]
     test: EvalSet
     device: torch.device
+    teachers: dict[str, TeacherEnsemble] = field(default_factory=dict)

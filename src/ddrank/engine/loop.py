@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from ddrank import rng
-from ddrank.engine.common import augment_key, epoch_batches, fit, init_model, make_augmenter
+from ddrank.engine.batch import StepPipeline
+from ddrank.engine.common import augment_key, epoch_batches, fit, init_model
 from ddrank.engine.job import JobResult, RunData, TrainJob
 from ddrank.engine.optim import make_optimizer
 from ddrank.engine.options import autocast
@@ -21,7 +21,7 @@ class LoopTrainer:
         self.job, self.spec, self.device = job, job.spec, data.device
         self.model = init_model(self.spec, job.seed).to(data.device)
         self.optimizer = make_optimizer(self.model.parameters(), self.spec.optimizer, job.lr)
-        self.augmenter = make_augmenter(self.spec)
+        self.pipeline = StepPipeline(self.spec, data.teachers.get(self.spec.teachers))
         self.train = data.train_sets[job.train_set]
         self.keys = rng.key_from_seed(job.seed, data.device)
         self.step = 0
@@ -32,12 +32,17 @@ class LoopTrainer:
             group["lr"] = self.job.lr * spec.schedule.factor(epoch, spec.epochs)
         model.train()
         for idx in epoch_batches(self.keys, len(self.train), spec.batch_size, epoch):
-            x = self.train.images[idx[0]]
-            if self.augmenter is not None:
-                x = self.augmenter(x[None], augment_key(self.keys, self.step))[0]
+            i = idx[0]
+            soft = self.train.soft[i][None] if self.train.soft is not None else None
             with autocast(self.device, spec.precision):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), self.train.labels[idx[0]])
+                x, target, truth = self.pipeline.prepare(
+                    self.train.images[i][None],
+                    self.train.labels[i][None],
+                    soft,
+                    augment_key(self.keys, self.step),
+                )
+                logits = model(x[0])
+            loss = self.pipeline.loss(logits.float()[None], target, truth)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

@@ -58,25 +58,52 @@ class ScheduleSpec(_Spec):
 
 
 class AugmentSpec(_Spec):
-    """Training-time augmentation; ``none()`` is the same protocol with augmentation switched off."""
+    """Training-time augmentation; ``none()`` is the same protocol with all of it switched off.
 
+    ``transforms`` are image-folder style steps applied first, e.g.
+    ``[{name: random_resized_crop, scale: [0.5, 1.0]}, {name: flip}, {name: patch_shuffle, grid: 2}]``;
+    then DSA; then Mixup (``mixup`` = α) or CutMix (``cutmix`` = β), which mix labels too.
+    """
+
+    transforms: tuple[dict[str, Any], ...] = ()
     dsa: str | None = None
     dsa_mode: Literal["S", "M"] = "S"
+    mixup: float | None = Field(None, gt=0.0)
+    cutmix: float | None = Field(None, gt=0.0)
+    mix_prob: float = Field(1.0, ge=0.0, le=1.0)
 
     @property
     def enabled(self) -> bool:
-        return self.dsa is not None
+        return bool(self.transforms) or self.dsa is not None or self.mixes
+
+    @property
+    def mixes(self) -> bool:
+        return self.mixup is not None or self.cutmix is not None
 
     def none(self) -> AugmentSpec:
-        return self.model_copy(update={"dsa": None})
+        return AugmentSpec()
 
 
 class LabelSpec(_Spec):
-    """How students are labelled and which loss they minimise."""
+    """How students are labelled and which loss they minimise.
+
+    ``hard``: cross-entropy on class labels. ``S``: one stored soft label per image (the set's
+    own; teachers label the random baseline). ``M``: every augmented batch relabelled online by
+    the teacher ensemble (``ensemble``: average of probabilities or of logits).
+    """
 
     mode: Literal["hard", "S", "M"] = "hard"
     loss: str = "ce"
     temperature: float = Field(1.0, gt=0.0)
+    t2_scale: bool = False
+    teachers: tuple[str, ...] = ()
+    ensemble: Literal["prob", "logit"] = "prob"
+    mse_weight: float = Field(1.0, ge=0.0)
+    ce_weight: float = Field(0.025, ge=0.0)
+
+    def hard(self) -> LabelSpec:
+        """The same protocol's hard-label variant (for acc(syn, hard))."""
+        return LabelSpec()
 
 
 class FullDataRecipe(_Spec):
@@ -117,6 +144,8 @@ class Protocol(_Spec):
     rounds: int = Field(5, ge=1)
     space: Space = "normalized"
     stats: str | None = None
+    zca: bool = False
+    zca_regularization: float = Field(0.1, gt=0.0)
     full_data: FullDataRecipe = FullDataRecipe()
 
     @field_validator("lr_grid")
@@ -128,11 +157,15 @@ class Protocol(_Spec):
 
     @model_validator(mode="after")
     def _consistent(self) -> Protocol:
-        if self.labels.mode != "hard" or self.labels.loss != "ce":
+        labels = self.labels
+        if labels.mode == "hard" and labels.loss != "ce":
+            raise ValueError(f"hard labels train with loss 'ce', not {labels.loss!r}")
+        if labels.mode == "M" and not labels.teachers:
             raise ValueError(
-                f"labels mode {self.labels.mode!r} with loss {self.labels.loss!r} is not supported yet; "
-                "use mode 'hard' with loss 'ce'"
+                "labels mode 'M' relabels every batch with teachers; list them in labels.teachers"
             )
+        if labels.mode == "hard" and labels.teachers:
+            raise ValueError("hard labels use no teachers; remove labels.teachers or pick mode 'S' or 'M'")
         return self
 
     @property

@@ -1,1 +1,1 @@
-"""Rendering of results: terminal tables (and, later, Markdown, CSV/JSON, HTML)."""
+"""Rendering of results: terminal tables, and leaderboards as Markdown, CSV/JSON and self-contained HTML."""

@@ -1,0 +1,252 @@
+"""The leaderboard as one self-contained HTML page: a sortable, filterable table and inline SVG plots.
+
+Nothing is fetched from the network. Every string from the results is HTML-escaped; the page's one
+script reads the table from the DOM (no data is ever written into code), and a Content-Security-Policy
+allows only that script, by hash.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from html import escape
+from typing import Any
+
+from ddrank import __version__
+from ddrank.report.leaderboard import Column, cell_text, columns, metric_spec
+from ddrank.report.plots import group_plots
+
+_STYLE = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.5rem auto;
+       max-width: 1400px; padding: 0 1rem; color: #1f2328; background: #fff; }
+h1 { font-size: 1.5rem; margin: 0 0 .25rem; }
+h2 { font-size: 1.15rem; margin: 2rem 0 .5rem; border-bottom: 1px solid #d0d7de; padding-bottom: .25rem; }
+.meta { color: #59636e; margin: .25rem 0; }
+.warning { background: #fff8c5; border: 1px solid #d4a72c; padding: .4rem .6rem; border-radius: 4px; }
+.controls { display: flex; gap: 1rem; align-items: center; margin: 1rem 0 .5rem; flex-wrap: wrap; }
+.controls input, .controls select { font: inherit; padding: .25rem .4rem; }
+.table-wrap { overflow-x: auto; }
+table { border-collapse: collapse; width: 100%; font-size: 13px; font-variant-numeric: tabular-nums; }
+th, td { padding: .3rem .5rem; border-bottom: 1px solid #d8dee4; white-space: nowrap; text-align: left; }
+td.num, th.num { text-align: right; }
+thead th { background: #f6f8fa; cursor: pointer; user-select: none; position: sticky; top: 0; }
+thead th:hover { background: #eaeef2; }
+th[aria-sort="ascending"]::after { content: " ▲"; }
+th[aria-sort="descending"]::after { content: " ▼"; }
+td.method { font-weight: 600; }
+tr.optimistic td { background: #fff8f0; }
+.badge { background: #fff1e5; color: #953800; border: 1px solid #ffb77c; border-radius: 1em;
+         padding: 0 .5em; font-size: .85em; }
+.note { color: #59636e; font-size: .9em; }
+.plots { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 1rem; }
+figure { margin: 0; }
+figure svg { width: 100%; height: auto; }
+figcaption { color: #59636e; font-size: .9em; text-align: center; }
+"""
+
+# Reads everything from the table; no result data is ever part of this code.
+_SCRIPT = """
+(function () {
+  "use strict";
+  var table = document.getElementById("leaderboard");
+  var body = table.tBodies[0];
+  var headers = Array.prototype.slice.call(table.tHead.rows[0].cells);
+  var filter = document.getElementById("filter");
+  var group = document.getElementById("group");
+  var shown = document.getElementById("shown");
+
+  function key(row, index, numeric) {
+    var value = row.cells[index].getAttribute("data-value");
+    if (!numeric) { return value === null ? "" : value; }
+    var x = parseFloat(value);
+    return isNaN(x) ? null : x;
+  }
+
+  function sortBy(th, index) {
+    var ascending = th.getAttribute("aria-sort") !== "ascending";
+    var numeric = th.getAttribute("data-type") === "number";
+    headers.forEach(function (h) { h.removeAttribute("aria-sort"); });
+    th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = key(a, index, numeric), y = key(b, index, numeric);
+      if (x === null || y === null) { return (x === null ? 1 : 0) - (y === null ? 1 : 0); }
+      var order = numeric ? x - y : x.localeCompare(y);
+      return ascending ? order : -order;
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+  }
+
+  function applyFilter() {
+    var text = filter.value.trim().toLowerCase();
+    var wanted = group ? group.value : "";
+    var count = 0;
+    Array.prototype.forEach.call(body.rows, function (row) {
+      var method = (row.getAttribute("data-method") || "").toLowerCase();
+      var visible = method.indexOf(text) !== -1 && (!wanted || row.getAttribute("data-group") === wanted);
+      row.hidden = !visible;
+      if (visible) { count += 1; }
+    });
+    shown.textContent = count + " of " + body.rows.length + " rows shown";
+  }
+
+  headers.forEach(function (th, index) {
+    th.addEventListener("click", function () { sortBy(th, index); });
+    th.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); sortBy(th, index); }
+    });
+  });
+  filter.addEventListener("input", applyFilter);
+  if (group) { group.addEventListener("change", applyFilter); }
+  applyFilter();
+})();
+"""
+
+
+def _attr(value: Any) -> str:
+    return escape("" if value is None else str(value), quote=True)
+
+
+def _group_label(dataset: str, ipc: int) -> str:
+    return f"{dataset} · IPC {ipc}"
+
+
+def _sort_value(row: Mapping[str, Any], column: Column) -> str:
+    """The raw value a column sorts by: full-precision fractions for numbers, empty when missing."""
+    value = row.get(column.key)
+    if column.kind == "selection":
+        return "optimistic" if row.get("optimistic") else str(value or "honest")
+    if value is None:
+        return ""
+    return repr(float(value)) if column.kind in ("pct", "ci", "tau") else str(value)
+
+
+def _header(column: Column) -> str:
+    ident = "col-score" if column.key == "mean" else f"col-{column.key.replace('_', '-')}"
+    numeric = not column.is_text
+    kind = "number" if numeric else "text"
+    css = ' class="num"' if numeric else ""
+    return (
+        f'<th id="{ident}" scope="col" tabindex="0" data-type="{kind}"{css} '
+        f'title="sort by {_attr(column.header)}">{escape(column.header)}</th>'
+    )
+
+
+def _cell(row: Mapping[str, Any], column: Column) -> str:
+    value = _attr(_sort_value(row, column))
+    if column.key == "method":
+        return f'<td class="method" data-value="{value}">{escape(row["method"])}</td>'
+    if column.kind == "selection" and row.get("optimistic"):
+        return (
+            f'<td data-value="{value}">{escape(str(row.get("selection") or "reference"))} '
+            '<span class="badge">optimistic</span></td>'
+        )
+    title = f' title="{_attr(row.get("protocol_hash"))}"' if column.kind == "protocol" else ""
+    css = "" if column.is_text else ' class="num"'
+    return f'<td data-value="{value}"{css}{title}>{escape(cell_text(row, column))}</td>'
+
+
+def _row(row: Mapping[str, Any], shown: Sequence[Column]) -> str:
+    group = _attr(_group_label(row["dataset"], row["ipc"]))
+    cells = "".join(_cell(row, c) for c in shown)
+    optimistic = " optimistic" if row.get("optimistic") else ""
+    method = _attr(row["method"])
+    return f'<tr class="method-row{optimistic}" data-method="{method}" data-group="{group}">{cells}</tr>'
+
+
+def _summary(rows: Sequence[Mapping[str, Any]], metric: str, generated: datetime) -> str:
+    def listed(values: Any) -> str:
+        return ", ".join(escape(str(v)) for v in dict.fromkeys(values)) or "–"
+
+    protocols = dict.fromkeys(
+        f"{r['protocol'] or '–'} ({r['protocol_hash'][:8]})" if r.get("protocol_hash") else str(r["protocol"])
+        for r in rows
+    )
+    parts = [
+        f"Generated {escape(generated.isoformat(timespec='seconds'))} by ddrank {escape(__version__)}",
+        f"dataset: {listed(r['dataset'] for r in rows)}",
+        f"IPC: {listed(sorted({r['ipc'] for r in rows}))}",
+        f"metric: {escape(metric_spec(metric).label)}",
+        f"protocol: {listed(protocols)}",
+        f"{len(rows)} rows",
+    ]
+    return " · ".join(parts)
+
+
+def render_html(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    title: str = "ddrank leaderboard",
+    generated: datetime | None = None,
+) -> str:
+    """The leaderboard rows of ``build_leaderboard`` as one self-contained HTML document."""
+    metric = rows[0]["metric"] if rows else "lrs"
+    spec = metric_spec(metric)
+    generated = generated or datetime.now(UTC)
+    shown = columns(metric)
+    groups: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["dataset"], row["ipc"]), []).append(row)
+
+    script_hash = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
+    policy = (
+        f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'"
+    )
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{policy}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{escape(title)} · {escape(spec.label)}</title>",
+        f"<style>{_STYLE}</style>",
+        "</head>",
+        "<body>",
+        "<header>",
+        f"<h1>{escape(title)} · {escape(spec.label)}</h1>",
+        f'<p class="meta">{_summary(rows, metric, generated)}</p>',
+        f'<p class="meta">{escape(spec.label)}: {escape(spec.description)}.</p>',
+    ]
+    if any(r.get("optimistic") for r in rows):
+        parts.append(
+            '<p class="warning"><span class="badge">optimistic</span> rows use reference selection '
+            "(best test accuracy over learning rates and checkpoints): their accuracies are overstated "
+            "and not comparable with honest rows.</p>"
+        )
+    parts.append("</header>")
+    parts.append('<section class="controls">')
+    parts.append(
+        '<label>Filter methods <input id="filter" type="search" placeholder="method name" '
+        'autocomplete="off"></label>'
+    )
+    if len(groups) > 1:
+        options = "".join(
+            f'<option value="{_attr(_group_label(*g))}">{escape(_group_label(*g))}</option>' for g in groups
+        )
+        parts.append(
+            f'<label>Group <select id="group"><option value="">all</option>{options}</select></label>'
+        )
+    parts.append('<span id="shown" class="note"></span>')
+    parts.append("</section>")
+    parts.append('<div class="table-wrap"><table id="leaderboard">')
+    parts.append("<thead><tr>" + "".join(_header(c) for c in shown) + "</tr></thead>")
+    parts.append("<tbody>" + "".join(_row(r, shown) for r in rows) + "</tbody>")
+    parts.append("</table></div>")
+    parts.append(
+        '<p class="note">Scores and accuracies in percent (stored as fractions). 95% CI (t): Student-t '
+        "interval over rounds; 95% CI (boot): expanded percentile bootstrap of the per-round values. "
+        "rank τ: mean Kendall τ between each round's ranking of the group and its overall ranking. "
+        "Click a column header to sort; click again to reverse.</p>"
+    )
+    if not rows:
+        parts.append('<p class="note">No evaluations match.</p>')
+    for index, ((dataset, ipc), members) in enumerate(groups.items()):
+        parts.append(f'<section><h2>{escape(_group_label(dataset, ipc))}</h2><div class="plots">')
+        for caption, svg in group_plots(members, f"plot{index}"):
+            parts.append(f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>")
+        parts.append("</div></section>")
+    parts += [f"<script>{_SCRIPT}</script>", "</body>", "</html>"]
+    return "\n".join(parts) + "\n"

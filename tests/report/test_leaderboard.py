@@ -1,0 +1,512 @@
+"""Leaderboards: ranking, intervals, rank stability, newest-wins, every output format, escaping in the
+HTML page, and the leaderboard / compare / export / import commands."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import zlib
+from collections.abc import Sequence
+from html.parser import HTMLParser
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ddrank.cli import main
+from ddrank.errors import DDRankError, UnknownNameError
+from ddrank.metrics import (
+    augmentation_robust_score,
+    hard_label_recovery,
+    improvement_over_random,
+    label_robust_score,
+    summarize,
+)
+from ddrank.report.html import render_html
+from ddrank.report.leaderboard import (
+    LeaderboardError,
+    build_leaderboard,
+    compare_methods,
+    render,
+)
+from ddrank.store import ResultStore
+
+SEEDS = (101, 202, 303, 404, 505)
+XSS = "<script>alert(1)</script>"
+
+
+def _jitter(method: str, n: int, scale: float) -> np.ndarray:
+    return np.random.default_rng(zlib.crc32(method.encode())).uniform(-scale, scale, n)
+
+
+def _summaries(out: dict[str, Any], rounds: list[dict[str, Any]], names: Sequence[str]) -> None:
+    for name in names:
+        d = summarize([r[name] for r in rounds]).as_dict()
+        out |= {f"{name}_{k}": d[k] for k in ("mean", "std", "ci_low", "ci_high")}
+
+
+def evaluation(
+    method: str,
+    acc_syn: float | Sequence[float],
+    acc_random: float = 0.60,
+    *,
+    dataset: str = "digits",
+    ipc: int = 10,
+    seeds: Sequence[int] = SEEDS,
+    acc_real: float = 0.95,
+    protocol: str = "digits",
+    protocol_hash: str = "5f1c0ffee0ddba11",
+    selection: str = "honest",
+    base_seed: int = 0,
+    jitter: float = 0.004,
+) -> dict[str, Any]:
+    """An ``Evaluation.to_dict()``-shaped LRS evaluation with per-round values around the given accuracies."""
+    n = len(seeds)
+    syn = (
+        np.asarray(acc_syn, dtype=float) if not np.isscalar(acc_syn) else acc_syn + _jitter(method, n, jitter)
+    )
+    rand = acc_random + _jitter(method + "/random", n, jitter)
+    rounds = []
+    for r, seed in enumerate(seeds):
+        hlr = hard_label_recovery(acc_real, float(syn[r]))
+        ior = improvement_over_random(float(syn[r]), float(rand[r]))
+        rounds.append(
+            {
+                "round": r,
+                "seed": seed,
+                "acc_syn": float(syn[r]),
+                "acc_random": float(rand[r]),
+                "acc_real": acc_real,
+                "lr_syn": 0.01,
+                "lr_random": 0.01,
+                "hlr": hlr,
+                "ior": ior,
+                "lrs": label_robust_score(hlr, ior),
+                "runs": {
+                    "syn": [{"lr": 0.01, "test_acc": float(syn[r]), "val_acc": 0.5, "best_test_acc": 0.6}]
+                },
+            }
+        )
+    out: dict[str, Any] = {"method": method, "dataset": dataset, "ipc": ipc}
+    _summaries(out, rounds, ("acc_syn", "acc_random", "acc_real", "hlr", "ior", "lrs"))
+    out |= {
+        "rounds": n,
+        "weight": 0.5,
+        "protocol": protocol,
+        "protocol_hash": protocol_hash,
+        "selection": selection,
+        "optimistic": selection == "reference",
+        "acc_real_source": "trained",
+        "std_ddof": 1,
+        "confidence": 0.95,
+        "per_round": rounds,
+        "provenance": {
+            "base_seed": base_seed,
+            "synthetic_fingerprint": f"fp-{method}",
+            "ddrank_version": "0.1.0",
+        },
+    }
+    return out
+
+
+def ars_evaluation(method: str, gap: float, *, ipc: int = 10) -> dict[str, Any]:
+    """An ARS evaluation: synthetic beats random by ``gap`` with augmentation and by half of it without."""
+    rounds = []
+    for r, seed in enumerate(SEEDS):
+        wiggle = _jitter(method, len(SEEDS), 0.003)[r]
+        cells = {
+            "acc_syn_aug": 0.70 + gap + wiggle,
+            "acc_random_aug": 0.70,
+            "acc_syn_noaug": 0.60 + gap / 2 + wiggle,
+            "acc_random_noaug": 0.60,
+        }
+        ars = augmentation_robust_score(
+            cells["acc_syn_aug"] - cells["acc_random_aug"], cells["acc_syn_noaug"] - cells["acc_random_noaug"]
+        )
+        rounds.append({"round": r, "seed": seed, **cells, "ars": ars})
+    out: dict[str, Any] = {"method": method, "dataset": "digits", "ipc": ipc, "metric": "ars"}
+    _summaries(out, rounds, ("ars", "acc_syn_aug", "acc_random_aug", "acc_syn_noaug", "acc_random_noaug"))
+    return out | {
+        "rounds": len(SEEDS),
+        "protocol": "digits",
+        "protocol_hash": "5f1c0ffee0ddba11",
+        "selection": "honest",
+        "optimistic": False,
+        "per_round": rounds,
+        "provenance": {"base_seed": 0, "synthetic_fingerprint": f"fp-{method}"},
+    }
+
+
+def demo_like() -> list[dict[str, Any]]:
+    """Five methods, best first by construction: dm > kcenter > herding > random > noise."""
+    accuracies = {"dm": 0.80, "kcenter": 0.74, XSS: 0.70, "random": 0.62, "noise": 0.20}
+    return [evaluation(method, acc) for method, acc in accuracies.items()]
+
+
+# -- building ----------------------------------------------------------------------------------
+
+
+def test_methods_are_ranked_by_mean_lrs_best_first():
+    rows = build_leaderboard(list(reversed(demo_like())))
+    assert [r["method"] for r in rows] == ["dm", "kcenter", XSS, "random", "noise"]
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
+    means = [r["mean"] for r in rows]
+    assert means == sorted(means, reverse=True)
+    first = rows[0]
+    source = demo_like()[0]
+    assert first["mean"] == source["lrs_mean"]
+    assert (first["ci_low"], first["ci_high"]) == (source["lrs_ci_low"], source["lrs_ci_high"])
+    assert first["hlr"] == source["hlr_mean"] and first["ior"] == source["ior_mean"]
+    assert first["acc_syn"] == source["acc_syn_mean"] and first["acc_random"] == source["acc_random_mean"]
+    assert first["rounds"] == 5 and first["metric"] == "lrs"
+    assert first["protocol"] == "digits" and first["protocol_hash"] == "5f1c0ffee0ddba11"
+    assert first["optimistic"] is False
+
+
+def test_bootstrap_interval_is_present_and_contains_the_mean():
+    for row in build_leaderboard(demo_like()):
+        assert row["boot_ci_low"] is not None and row["boot_ci_high"] is not None
+        assert row["boot_ci_low"] < row["mean"] < row["boot_ci_high"]
+        assert row["ci_low"] < row["mean"] < row["ci_high"]
+
+
+def test_one_round_has_no_intervals_and_no_stability():
+    rows = build_leaderboard([evaluation("a", 0.8, seeds=(1,)), evaluation("b", 0.7, seeds=(1,))])
+    assert all(r["boot_ci_low"] is None and r["ci_low"] is None for r in rows)
+    assert all(r["stability_tau"] is None for r in rows)
+    json.loads(render(rows, "json"))  # strict JSON: no NaN
+
+
+def test_rank_stability_is_one_when_every_round_agrees():
+    rows = build_leaderboard(demo_like())
+    for row in rows:
+        assert row["stability_tau"] == pytest.approx(1.0) and row["stability_min_tau"] == pytest.approx(1.0)
+
+
+def test_rank_stability_drops_when_rounds_disagree():
+    a = evaluation("a", [0.80, 0.70, 0.80, 0.70, 0.80])
+    b = evaluation("b", [0.70, 0.80, 0.70, 0.80, 0.71])
+    rows = build_leaderboard([a, b])
+    assert rows[0]["stability_tau"] < 1.0 and rows[0]["stability_min_tau"] == -1.0
+
+
+def test_rank_stability_is_omitted_when_round_counts_differ():
+    rows = build_leaderboard([evaluation("a", 0.8), evaluation("b", 0.7, seeds=SEEDS[:3])])
+    assert [r["stability_tau"] for r in rows] == [None, None]
+
+
+def test_newest_evaluation_of_a_method_wins(tmp_path):
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        store.record_evaluation(evaluation("dm", 0.50, base_seed=0))
+        store.record_evaluation(evaluation("random", 0.62, base_seed=0))
+        store.record_evaluation(evaluation("dm", 0.85, base_seed=1))  # another measurement, recorded later
+        assert len(store.evaluations(method="dm")) == 2
+        rows = build_leaderboard(store.evaluations())
+    assert [r["method"] for r in rows] == ["dm", "random"]
+    assert rows[0]["acc_syn"] == pytest.approx(0.85, abs=0.01)
+
+
+def test_one_method_under_two_protocols_keeps_both_rows():
+    rows = build_leaderboard(
+        [
+            evaluation("dm", 0.8),
+            evaluation("dm", 0.9, protocol="ref", protocol_hash="ee", selection="reference"),
+        ]
+    )
+    assert [(r["method"], r["protocol"], r["optimistic"]) for r in rows] == [
+        ("dm", "ref", True),
+        ("dm", "digits", False),
+    ]
+
+
+def test_groups_rank_separately_and_filters_apply():
+    evaluations = [
+        evaluation("dm", 0.8, ipc=10),
+        evaluation("noise", 0.2, ipc=10),
+        evaluation("dm", 0.3, ipc=1),
+        evaluation("noise", 0.4, ipc=1),
+        evaluation("dm", 0.5, dataset="cifar10", ipc=10),
+    ]
+    rows = build_leaderboard(evaluations)
+    assert [(r["dataset"], r["ipc"], r["method"], r["rank"]) for r in rows] == [
+        ("cifar10", 10, "dm", 1),
+        ("digits", 1, "noise", 1),
+        ("digits", 1, "dm", 2),
+        ("digits", 10, "dm", 1),
+        ("digits", 10, "noise", 2),
+    ]
+    assert [r["method"] for r in build_leaderboard(evaluations, dataset="digits", ipc=1)] == ["noise", "dm"]
+    assert build_leaderboard(evaluations, dataset="imagenet1k") == []
+
+
+def test_ars_leaderboard_ranks_ars_evaluations_with_their_four_cells():
+    evaluations = [ars_evaluation("small", 0.02), ars_evaluation("large", 0.10), evaluation("lrs-only", 0.9)]
+    rows = build_leaderboard(evaluations, metric="ars")
+    assert [r["method"] for r in rows] == ["large", "small"]
+    for key in ("acc_syn_aug", "acc_random_aug", "acc_syn_noaug", "acc_random_noaug"):
+        assert rows[0][key] == evaluations[1][f"{key}_mean"]
+    assert rows[0]["boot_ci_low"] < rows[0]["mean"] < rows[0]["boot_ci_high"]
+    assert [r["method"] for r in build_leaderboard(evaluations)] == ["lrs-only"]  # ARS rows are not LRS
+    assert "ARS %" in render(rows, "md")
+
+
+def test_accuracy_leaderboard_and_missing_metric_key_means_lrs():
+    evaluations = [evaluation("a", 0.7, acc_random=0.1), evaluation("b", 0.8, acc_random=0.79)]
+    assert all("metric" not in e for e in evaluations)
+    assert [r["method"] for r in build_leaderboard(evaluations, metric="acc")] == ["b", "a"]
+    assert [r["method"] for r in build_leaderboard(evaluations, metric="lrs")] == ["a", "b"]
+
+
+def test_unknown_metric_and_format_name_the_valid_ones():
+    with pytest.raises(UnknownNameError, match="lrs"):
+        build_leaderboard(demo_like(), metric="lrss")
+    with pytest.raises(UnknownNameError, match="markdown"):
+        render(build_leaderboard(demo_like()), "markdown")
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def test_markdown_has_a_header_and_one_row_per_method():
+    rows = build_leaderboard(demo_like())
+    lines = render(rows, "md").strip().splitlines()
+    assert lines[0].startswith("| rank | method |") and "LRS %" in lines[0]
+    assert set(lines[1]) <= set("|:-")
+    assert len(lines) == 2 + len(rows)
+    assert lines[2].split("|")[2].strip() == "dm"
+    assert XSS not in "\n".join(lines) and "&lt;script&gt;" in lines[4]
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+
+
+def test_markdown_escapes_pipes_in_method_names():
+    rows = build_leaderboard([evaluation("a|b", 0.8), evaluation("c", 0.7)])
+    header, _, first, _ = render(rows, "md").splitlines()
+    assert "a\\|b" in first and first.count("|") - 1 == header.count("|")
+
+
+def test_csv_parses_with_the_csv_module():
+    rows = build_leaderboard(demo_like())
+    parsed = list(csv.DictReader(io.StringIO(render(rows, "csv"))))
+    assert [r["method"] for r in parsed] == [r["method"] for r in rows]
+    assert float(parsed[0]["mean"]) == rows[0]["mean"] and float(parsed[0]["boot_ci_low"]) > 0
+    assert parsed[0]["optimistic"] == "False"
+
+
+def test_json_round_trips():
+    rows = build_leaderboard(demo_like())
+    assert json.loads(render(rows, "json")) == rows
+
+
+def test_terminal_table_shows_percentages():
+    text = render(build_leaderboard(demo_like()), "table")
+    assert "LRS %" in text and "rank τ" in text
+    for method in ("dm", "kcenter", "random", "noise"):
+        assert method in text
+    assert XSS in text  # plain text in a terminal
+    first = build_leaderboard(demo_like())[0]
+    assert f"{100 * first['mean']:.2f}" in text
+
+
+class _Elements(HTMLParser):
+    """Every start tag with its attributes, and the text of the leaderboard's method cells."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.methods: list[str] = []
+        self._in_method = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        self._in_method = tag == "td" and dict(attrs).get("class") == "method"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_method = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_method:
+            self.methods.append(data)
+
+
+def test_html_is_self_contained():
+    page = render(build_leaderboard(demo_like()), "html")
+    parsed = _Elements()
+    parsed.feed(page)
+    for tag, attrs in parsed.tags:
+        for name in ("src", "href", "xlink:href", "action", "srcset"):
+            value = attrs.get(name) or ""
+            assert not re.match(r"\s*(https?:)?//", value), f"<{tag} {name}={value!r}> reaches the network"
+        assert tag != "link" and not (tag == "script" and "src" in attrs)
+    assert re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page) is None
+    assert "@import" not in page and "url(http" not in page
+    assert page.count("<svg") == 3  # score, HLR against IOR, synthetic against random
+    assert [t for t, _ in parsed.tags].count("script") == 1
+
+
+def test_html_table_has_rows_sortable_values_and_stable_ids():
+    rows = build_leaderboard(demo_like())
+    page = render_html(rows)
+    parsed = _Elements()
+    parsed.feed(page)
+    assert any(t == "table" and a.get("id") == "leaderboard" for t, a in parsed.tags)
+    headers = [a.get("id") for t, a in parsed.tags if t == "th"]
+    assert "col-score" in headers and "col-method" in headers and len(set(headers)) == len(headers)
+    trs = [a for t, a in parsed.tags if t == "tr" and a.get("class", "").startswith("method-row")]
+    assert len(trs) == len(rows)
+    score_index = headers.index("col-score")
+    cells = [a for t, a in parsed.tags if t == "td"]
+    per_row = len(headers)
+    scores = [float(cells[i * per_row + score_index]["data-value"]) for i in range(len(rows))]
+    assert scores == [r["mean"] for r in rows]
+    assert parsed.methods == [r["method"] for r in rows]
+
+
+def test_every_user_string_is_escaped_in_html():
+    evaluations = demo_like()
+    evaluations[0]["protocol"] = '"><img src=x onerror=alert(2)>'
+    page = render_html(build_leaderboard(evaluations))
+    assert XSS not in page and "<img" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    svgs = re.findall(r"<svg.*?</svg>", page, flags=re.DOTALL)
+    assert all("&lt;script&gt;alert(1)&lt;/script&gt;" in svg for svg in svgs)  # plot labels, as SVG text
+    assert len(re.findall(r"<script\b", page, flags=re.IGNORECASE)) == 1
+    parsed = _Elements()
+    parsed.feed(page)
+    assert XSS in parsed.methods
+    assert all(not name.startswith("on") for _, attrs in parsed.tags for name in attrs)
+
+
+def test_html_labels_optimistic_rows_and_allows_only_its_own_script():
+    evaluations = demo_like()
+    evaluations[1] |= {"selection": "reference", "optimistic": True}
+    page = render_html(build_leaderboard(evaluations))
+    assert page.count('class="badge">optimistic') >= 2  # the warning and the row
+    assert "Content-Security-Policy" in page and "script-src 'sha256-" in page
+
+
+def test_html_plots_ars_and_multiple_groups():
+    evaluations = [ars_evaluation("a", 0.05), ars_evaluation("b", 0.01), ars_evaluation("a", 0.02, ipc=1)]
+    evaluations.append(ars_evaluation("b", 0.03, ipc=1))
+    page = render_html(build_leaderboard(evaluations, metric="ars"))
+    assert page.count("<svg") == 6 and 'id="group"' in page
+    ids = re.findall(r'\bid="([^"]+)"', page)
+    assert len(ids) == len(set(ids))  # plots share one document without clashing ids
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+
+def run_cli(capsys, *args: Any) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    path = tmp_path / "results.sqlite"
+    with ResultStore(path) as store:
+        for e in demo_like():
+            store.record_evaluation(e)
+    return path
+
+
+def test_leaderboard_command_renders_every_format(capsys, store_path, tmp_path, monkeypatch):
+    code, out, err = run_cli(capsys, "leaderboard", "--store", store_path)
+    assert code == 0, err
+    assert "dm" in out and "LRS %" in out
+    code, out, _ = run_cli(capsys, "leaderboard", "--store", store_path, "--format", "md")
+    assert code == 0 and len(out.strip().splitlines()) == 7
+    code, out, _ = run_cli(capsys, "leaderboard", "--store", store_path, "--format", "json", "--ipc", 10)
+    assert [r["method"] for r in json.loads(out)][:2] == ["dm", "kcenter"]
+    code, out, _ = run_cli(
+        capsys, "leaderboard", "--store", store_path, "--format", "csv", "--out", tmp_path / "b.csv"
+    )
+    assert code == 0 and len(list(csv.DictReader((tmp_path / "b.csv").open()))) == 5
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli(capsys, "leaderboard", "--store", store_path, "--format", "html")
+    assert code == 0 and (tmp_path / "leaderboard.html").is_file()
+    assert str(tmp_path / "leaderboard.html") in out
+
+
+def test_leaderboard_command_errors_are_one_line(capsys, store_path, tmp_path):
+    code, _, err = run_cli(capsys, "leaderboard", "--store", tmp_path / "missing.sqlite")
+    assert code == 2 and err.startswith("ddrank: error: no results store") and err.count("\n") == 1
+    assert not (tmp_path / "missing.sqlite").exists()
+    code, _, err = run_cli(capsys, "leaderboard", "--store", store_path, "--metric", "ars")
+    assert code == 2 and "no ars evaluations" in err
+
+
+def test_compare_detects_a_planted_difference(capsys, tmp_path):
+    base = 0.70 + _jitter("base", len(SEEDS), 0.01)
+    path = tmp_path / "results.sqlite"
+    with ResultStore(path) as store:
+        store.record_evaluation(evaluation("better", base + 0.03))
+        store.record_evaluation(evaluation("worse", base))
+        store.record_evaluation(evaluation("twin", base))
+    code, out, err = run_cli(capsys, "compare", "better", "worse", "--store", path)
+    assert code == 0, err
+    assert "5 rounds matched by seed" in out and "better scores higher" in out
+    p = float(re.search(r"p = ([0-9.e-]+)", out).group(1))
+    assert p < 0.05
+    code, out, _ = run_cli(capsys, "compare", "worse", "twin", "--store", path)
+    assert code == 0 and "no significant difference" in out
+    assert float(re.search(r"p = ([0-9.e-]+)", out).group(1)) >= 0.05
+
+
+def test_compare_matches_rounds_by_seed():
+    a = evaluation("a", [0.80, 0.81, 0.79, 0.90], seeds=(1, 2, 3, 4))
+    b = evaluation("b", [0.70, 0.71, 0.69], seeds=(3, 1, 2))
+    b["per_round"].reverse()
+    result = compare_methods([a, b], "a", "b")
+    assert result.seeds == (1, 2, 3) and result.result.n == 3
+    lrs_a = {r["seed"]: r["lrs"] for r in a["per_round"]}
+    lrs_b = {r["seed"]: r["lrs"] for r in b["per_round"]}
+    expected = np.mean([lrs_a[s] - lrs_b[s] for s in (1, 2, 3)])
+    assert result.result.mean_difference == pytest.approx(expected)
+
+
+def test_compare_errors(capsys, tmp_path):
+    path = tmp_path / "results.sqlite"
+    with ResultStore(path) as store:
+        store.record_evaluation(evaluation("a", 0.8, seeds=(1, 2, 3)))
+        store.record_evaluation(evaluation("b", 0.7, seeds=(3, 4, 5)))
+        store.record_evaluation(evaluation("c", 0.7, seeds=(1, 2, 3), ipc=1))
+    code, _, err = run_cli(capsys, "compare", "a", "nope", "--store", path)
+    assert code == 2 and "'nope'" in err and "recorded methods: a, b, c" in err and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "compare", "a", "b", "--store", path)
+    assert code == 2 and "share 1 round(s)" in err
+    code, _, err = run_cli(capsys, "compare", "a", "c", "--store", path)
+    assert code == 2 and "same dataset and IPC" in err
+    with pytest.raises(LeaderboardError, match="several|choose one"):
+        compare_methods(
+            [
+                evaluation("a", 0.8),
+                evaluation("b", 0.7),
+                evaluation("a", 0.8, ipc=1),
+                evaluation("b", 0.7, ipc=1),
+            ],
+            "a",
+            "b",
+        )
+    with pytest.raises(DDRankError, match="two different methods"):
+        compare_methods([evaluation("a", 0.8)], "a", "a")
+
+
+def test_export_then_import_round_trips_through_the_cli(capsys, store_path, tmp_path):
+    exported = tmp_path / "results.json"
+    code, out, err = run_cli(capsys, "export", "--out", exported, "--store", store_path)
+    assert code == 0, err
+    assert "5 evaluations" in out and exported.is_file()
+    target = tmp_path / "other.sqlite"
+    code, out, err = run_cli(capsys, "import", exported, "--store", target)
+    assert code == 0, err
+    assert "0 new jobs and 5 new evaluations" in out
+    with ResultStore(store_path) as a, ResultStore(target) as b:
+        assert b.evaluations() == a.evaluations()
+    code, out, _ = run_cli(capsys, "import", exported, "--store", target)
+    assert "0 new evaluations" in out
+    code, _, err = run_cli(capsys, "import", tmp_path / "nothing.json", "--store", target)
+    assert code == 2 and "cannot read results export" in err
