@@ -31,6 +31,7 @@ def _listing(kind: str) -> Table:
     from ddrank.baselines import BASELINES
     from ddrank.data.real import DATASETS
     from ddrank.data.synthetic import FORMATS
+    from ddrank.labels import list_losses
     from ddrank.models import describe_models
     from ddrank.protocols import preset, preset_names
 
@@ -51,6 +52,7 @@ def _listing(kind: str) -> Table:
         "datasets": lambda: [(e.name, e.description) for e in DATASETS.entries()],
         "formats": lambda: [(e.name, e.description) for e in FORMATS.entries()],
         "baselines": lambda: [(e.name, e.description) for e in BASELINES.entries()],
+        "losses": list_losses,
     }[kind]()
     for name, description in rows:
         table.add_row(name, description)
@@ -77,12 +79,26 @@ def cmd_protocol_show(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _store_for(args: argparse.Namespace) -> Any:
+    """The results store a run records into: --store PATH, the default one, or none with --no-store."""
+    if getattr(args, "no_store", False):
+        return None
+    return _results_store(args.store, must_exist=False)
+
+
+def _engine_options(args: argparse.Namespace) -> Any:
+    from ddrank.engine.options import EngineOptions
+
+    return EngineOptions(max_members=args.max_members)
+
+
 def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     from ddrank.data.synthetic import load_synthetic
     from ddrank.evaluate import Evaluator
     from ddrank.progress import Reporter
-    from ddrank.report.table import lrs_table
+    from ddrank.report.leaderboard import build_leaderboard, leaderboard_table
 
+    settings = _evaluate_settings(args)
     syn = load_synthetic(
         args.images,
         args.labels,
@@ -91,50 +107,192 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
         space=args.space,
         allow_pickle=args.allow_pickle,
     )
-    real_acc = (
-        args.real_acc if args.real_acc in (None, "published") else _fraction(args.real_acc, "--real-acc")
-    )
+    store = _store_for(args)
+    results = []
     with Reporter(enabled=not args.no_progress) as reporter:
-        evaluator = Evaluator(
-            args.dataset,
-            args.protocol,
-            data_root=args.data_root,
-            rounds=args.rounds,
-            seed=args.seed,
-            weight=args.weight,
-            real_acc=real_acc,
-            backend=args.backend,
-            device=args.device,
-            reporter=reporter,
-        )
-        validated = evaluator.validate(syn, ipc=args.ipc, resize=args.resize)
-        evaluator.protocol_for(validated.ipc)  # fail on a bad protocol before any training
+        evaluators = []
+        for protocol in settings["protocols"]:
+            evaluator = Evaluator(
+                settings["dataset"],
+                protocol,
+                metric=settings["metric"],
+                data_root=settings["data_root"],
+                rounds=settings["rounds"],
+                seed=settings["seed"],
+                weight=settings["weight"],
+                real_acc=settings["real_acc"],
+                teacher_dir=settings["teacher_dir"],
+                teachers=args.teacher or (),
+                backend=args.backend,
+                device=args.device,
+                precision=args.precision,
+                options=_engine_options(args),
+                cache=store,
+                reporter=reporter,
+            )
+            validated = evaluator.validate(syn, ipc=settings["ipc"], resize=args.resize)
+            evaluator.protocol_for(validated.ipc)  # fail on a bad protocol before any training
+            evaluators.append((evaluator, validated))
         started = time.perf_counter()
-        result = evaluator.evaluate_sets({args.method: validated})[0]
-    console.print(lrs_table([result.row()], title=f"{args.dataset} · protocol {result.protocol.name}"))
+        for evaluator, validated in evaluators:
+            result = evaluator.evaluate_sets({args.method: validated})[0]
+            if store is not None:
+                store.record_evaluation(result.to_dict())
+            results.append(result)
+    rows = build_leaderboard([r.to_dict() for r in results], metric=settings["metric"])
+    for row, result in zip(rows, results, strict=True):
+        row["method"] = f"{row['method']} · {result.protocol.model}" if len(results) > 1 else row["method"]
+    title = f"{settings['dataset']} · protocol {results[0].protocol.name} · {settings['metric']}"
+    console.print(leaderboard_table(rows, title=title))
     reporter.log(f"done in {time.perf_counter() - started:.1f} s")
     if args.json:
-        _write_json(args.json, result.to_dict())
+        payload = [r.to_dict() for r in results]
+        _write_json(args.json, payload[0] if len(payload) == 1 else payload)
         reporter.log(f"wrote {args.json}")
     return 0
+
+
+def _evaluate_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge a DD-Ranking --config with the command line (explicit flags win) and expand --students."""
+    from ddrank.data.real import dataset_info
+    from ddrank.protocols import load_protocol
+
+    settings: dict[str, Any] = {
+        "dataset": args.dataset,
+        "data_root": args.data_root,
+        "protocol": args.protocol,
+        "ipc": args.ipc,
+        "metric": args.metric,
+        "rounds": args.rounds,
+        "teacher_dir": args.teacher_dir,
+        "weight": args.weight,
+        "seed": args.seed,
+        "real_acc": args.real_acc
+        if args.real_acc in (None, "published")
+        else _fraction(args.real_acc, "--real-acc"),
+    }
+    if args.config:
+        from ddrank.compat.ddranking_config import translate_ddranking_config
+
+        config = translate_ddranking_config(args.config, metric=args.metric)
+        if args.protocol:
+            raise DDRankError("give either --config (a DD-Ranking YAML) or --protocol, not both")
+        from_config = {
+            "dataset": config.dataset,
+            "data_root": config.data_root,
+            "protocol": config.protocol,
+            "ipc": config.ipc,
+            "metric": config.metric,
+            "rounds": config.rounds,
+            "teacher_dir": config.teacher_dir,
+            "real_acc": config.real_acc,
+            "weight": config.weight,
+            "seed": config.seed,
+        }
+        settings = {k: v if v is not None else from_config[k] for k, v in settings.items()}
+    settings["dataset"] = dataset_info(settings["dataset"] or "digits").name
+    settings["metric"] = settings["metric"] or "lrs"
+    settings["seed"] = 0 if settings["seed"] is None else settings["seed"]
+    settings["weight"] = 0.5 if settings["weight"] is None else settings["weight"]
+    protocol = settings["protocol"] or settings["dataset"]
+    if args.students:
+        base = (
+            protocol
+            if not isinstance(protocol, str)
+            else load_protocol(protocol, dataset=settings["dataset"], ipc=settings["ipc"])
+        )
+        students = [s.strip() for s in args.students.split(",") if s.strip()]
+        if not students:
+            raise DDRankError("--students takes a comma-separated list of model names")
+        settings["protocols"] = [base.with_overrides(model=s) for s in students]
+    else:
+        settings["protocols"] = [protocol]
+    return settings
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from ddrank.demo import DemoSettings, run_demo
     from ddrank.progress import Reporter
+    from ddrank.report.html import render_html
+    from ddrank.report.leaderboard import build_leaderboard
     from ddrank.report.table import lrs_table
 
-    settings = DemoSettings(quick=args.quick, seed=args.seed, backend=args.backend, device=args.device)
+    settings = DemoSettings(
+        quick=args.quick,
+        seed=args.seed or 0,
+        backend=args.backend,
+        device=args.device,
+        soft=not args.hard_only,
+        options=_engine_options(args),
+    )
+    store = _store_for(args)
     started = time.perf_counter()
     with Reporter(enabled=not args.no_progress) as reporter:
-        results = run_demo(settings, reporter)
-    rows = [r.row() for r in results]
-    title = "digits · protocol digits" + (" (quick)" if args.quick else "") + " · hard labels"
-    console.print(lrs_table(rows, title=title))
+        sections = run_demo(settings, reporter, cache=store)
+    rows = []
+    for section, results in sections.items():
+        section_rows = [r.row() | {"labels": section} for r in results]
+        rows += section_rows
+        title = f"digits · protocol {results[0].protocol.name}" + (" (quick)" if args.quick else "")
+        console.print(lrs_table(section_rows, title=f"{title} · {section} labels"))
+        if store is not None:
+            for result in results:
+                store.record_evaluation(result.to_dict())
+    if "soft" in sections:
+        console.print(_gap_summary(sections), highlight=False, markup=False)
     console.print(f"{len(rows)} evaluations in {time.perf_counter() - started:.1f} s", highlight=False)
+    evaluations = [r.to_dict() for results in sections.values() for r in results]
+    html_path = Path(args.html)
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    hard = [e for e in evaluations if e["labels"] == "hard"]
+    html_path.write_text(
+        render_html(build_leaderboard(hard, metric="lrs"), title="ddrank demo · digits · LRS (hard labels)"),
+        encoding="utf-8",
+    )
+    console.print(f"leaderboard: {html_path.resolve()}", highlight=False, markup=False)
     if args.json:
         _write_json(args.json, rows)
         console.print(f"wrote {args.json}", highlight=False)
+    return 0
+
+
+def _gap_summary(sections: dict[str, list[Any]]) -> str:
+    """How much of the distilled sets' lead over random survives when students learn from a teacher."""
+    lines = ["acc(syn) − acc(random subset) in percentage points, hard labels → teacher (soft) labels:"]
+    for ipc in sorted({r.ipc for r in sections["hard"]}):
+        hard = {r.method: r.row() for r in sections["hard"] if r.ipc == ipc}
+        soft = {r.method: r.row() for r in sections["soft"] if r.ipc == ipc}
+        parts = []
+        for method in ("dm", "herding", "kcenter"):
+            if method in hard and method in soft:
+                parts.append(
+                    f"{method} {100 * hard[method]['ior_mean']:+.1f} → {100 * soft[method]['ior_mean']:+.1f}"
+                )
+        lines.append(f"  IPC {ipc}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def cmd_teacher_train(args: argparse.Namespace, console: Console) -> int:
+    from ddrank.data.real import load_real
+    from ddrank.evaluate import _device
+    from ddrank.labels.train import train_teacher
+    from ddrank.progress import Reporter
+    from ddrank.protocols import load_protocol
+
+    real = load_real(args.dataset, args.data_root)
+    recipe = load_protocol(args.protocol or real.info.name, dataset=real.info.name).full_data
+    updates = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None}
+    recipe = recipe.model_copy(update=updates)
+    with Reporter(enabled=not args.no_progress) as reporter:
+        trained = train_teacher(
+            real, args.model, recipe, args.out, seed=args.seed, device=_device(args.device), reporter=reporter
+        )
+    console.print(
+        f"wrote {trained.path}: {trained.model} on {real.info.name}, "
+        f"test accuracy {100 * trained.test_acc:.2f}%",
+        highlight=False,
+        markup=False,
+    )
     return 0
 
 
@@ -263,8 +421,21 @@ def _fraction(text: str, flag: str) -> float:
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     from ddrank.engine.runner import BACKENDS
 
+    store_help = "results database (default: results.sqlite in the ddrank cache directory)"
+    p.add_argument("--store", help=store_help + "; finished jobs are reused, so a rerun resumes")
+    p.add_argument("--no-store", action="store_true", help="keep results in memory only")
     p.add_argument(
-        "--seed", type=int, default=0, help="base seed; round r uses a seed derived from (seed, r)"
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="bf16 autocast on CUDA by default, fp32 on CPUs",
+    )
+    p.add_argument("--max-members", type=int, help="most students trained at once in one ensemble")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="base seed (default 0); round r uses a seed derived from (seed, r)",
     )
     p.add_argument(
         "--backend",
@@ -288,10 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser(
         "evaluate",
-        help="score a synthetic set (HLR, IOR, LRS with 95%% CIs)",
+        help="score a synthetic set: LRS (HLR, IOR), ARS or accuracy, with 95%% CIs",
         description="Score a synthetic set against random real subsets under one protocol.",
     )
-    ev.add_argument("--dataset", default="digits", help="real dataset (ddrank list datasets); default digits")
+    ev.add_argument("--dataset", help="real dataset (ddrank list datasets); default digits")
     ev.add_argument("--data-root", help="folder holding the real dataset (not needed for digits)")
     ev.add_argument(
         "--images",
@@ -325,22 +496,39 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--real-acc", help="use this acc(real, hard) (a fraction) or 'published' instead of training it"
     )
-    ev.add_argument("--weight", type=float, default=0.5, help="LRS weight w of IOR against HLR (default 0.5)")
+    ev.add_argument("--weight", type=float, help="LRS weight w (IOR against HLR) or ARS γ; default 0.5")
+    ev.add_argument("--metric", choices=("lrs", "ars", "acc"), help="lrs (default), ars, or plain accuracy")
+    ev.add_argument(
+        "--teacher",
+        action="append",
+        metavar="PATH",
+        help="teacher checkpoint, once per teacher of the protocol, in its order",
+    )
+    ev.add_argument("--teacher-dir", help="folder of teachers laid out as DIR/<dataset>/<model>/ckpt_best.pt")
+    ev.add_argument("--config", help="a DD-Ranking YAML configuration (translated into a protocol)")
+    ev.add_argument(
+        "--students", help="comma-separated student models: one evaluation each (a cross-architecture matrix)"
+    )
     _add_run_options(ev)
     ev.set_defaults(run=cmd_evaluate)
 
     demo = sub.add_parser(
         "demo",
         help="score the reference baselines on the embedded digits data",
-        description="Build noise/random/herding/k-center/DM sets on digits at IPC 1 and 10, "
-        "score each with LRS over several rounds, and print a ranked table.",
+        description="Build noise/random/herding/k-center/DM sets on digits at IPC 1 and 10, score each "
+        "with LRS over several rounds under hard labels and under a teacher's soft labels, print ranked "
+        "tables and write an HTML leaderboard.",
     )
     demo.add_argument("--quick", action="store_true", help="fewer epochs, rounds and learning rates")
+    demo.add_argument("--hard-only", action="store_true", help="skip the soft-label (teacher) section")
+    demo.add_argument("--html", default="ddrank-demo.html", help="where to write the HTML leaderboard")
     _add_run_options(demo)
     demo.set_defaults(run=cmd_demo)
 
-    ls = sub.add_parser("list", help="list registered models, datasets, protocols, formats or baselines")
-    ls.add_argument("kind", choices=("models", "datasets", "protocols", "formats", "baselines"))
+    ls = sub.add_parser(
+        "list", help="list registered models, datasets, protocols, losses, formats or baselines"
+    )
+    ls.add_argument("kind", choices=("models", "datasets", "protocols", "losses", "formats", "baselines"))
     ls.set_defaults(run=cmd_list)
 
     proto = sub.add_parser("protocol", help="inspect protocol presets")
@@ -361,6 +549,28 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--seed", type=int, default=0)
     base.add_argument("--out", required=True, help="output .pt file (dict with images and labels)")
     base.set_defaults(run=cmd_baseline)
+
+    teacher = sub.add_parser("teacher", help="train teacher checkpoints for soft-label protocols")
+    teacher_sub = teacher.add_subparsers(dest="action", required=True, metavar="ACTION")
+    train = teacher_sub.add_parser(
+        "train",
+        help="train a teacher on the real training set with the full-data recipe",
+        description="Train MODEL on the whole training set of DATASET with the full-data recipe of the "
+        "dataset's protocol (or --protocol) and write a checkpoint with its test accuracy.",
+    )
+    train.add_argument("--dataset", required=True)
+    train.add_argument("--data-root")
+    train.add_argument("--model", required=True, help="teacher architecture (ddrank list models)")
+    train.add_argument("--protocol", help="take the full-data recipe from this preset")
+    train.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    train.add_argument("--lr", type=float, help="override the recipe's learning rate")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default=None)
+    train.add_argument(
+        "--out", required=True, help="checkpoint path, e.g. DIR/<dataset>/<model>/ckpt_best.pt"
+    )
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(run=cmd_teacher_train)
 
     store_help = "results database (default: results.sqlite in the ddrank cache directory)"
     board = sub.add_parser(

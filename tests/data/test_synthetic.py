@@ -323,10 +323,17 @@ def test_validate_hard_labels():
     assert valid.fingerprint == syn.fingerprint() and valid.format == "tensor"
 
 
-def test_validate_soft_labels_give_argmax_hard_labels():
-    logits = torch.tensor([[5.0, 0.0], [0.0, 5.0], [1.0, 0.0], [0.0, 2.0]])
+def test_validate_soft_labels_take_classes_from_the_class_major_order():
+    # learned logits need not peak at the image's class (the third image's do not)
+    logits = torch.tensor([[5.0, 0.0], [3.0, 1.0], [1.0, 0.0], [0.0, 2.0]])
     valid = validate_synthetic(load_synthetic(images(4), logits), num_classes=2, channels=3, size=8, ipc=2)
-    assert valid.hard_labels.tolist() == [0, 1, 0, 1] and torch.equal(valid.soft_labels, logits)
+    assert valid.hard_labels.tolist() == [0, 0, 1, 1] and torch.equal(valid.soft_labels, logits)
+
+
+def test_validate_soft_labels_fall_back_to_argmax_without_a_class_major_order():
+    logits = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [1.0, 0.0, 3.0], [0.0, 2.0, 0.0]])
+    valid = validate_synthetic(load_synthetic(images(4), logits), num_classes=3, channels=3, size=8)
+    assert valid.hard_labels.tolist() == [0, 1, 2, 1]
 
 
 def test_validate_resizes_when_asked():

@@ -266,7 +266,7 @@ def test_digits_kd_is_digits_with_a_teacher():
         4.0,
         False,
     )
-    assert kd.labels.teachers == ("ConvNet-2-W32",)
+    assert kd.labels.teachers == (kd.model,)  # a teacher of the student's architecture, as SRe2L/RDED use
     assert kd.augment == digits.augment and kd.augment.enabled and not kd.augment.none().enabled
     assert (kd.optimizer, kd.schedule, kd.epochs) == (digits.optimizer, digits.schedule, digits.epochs)
     assert kd.full_data == digits.full_data

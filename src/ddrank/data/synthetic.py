@@ -592,7 +592,11 @@ def validate_synthetic(
         hard = labels
     else:
         _check_soft_labels(labels, n, num_classes, where)
-        soft, hard = labels, labels.argmax(dim=1)
+        # Soft-label sets (DATM, SRe2L, ...) are stored class-major; their learned logits need not
+        # peak at the image's class, so the class comes from the order when it can (as DD-Ranking
+        # does) and from the argmax only for sets that are not a whole number of images per class.
+        soft = labels
+        hard = _implied_labels(n, num_classes, ipc, where) if n % num_classes == 0 else labels.argmax(dim=1)
     counts = torch.bincount(hard, minlength=num_classes).tolist()
     empty = [k for k, count in enumerate(counts) if count == 0]
     if empty:
