@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -79,6 +80,12 @@ def cmd_protocol_show(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _is_main() -> bool:
+    from ddrank import distributed
+
+    return distributed.world().main
+
+
 def _store_for(args: argparse.Namespace) -> Any:
     """The results store a run records into: --store PATH, the default one, or none with --no-store."""
     if getattr(args, "no_store", False):
@@ -89,7 +96,10 @@ def _store_for(args: argparse.Namespace) -> Any:
 def _engine_options(args: argparse.Namespace) -> Any:
     from ddrank.engine.options import EngineOptions
 
-    return EngineOptions(max_members=args.max_members)
+    fields = {"max_members": args.max_members}
+    if getattr(args, "data_parallel_images", None) is not None:
+        fields["data_parallel_images"] = args.data_parallel_images
+    return EngineOptions(**fields)
 
 
 def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
@@ -136,7 +146,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
         started = time.perf_counter()
         for evaluator, validated in evaluators:
             result = evaluator.evaluate_sets({args.method: validated})[0]
-            if store is not None:
+            if store is not None and _is_main():
                 store.record_evaluation(result.to_dict())
             results.append(result)
     rows = build_leaderboard([r.to_dict() for r in results], metric=settings["metric"])
@@ -235,13 +245,15 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
         rows += section_rows
         title = f"digits · protocol {results[0].protocol.name}" + (" (quick)" if args.quick else "")
         console.print(lrs_table(section_rows, title=f"{title} · {section} labels"))
-        if store is not None:
+        if store is not None and _is_main():
             for result in results:
                 store.record_evaluation(result.to_dict())
     if "soft" in sections:
         console.print(_gap_summary(sections), highlight=False, markup=False)
     console.print(f"{len(rows)} evaluations in {time.perf_counter() - started:.1f} s", highlight=False)
     evaluations = [r.to_dict() for results in sections.values() for r in results]
+    if args.html is None:
+        return 0
     html_path = Path(args.html)
     html_path.parent.mkdir(parents=True, exist_ok=True)
     hard = [e for e in evaluations if e["labels"] == "hard"]
@@ -270,6 +282,174 @@ def _gap_summary(sections: dict[str, list[Any]]) -> str:
                 )
         lines.append(f"  IPC {ipc}: " + ", ".join(parts))
     return "\n".join(lines)
+
+
+def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    """Units, measured costs and the split over each world size, without training anything."""
+    import torch
+
+    from ddrank.engine.runner import max_members
+    from ddrank.engine.units import make_units
+    from ddrank.evaluate import Evaluator, _device
+    from ddrank.planning import StepTimer, estimate_units, split
+
+    sizes_w = _world_sizes(args.world_size)
+    device = _device(args.device)
+    options = _engine_options(args)
+    precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    if args.sweep:
+        from ddrank.sweep import load_sweep, planned_jobs
+
+        entries = load_sweep(args.sweep)
+        jobs, set_sizes, eval_images = planned_jobs(
+            entries,
+            metric=args.metric or "lrs",
+            rounds=args.rounds,
+            precision=precision,
+            published_real=args.real_acc == "published",
+        )
+        what = f"sweep {args.sweep}: {len(entries)} evaluations"
+    else:
+        from ddrank.data.synthetic import SyntheticSet, load_synthetic
+
+        settings = _evaluate_settings(args)
+        evaluator = Evaluator(
+            settings["dataset"],
+            settings["protocols"][0],
+            metric=settings["metric"],
+            data_root=settings["data_root"],
+            rounds=settings["rounds"],
+            seed=settings["seed"],
+            real_acc=settings["real_acc"],
+            device=device,
+            precision=precision,
+        )
+        if args.images:
+            syn = load_synthetic(args.images, args.labels, allow_pickle=args.allow_pickle)
+        else:
+            if settings["ipc"] is None:
+                raise DDRankError(
+                    "ddrank plan needs --images or --ipc (the synthetic set's images per class)"
+                )
+            info = evaluator.real.info
+            n = info.num_classes * settings["ipc"]
+            syn = SyntheticSet(
+                torch.zeros(n, info.channels, info.size, info.size),
+                None,
+                None,
+                "normalized",
+                "<stand-in>",
+                "tensor",
+            )
+        validated = evaluator.validate(syn, ipc=settings["ipc"])
+        jobs, data, _ = evaluator.plan({args.method: validated}, dry_run=True)
+        set_sizes = {name: len(t) for name, t in data.train_sets.items()}
+        eval_images = data.test.images.shape[0] + next(iter(data.val_sets.values())).images.shape[0]
+        protocol_name = evaluator.protocol_for(validated.ipc).name
+        what = f"{settings['dataset']} · protocol {protocol_name} · IPC {validated.ipc}"
+    limits: dict[tuple, int] = {}
+
+    def limit(job, n):
+        key = (job.spec, n)
+        if key not in limits:
+            limits[key] = max_members(job.spec, min(n, job.spec.batch_size), device, options)
+        return limits[key]
+
+    console.print(
+        f"{what}: {len(jobs)} jobs; timing each kind of unit on {device} …", highlight=False, markup=False
+    )
+    timer = StepTimer(device, options)
+    for world_size in sizes_w:
+        units = make_units(
+            jobs,
+            set_sizes.__getitem__,
+            backend=args.backend,
+            member_limit=limit,
+            data_parallel_images=options.data_parallel_images if world_size > 1 else None,
+        )
+        labels = [f"{u.jobs[0].spec.model} ×{len(u.jobs)}" for u in units]
+        estimates = estimate_units(units, labels, timer, eval_images)
+        shares, shared = split(estimates, world_size)
+        loads = [shared + sum(e.seconds for e in share) for share in shares]
+        total = sum(e.seconds for e in estimates)
+        kinds = {k: sum(u.kind == k for u in units) for k in ("ensemble", "loop", "data_parallel")}
+        console.print(
+            f"world size {world_size}: {len(units)} units ({kinds['ensemble']} ensembles, "
+            f"{kinds['loop']} single, {kinds['data_parallel']} data-parallel); estimated wall time "
+            f"{_duration(max(loads))} (total work {_duration(total)}, idlest rank {_duration(min(loads))})",
+            highlight=False,
+            markup=False,
+        )
+        if world_size <= 8:
+            for rank, (share, load) in enumerate(zip(shares, loads, strict=True)):
+                jobs_here = sum(len(e.unit.jobs) for e in share)
+                console.print(
+                    f"  rank {rank}: {len(share)} units, {jobs_here} jobs, {_duration(load)}",
+                    highlight=False,
+                    markup=False,
+                )
+    return 0
+
+
+def _world_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise DDRankError(f"--world-size takes comma-separated positive integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise DDRankError(f"--world-size takes comma-separated positive integers, got {text!r}")
+    return sizes
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
+    """Run every entry of a sweep file (each evaluation is distributed under torchrun)."""
+    from ddrank.data.synthetic import load_synthetic
+    from ddrank.evaluate import Evaluator
+    from ddrank.progress import Reporter
+    from ddrank.sweep import load_sweep
+
+    entries = load_sweep(args.file)
+    missing = [e.name for e in entries if not e.images]
+    if missing:
+        raise DDRankError(
+            f"sweep entries need images to run: {', '.join(missing[:3])}; plan them with ddrank plan"
+        )
+    store = _store_for(args)
+    rows = []
+    with Reporter(enabled=not args.no_progress) as reporter:
+        for entry in entries:
+            evaluator = Evaluator(
+                entry.dataset,
+                entry.protocol or entry.method,
+                metric=args.metric,
+                data_root=args.data_root,
+                rounds=args.rounds,
+                seed=args.seed or 0,
+                backend=args.backend,
+                device=args.device,
+                precision=args.precision,
+                options=_engine_options(args),
+                cache=store,
+                reporter=reporter,
+                teacher_dir=args.teacher_dir,
+            )
+            validated = evaluator.validate(load_synthetic(entry.images, entry.labels), ipc=entry.ipc)
+            result = evaluator.evaluate_sets({entry.method: validated})[0]
+            if store is not None and _is_main():
+                store.record_evaluation(result.to_dict())
+            rows.append(result.to_dict())
+            reporter.log(f"{entry.name}: {args.metric} {100 * rows[-1][args.metric + '_mean']:.2f}%")
+    if args.json:
+        _write_json(args.json, rows)
+    return 0
 
 
 def cmd_teacher_train(args: argparse.Namespace, console: Console) -> int:
@@ -432,6 +612,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-members", type=int, help="most students trained at once in one ensemble")
     p.add_argument(
+        "--data-parallel-images",
+        type=int,
+        help="under torchrun, a job on at least this many images trains on every rank (default 500000)",
+    )
+    p.add_argument(
         "--seed",
         type=int,
         default=None,
@@ -550,6 +735,48 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--out", required=True, help="output .pt file (dict with images and labels)")
     base.set_defaults(run=cmd_baseline)
 
+    plan = sub.add_parser(
+        "plan",
+        help="show how a run's jobs would split over W ranks and how long it would take, without training",
+        description="Plan an evaluation (like ddrank evaluate) or a sweep (--sweep leaderboard|FILE.yaml): "
+        "group its jobs into units, time each kind of unit for a few steps on this device, and print the "
+        "split over each world size with the estimated wall time.",
+    )
+    plan.add_argument("--world-size", default="1", help="comma-separated world sizes, e.g. 1,8,64")
+    plan.add_argument(
+        "--sweep", help="'leaderboard' (every published protocol × dataset × IPC) or a sweep YAML"
+    )
+    plan.add_argument("--dataset")
+    plan.add_argument("--data-root")
+    plan.add_argument("--protocol")
+    plan.add_argument("--ipc", type=int)
+    plan.add_argument("--images", help="the synthetic set (default: a stand-in of the IPC's size)")
+    plan.add_argument("--labels")
+    plan.add_argument("--allow-pickle", action="store_true")
+    plan.add_argument("--method", default="synthetic")
+    plan.add_argument("--metric", choices=("lrs", "ars", "acc"))
+    plan.add_argument("--rounds", type=int)
+    plan.add_argument("--real-acc", help="'published' skips full-data jobs that have a published value")
+    plan.add_argument("--config")
+    plan.add_argument("--students")
+    plan.add_argument("--teacher-dir")
+    plan.add_argument("--weight", type=float)
+    plan.add_argument("--seed", type=int)
+    plan.add_argument("--backend", choices=("auto", "ensemble", "loop"), default="auto")
+    plan.add_argument("--device", default=None)
+    plan.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    plan.add_argument("--max-members", type=int)
+    plan.set_defaults(run=cmd_plan)
+
+    sweep = sub.add_parser("sweep", help="run every evaluation of a sweep file (distributed under torchrun)")
+    sweep.add_argument("file", help="YAML list of entries: method, dataset, ipc, images[, labels, protocol]")
+    sweep.add_argument("--data-root")
+    sweep.add_argument("--metric", choices=("lrs", "ars", "acc"), default="lrs")
+    sweep.add_argument("--rounds", type=int)
+    sweep.add_argument("--teacher-dir")
+    _add_run_options(sweep)
+    sweep.set_defaults(run=cmd_sweep)
+
     teacher = sub.add_parser("teacher", help="train teacher checkpoints for soft-label protocols")
     teacher_sub = teacher.add_subparsers(dest="action", required=True, metavar="ACTION")
     train = teacher_sub.add_parser(
@@ -620,19 +847,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ddrank import distributed
+
     parser = build_parser()
     args = parser.parse_args(argv)
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)
+    prefix = "ddrank: error: "
     try:
+        world = distributed.init_from_env(getattr(args, "device", None))
+        if world.distributed:
+            prefix = f"ddrank (rank {world.rank}): error: "
+            if getattr(args, "device", "unset") is None:
+                args.device = distributed.default_device()
+            if not world.main:  # one rank speaks and writes files
+                console = Console(file=io.StringIO())
+                for name in ("json", "html"):
+                    if hasattr(args, name):
+                        setattr(args, name, None)
+                if hasattr(args, "no_progress"):
+                    args.no_progress = True
         return args.run(args, console)
     except DDRankError as exc:
-        print("ddrank: error: " + " ".join(str(exc).split()), file=sys.stderr)
+        print(prefix + " ".join(str(exc).split()), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("ddrank: interrupted", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -568,48 +568,11 @@ class Evaluator:
         return list(protocol.lr_grid)
 
     def _student_spec(self, protocol: Protocol, variant: str, teachers: TeacherEnsemble | None) -> TrainSpec:
-        info = self.real.info
-        eval_epochs: tuple[int, ...] = ()
-        if protocol.selection == "reference":
-            eval_epochs = tuple(range(protocol.eval_every, protocol.epochs, protocol.eval_every))
-        labels = protocol.labels.hard() if variant == "hard" else protocol.labels
-        augment = protocol.augment.none() if variant == "noaug" else protocol.augment
-        teacher_fp = ""
-        if labels.mode == "M":
-            teacher_fp = (
-                teachers.fingerprint if teachers is not None else "dry-run:" + ",".join(labels.teachers)
-            )
-        return TrainSpec(
-            protocol.model,
-            info.channels,
-            info.num_classes,
-            info.size,
-            protocol.optimizer,
-            protocol.schedule,
-            protocol.epochs,
-            protocol.batch_size,
-            augment,
-            eval_epochs,
-            self.precision,
-            labels,
-            teacher_fp,
-        )
+        fingerprint = teachers.fingerprint if teachers is not None else None
+        return student_spec(protocol, self.real.info, variant, self.precision, fingerprint)
 
     def _full_data_spec(self, protocol: Protocol) -> TrainSpec:
-        info, recipe = self.real.info, protocol.full_data
-        return TrainSpec(
-            recipe.model or protocol.model,
-            info.channels,
-            info.num_classes,
-            info.size,
-            recipe.optimizer,
-            recipe.schedule,
-            recipe.epochs,
-            recipe.batch_size,
-            recipe.augment,
-            (),
-            self.precision,
-        )
+        return full_data_spec(protocol, self.real.info, self.precision)
 
     def _provenance(self, vs: ValidatedSet, protocol: Protocol) -> dict[str, Any]:
         hardware = (
@@ -632,6 +595,57 @@ class Evaluator:
             "backend": self.backend,
             "precision": self.precision,
         }
+
+
+def student_spec(
+    protocol: Protocol, info: DatasetInfo, variant: str, precision: str, teachers: str | None = None
+) -> TrainSpec:
+    """How a student of ``protocol`` trains in a cell variant (P, hard labels, or no augmentation).
+
+    Mode-M jobs carry the teacher ensemble's fingerprint; without teachers (a dry run or a plan)
+    a placeholder derived from the teacher names stands in for it.
+    """
+    eval_epochs: tuple[int, ...] = ()
+    if protocol.selection == "reference":
+        eval_epochs = tuple(range(protocol.eval_every, protocol.epochs, protocol.eval_every))
+    labels = protocol.labels.hard() if variant == "hard" else protocol.labels
+    augment = protocol.augment.none() if variant == "noaug" else protocol.augment
+    teacher_fp = ""
+    if labels.mode == "M":
+        teacher_fp = teachers if teachers is not None else "dry-run:" + ",".join(labels.teachers)
+    return TrainSpec(
+        protocol.model,
+        info.channels,
+        info.num_classes,
+        info.size,
+        protocol.optimizer,
+        protocol.schedule,
+        protocol.epochs,
+        protocol.batch_size,
+        augment,
+        eval_epochs,
+        precision,
+        labels,
+        teacher_fp,
+    )
+
+
+def full_data_spec(protocol: Protocol, info: DatasetInfo, precision: str) -> TrainSpec:
+    """How acc(real, hard) is trained: the protocol's full-data recipe."""
+    recipe = protocol.full_data
+    return TrainSpec(
+        recipe.model or protocol.model,
+        info.channels,
+        info.num_classes,
+        info.size,
+        recipe.optimizer,
+        recipe.schedule,
+        recipe.epochs,
+        recipe.batch_size,
+        recipe.augment,
+        (),
+        precision,
+    )
 
 
 def _one(values: set, what: str):

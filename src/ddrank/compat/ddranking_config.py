@@ -107,6 +107,7 @@ RECORD_KEYS = frozenset(
 DDRANKING_LR_GRID = (0.001, 0.005, 0.01, 0.05, 0.1)
 
 DATASET_NAMES = {
+    "Digits": "digits",
     "CIFAR10": "cifar10",
     "CIFAR100": "cifar100",
     "TinyImageNet": "tinyimagenet",

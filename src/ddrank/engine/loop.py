@@ -12,14 +12,27 @@ from ddrank.engine.common import augment_key, epoch_batches, fit, init_model
 from ddrank.engine.job import JobResult, RunData, TrainJob
 from ddrank.engine.optim import make_optimizer
 from ddrank.engine.options import autocast
+from ddrank.labels import Target
 
 
 class LoopTrainer:
-    """One student, trained with a plain forward/backward/optimizer step per batch."""
+    """One student, trained with a plain forward/backward/optimizer step per batch.
 
-    def __init__(self, job: TrainJob, data: RunData):
+    With ``shard=(rank, ranks)`` the student trains data-parallel: every rank augments the same
+    global batch, keeps its slice, and DistributedDataParallel averages the gradients, so the
+    update is the full batch's (BatchNorm statistics stay per slice).
+    """
+
+    def __init__(self, job: TrainJob, data: RunData, shard: tuple[int, int] | None = None):
         self.job, self.spec, self.device = job, job.spec, data.device
-        self.model = init_model(self.spec, job.seed).to(data.device)
+        self.net = init_model(self.spec, job.seed).to(data.device)
+        self.shard = shard
+        self.model = self.net
+        if shard is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [data.device.index] if data.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.net, device_ids=ids)
         self.optimizer = make_optimizer(self.model.parameters(), self.spec.optimizer, job.lr)
         self.pipeline = StepPipeline(self.spec, data.teachers.get(self.spec.teachers))
         self.train = data.train_sets[job.train_set]
@@ -41,6 +54,10 @@ class LoopTrainer:
                     soft,
                     augment_key(self.keys, self.step),
                 )
+                if self.shard is not None:
+                    rank, ranks = self.shard
+                    x, truth = x[:, rank::ranks], truth[:, rank::ranks]
+                    target = Target(target.kind, target.value[:, rank::ranks])
                 logits = model(x[0])
             loss = self.pipeline.loss(logits.float()[None], target, truth)
             self.optimizer.zero_grad(set_to_none=True)
@@ -49,11 +66,17 @@ class LoopTrainer:
             self.step += 1
 
     def logits(self, images: Tensor, members: Sequence[int] = (0,)) -> Tensor:
-        self.model.eval()
+        self.net.eval()
         with autocast(self.device, self.spec.precision):
-            return self.model(images).float()[None].expand(len(members), -1, -1)
+            return self.net(images).float()[None].expand(len(members), -1, -1)
 
 
-def train_one(job: TrainJob, data: RunData, on_epoch: Callable[[int], None] | None = None) -> JobResult:
-    """Train and evaluate one job with the loop backend."""
-    return fit(LoopTrainer(job, data), [job], data, "loop", on_epoch)[0]
+def train_one(
+    job: TrainJob,
+    data: RunData,
+    on_epoch: Callable[[int], None] | None = None,
+    shard: tuple[int, int] | None = None,
+) -> JobResult:
+    """Train and evaluate one job with the loop backend (data-parallel over ranks with ``shard``)."""
+    trainer = LoopTrainer(job, data, shard)
+    return fit(trainer, [job], data, "data_parallel" if shard else "loop", on_epoch)[0]

@@ -27,6 +27,9 @@ class EngineOptions:
     conv: Literal["grouped", "unfold", "mixed", "vmap"] = "grouped"
     max_members: int | None = None
     memory_fraction: float = 0.5  # share of free device memory an ensemble may take
+    data_parallel_images: int = (
+        500_000  # under torchrun, jobs on at least this many images train on every rank
+    )
 
 
 def default_precision(device: torch.device) -> Precision:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import functools
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from ddrank import distributed
 from ddrank.engine.allocator import keep_freed_memory
 from ddrank.engine.common import init_model
 from ddrank.engine.ensemble import train_ensemble
 from ddrank.engine.job import JobCache, JobResult, MemoryCache, RunData, TrainJob, TrainSpec
 from ddrank.engine.loop import train_one
 from ddrank.engine.options import EngineOptions
+from ddrank.engine.units import Unit, assign, make_units
 from ddrank.errors import ConfigError
 from ddrank.progress import Reporter, Silent
 
@@ -58,6 +60,46 @@ def max_members(spec: TrainSpec, batch: int, device: torch.device, options: Engi
     return max(1, int(free * options.memory_fraction) // member_bytes(spec, batch))
 
 
+def member_limits(jobs: list[TrainJob], data: RunData, options: EngineOptions) -> dict[tuple, int]:
+    """The ensemble size cap of every (spec, set size) group, the same on every rank."""
+    keys = list(dict.fromkeys((job.spec, len(data.train_sets[job.train_set])) for job in jobs))
+    local = [max_members(spec, min(n, spec.batch_size), data.device, options) for spec, n in keys]
+    return dict(zip(keys, distributed.min_over_ranks(local), strict=True))
+
+
+def unit_cost(unit: Unit) -> float:
+    """A relative cost for balancing ranks: member-steps times images per step times model size."""
+    spec = unit.jobs[0].spec
+    return len(unit.jobs) * unit.steps * min(unit.images, spec.batch_size) * image_cost(spec)
+
+
+@functools.cache
+def image_cost(spec: TrainSpec) -> float:
+    """Activation elements of one image's forward pass (a proxy for its compute)."""
+    model = init_model(spec, 0).to("meta")
+    total = 0
+
+    def count(_module: nn.Module, _inputs: object, output: object) -> None:
+        nonlocal total
+        if isinstance(output, Tensor):
+            total += output.numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+    with torch.no_grad():
+        model(torch.empty(1, spec.channels, spec.size, spec.size, device="meta"))
+    for hook in hooks:
+        hook.remove()
+    return float(total)
+
+
+def train_unit(unit: Unit, data: RunData, reporter: Reporter, options: EngineOptions) -> list[JobResult]:
+    if unit.kind == "ensemble":
+        return train_ensemble(list(unit.jobs), data, reporter.advance, options)
+    world = distributed.world()
+    shard = (world.rank, world.size) if unit.kind == "data_parallel" and world.distributed else None
+    return [train_one(unit.jobs[0], data, reporter.advance, shard)]
+
+
 def run_jobs(
     jobs: list[TrainJob],
     data: RunData,
@@ -67,11 +109,17 @@ def run_jobs(
     reporter: Reporter | None = None,
     options: EngineOptions | None = None,
 ) -> dict[str, JobResult]:
-    """Results for every job, keyed by job key; finished results are written to ``cache`` at once."""
+    """Results for every job, keyed by job key; finished results are written to ``cache`` at once.
+
+    Under torchrun the units are shared out between ranks (balanced by estimated cost) and
+    trained in waves; after each wave every rank receives every result and rank 0 alone writes
+    them to the cache, so an interrupted run loses only the units in flight.
+    """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     cache = MemoryCache() if cache is None else cache
     reporter = reporter or Silent()
+    world = distributed.world()
     unique = {job.key: job for job in jobs}
     results = {key: found for key, job in unique.items() if (found := cache.get(job)) is not None}
     todo = [job for key, job in unique.items() if key not in results]
@@ -82,23 +130,48 @@ def run_jobs(
         keep_freed_memory()
     elif data.device.type == "cuda" and options.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True  # fixed shapes: autotune each convolution once
-    reporter.start("training students", sum(job.spec.epochs for job in todo))
+    limits = member_limits(todo, data, options)
+    units = make_units(
+        todo,
+        lambda name: len(data.train_sets[name]),
+        backend=backend,
+        member_limit=lambda job, n: limits[(job.spec, n)],
+        data_parallel_images=options.data_parallel_images if world.distributed else None,
+    )
 
-    def record(batch: list[TrainJob], outcome: list[JobResult]) -> None:
-        for job, result in zip(batch, outcome, strict=True):
+    def record(unit_jobs: tuple[TrainJob, ...], outcome: list[JobResult]) -> None:
+        for job, result in zip(unit_jobs, outcome, strict=True):
             results[job.key] = result
-            cache.put(job, result)
+            if world.main:
+                cache.put(job, result)
 
-    groups: dict[tuple, list[TrainJob]] = defaultdict(list)
-    for job in todo:
-        groups[(job.spec, len(data.train_sets[job.train_set]))].append(job)
-    for (spec, n), group in groups.items():
-        if backend == "loop" or (backend == "auto" and len(group) == 1):
-            for job in group:
-                record([job], [train_one(job, data, reporter.advance)])
-            continue
-        limit = max_members(spec, min(n, spec.batch_size), data.device, options)
-        for start in range(0, len(group), limit):
-            chunk = group[start : start + limit]
-            record(chunk, train_ensemble(chunk, data, reporter.advance, options))
+    if not world.distributed:
+        reporter.start("training students", sum(job.spec.epochs for job in todo))
+        for unit in units:
+            record(unit.jobs, train_unit(unit, data, reporter, options))
+        return results
+
+    shared = [i for i, u in enumerate(units) if u.kind == "data_parallel"]
+    split = [i for i, u in enumerate(units) if u.kind != "data_parallel"]
+    shares = assign([unit_cost(units[i]) for i in split], world.size)
+    mine = [split[i] for i in shares[world.rank]]
+    epochs = sum(len(units[i].jobs) * units[i].jobs[0].spec.epochs for i in mine + shared)
+    reporter.start(f"rank {world.rank}: training students", epochs)
+    trained = 0
+    for index in shared:  # every rank trains these together; rank 0 counts them
+        record(units[index].jobs, train_unit(units[index], data, reporter, options))
+        trained += len(units[index].jobs) if world.main else 0
+    for wave in range(max(len(s) for s in shares)):
+        outcome = []
+        if wave < len(mine):
+            unit = units[mine[wave]]
+            finished = train_unit(unit, data, reporter, options)
+            record(unit.jobs, finished)
+            outcome = [(job.key, result) for job, result in zip(unit.jobs, finished, strict=True)]
+            trained += len(unit.jobs)
+        for rank_outcome in distributed.all_gather(outcome):
+            for key, result in rank_outcome:
+                if key not in results:
+                    record((unique[key],), [result])
+    reporter.log(f"rank {world.rank}: trained {trained} jobs of {len(todo)}")
     return results

@@ -76,6 +76,9 @@ class AugmentSpec(_Spec):
     def enabled(self) -> bool:
         return bool(self.transforms) or self.dsa is not None or self.mixes
 
+    def __hash__(self) -> int:  # transforms hold dicts, so hash the canonical JSON form
+        return hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
+
     @property
     def mixes(self) -> bool:
         return self.mixup is not None or self.cutmix is not None
