@@ -44,7 +44,7 @@ def make_units(
     for job in jobs:
         groups[(job.spec, set_size(job.train_set))].append(job)
     units: list[Unit] = []
-    for (spec, n), group in groups.items():
+    for (_spec, n), group in groups.items():
         big = data_parallel_images is not None and n >= data_parallel_images
         if big or backend == "loop" or (backend == "auto" and len(group) == 1):
             units += [Unit("data_parallel" if big else "loop", (job,), n) for job in group]
