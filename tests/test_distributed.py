@@ -218,6 +218,7 @@ def test_plan_estimate_is_within_30_percent_of_a_measured_run(workdir):
     )
     assert run.returncode == 0, run.stderr[-2000:]
     measured = float(re.search(r"done in ([\d.]+) s", run.stderr).group(1))
+    print(f"plan estimate {estimate:.1f} s, measured {measured:.1f} s")
     assert abs(estimate - measured) <= 0.3 * measured, (estimate, measured)
 
 

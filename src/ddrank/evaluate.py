@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import sys
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -766,3 +768,13 @@ def evaluate(
         validated = evaluator.validate(syn, ipc=ipc, resize=resize)
         evaluator.protocol_for(validated.ipc)
         return evaluator.evaluate_sets({method: validated})[0]
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``ddrank.evaluate(...)`` call :func:`evaluate` while ``ddrank.evaluate`` stays this module."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Evaluation:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

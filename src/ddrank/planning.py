@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ddrank.engine.allocator import keep_freed_memory
 from ddrank.engine.common import augment_key, epoch_batches
 from ddrank.engine.ensemble import EnsembleTrainer
 from ddrank.engine.job import EvalSet, RunData, TrainingSet, TrainSpec
@@ -25,7 +26,8 @@ from ddrank.labels.teachers import Teacher, TeacherEnsemble, freeze
 from ddrank.models import create_model
 
 PROBE_ELEMENTS = 5e7  # members x batch x activation elements per image, for one probe step
-PROBE_STEPS = 3
+PROBE_STEPS = 5
+PROBE_WARMUP = 2
 
 # Training-set sizes of the named datasets, for planning full-data jobs without the data.
 TRAIN_IMAGES = {
@@ -57,6 +59,8 @@ class StepTimer:
     def __init__(self, device: torch.device, options: EngineOptions):
         self.device, self.options = device, replace(options, cuda_graphs=False)
         self._seen: dict[tuple, float] = {}
+        if device.type == "cpu":
+            keep_freed_memory()  # as the runner does, so probes pay no page faults it would not
 
     def __call__(self, unit: Unit) -> float:
         spec = unit.jobs[0].spec
@@ -94,10 +98,11 @@ class StepTimer:
         jobs = [TrainJob(spec, "probe", None, 0.01, seed, f"probe{seed}") for seed in range(members)]
         trainer = EnsembleTrainer(jobs, data, self.options)
         idx = epoch_batches(trainer.keys, batch, batch, 0)[0]
-        trainer._train_step(idx, augment_key(trainer.keys, 0), 1.0)  # warm-up
+        for step in range(PROBE_WARMUP):
+            trainer._train_step(idx, augment_key(trainer.keys, step), 1.0)
         _sync(device)
         start = time.perf_counter()
-        for step in range(1, PROBE_STEPS + 1):
+        for step in range(PROBE_WARMUP, PROBE_WARMUP + PROBE_STEPS):
             trainer._train_step(idx, augment_key(trainer.keys, step), 1.0)
         _sync(device)
         return (time.perf_counter() - start) / PROBE_STEPS
