@@ -635,19 +635,8 @@ def student_spec(
 def full_data_spec(protocol: Protocol, info: DatasetInfo, precision: str) -> TrainSpec:
     """How acc(real, hard) is trained: the protocol's full-data recipe."""
     recipe = protocol.full_data
-    return TrainSpec(
-        recipe.model or protocol.model,
-        info.channels,
-        info.num_classes,
-        info.size,
-        recipe.optimizer,
-        recipe.schedule,
-        recipe.epochs,
-        recipe.batch_size,
-        recipe.augment,
-        (),
-        precision,
-    )
+    model = recipe.model or protocol.model
+    return TrainSpec.from_recipe(recipe, model, info.channels, info.num_classes, info.size, precision)
 
 
 def _one(values: set, what: str):

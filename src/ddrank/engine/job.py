@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ddrank.labels.teachers import TeacherEnsemble
-from ddrank.protocols.protocol import AugmentSpec, LabelSpec, OptimizerSpec, ScheduleSpec
+from ddrank.protocols.protocol import AugmentSpec, FullDataRecipe, LabelSpec, OptimizerSpec, ScheduleSpec
 
 # Sub-stream tags of a job's random key (see ddrank.rng.fold).
 STREAM_ORDER = 1
@@ -35,6 +35,25 @@ class TrainSpec:
     precision: str = "fp32"  # "fp32" or "bf16" (autocast); part of the job's identity
     labels: LabelSpec = LabelSpec()
     teachers: str = ""  # fingerprint of the teacher ensemble (mode M), a key into RunData.teachers
+
+    @classmethod
+    def from_recipe(
+        cls, recipe: FullDataRecipe, model: str, channels: int, num_classes: int, size: int, precision: str
+    ) -> TrainSpec:
+        """How ``model`` trains on the whole real training set under a full-data recipe (hard labels)."""
+        return cls(
+            model,
+            channels,
+            num_classes,
+            size,
+            recipe.optimizer,
+            recipe.schedule,
+            recipe.epochs,
+            recipe.batch_size,
+            recipe.augment,
+            (),
+            precision,
+        )
 
     def fingerprint(self) -> str:
         payload = asdict(self) | {

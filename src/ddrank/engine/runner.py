@@ -26,11 +26,11 @@ BACKENDS: tuple[str, ...] = ("auto", "ensemble", "loop")
 CPU_MAX_MEMBERS = 64
 
 
-def member_bytes(spec: TrainSpec, batch: int) -> int:
-    """Device memory one ensemble member needs for a training step, from a forward on the meta device.
+@functools.cache
+def image_cost(spec: TrainSpec) -> float:
+    """Elements of every module output in one image's forward pass, counted on the meta device.
 
-    Counts every module output (autograd keeps about that much for the backward pass, and the
-    backward pass allocates as much again) plus parameters, gradients and optimiser state.
+    A proxy for compute (balancing ranks) and for memory (autograd keeps about that much).
     """
     model = init_model(spec, 0).to("meta")
     total = 0
@@ -42,12 +42,19 @@ def member_bytes(spec: TrainSpec, batch: int) -> int:
 
     hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
     with torch.no_grad():
-        model(torch.empty(batch, spec.channels, spec.size, spec.size, device="meta"))
+        model(torch.empty(1, spec.channels, spec.size, spec.size, device="meta"))
     for hook in hooks:
         hook.remove()
+    return float(total)
+
+
+def member_bytes(spec: TrainSpec, batch: int) -> int:
+    """Device memory one ensemble member needs for a training step: its activations (kept for the
+    backward pass, which allocates as much again) plus parameters, gradients and optimiser state."""
     element = 2 if spec.precision == "bf16" else 4
-    params = sum(p.numel() for p in model.parameters())
-    return 2 * total * element + 4 * params * 4 + batch * spec.channels * spec.size * spec.size * 4 * 3
+    params = sum(p.numel() for p in init_model(spec, 0).to("meta").parameters())
+    inputs = batch * spec.channels * spec.size * spec.size * 4 * 3
+    return int(2 * image_cost(spec) * batch * element + 4 * params * 4 + inputs)
 
 
 def max_members(spec: TrainSpec, batch: int, device: torch.device, options: EngineOptions) -> int:
@@ -71,25 +78,6 @@ def unit_cost(unit: Unit) -> float:
     """A relative cost for balancing ranks: member-steps times images per step times model size."""
     spec = unit.jobs[0].spec
     return len(unit.jobs) * unit.steps * min(unit.images, spec.batch_size) * image_cost(spec)
-
-
-@functools.cache
-def image_cost(spec: TrainSpec) -> float:
-    """Activation elements of one image's forward pass (a proxy for its compute)."""
-    model = init_model(spec, 0).to("meta")
-    total = 0
-
-    def count(_module: nn.Module, _inputs: object, output: object) -> None:
-        nonlocal total
-        if isinstance(output, Tensor):
-            total += output.numel()
-
-    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
-    with torch.no_grad():
-        model(torch.empty(1, spec.channels, spec.size, spec.size, device="meta"))
-    for hook in hooks:
-        hook.remove()
-    return float(total)
 
 
 def train_unit(unit: Unit, data: RunData, reporter: Reporter, options: EngineOptions) -> list[JobResult]:

@@ -58,19 +58,7 @@ def train_teacher(
         EvalSet(test_x.to(device), real.test_labels.to(device), real.fingerprint),
         device,
     )
-    spec = TrainSpec(
-        name,
-        info.channels,
-        info.num_classes,
-        info.size,
-        recipe.optimizer,
-        recipe.schedule,
-        recipe.epochs,
-        recipe.batch_size,
-        recipe.augment,
-        (),
-        precision,
-    )
+    spec = TrainSpec.from_recipe(recipe, name, info.channels, info.num_classes, info.size, precision)
     job = TrainJob(spec, "real", None, recipe.lr, seed, "teacher", "teacher", 0)
     trainer = LoopTrainer(job, data)
     reporter = reporter or Silent()
