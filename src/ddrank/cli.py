@@ -636,7 +636,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ddrank",
-        description="Fair, fast, reproducible evaluation of dataset distillation (HLR, IOR, LRS).",
+        description="Fair, fast, reproducible evaluation of dataset distillation (HLR, IOR, LRS, ARS).",
         epilog="Accuracies and scores are fractions in [0, 1]; tables show them as percentages.",
     )
     parser.add_argument("--version", action="version", version=f"ddrank {__version__}")

@@ -10,6 +10,7 @@ data-parallel units are shared by every rank.
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, replace
 
@@ -100,12 +101,14 @@ class StepTimer:
         idx = epoch_batches(trainer.keys, batch, batch, 0)[0]
         for step in range(PROBE_WARMUP):
             trainer._train_step(idx, augment_key(trainer.keys, step), 1.0)
-        _sync(device)
-        start = time.perf_counter()
+        times = []
         for step in range(PROBE_WARMUP, PROBE_WARMUP + PROBE_STEPS):
+            _sync(device)
+            start = time.perf_counter()
             trainer._train_step(idx, augment_key(trainer.keys, step), 1.0)
-        _sync(device)
-        return (time.perf_counter() - start) / PROBE_STEPS
+            _sync(device)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)  # a busy neighbour process slows single steps, not the median
 
 
 def estimate_units(
