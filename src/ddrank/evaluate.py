@@ -345,7 +345,7 @@ class Evaluator:
         names = protocol.labels.teachers
         if not names or (protocol.labels.mode == "hard"):
             return None
-        key = (*names, protocol.labels.ensemble, str(protocol.zca))
+        key = _teacher_key(protocol)
         if key in self._teachers:
             return self._teachers[key]
         info = self.real.info
@@ -580,9 +580,7 @@ class Evaluator:
         hardware = (
             torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor()
         )
-        teachers = self._teachers.get(
-            (*protocol.labels.teachers, protocol.labels.ensemble, str(protocol.zca))
-        )
+        teachers = self._teachers.get(_teacher_key(protocol))
         return {
             "ddrank_version": __version__,
             "torch_version": torch.__version__,
@@ -637,6 +635,11 @@ def full_data_spec(protocol: Protocol, info: DatasetInfo, precision: str) -> Tra
     recipe = protocol.full_data
     model = recipe.model or protocol.model
     return TrainSpec.from_recipe(recipe, model, info.channels, info.num_classes, info.size, precision)
+
+
+def _teacher_key(protocol: Protocol) -> tuple[str, ...]:
+    """What makes two protocols share one loaded teacher ensemble."""
+    return (*protocol.labels.teachers, protocol.labels.ensemble, str(protocol.zca))
 
 
 def _one(values: set, what: str):
