@@ -27,7 +27,8 @@ from ddrank.labels.teachers import Teacher, TeacherEnsemble, freeze
 from ddrank.models import create_model
 
 PROBE_ELEMENTS = 5e7  # members x batch x activation elements per image, for one probe step
-PROBE_STEPS = 5
+PROBE_STEPS = 5  # at least this many timed steps ...
+PROBE_SECONDS = 1.0  # ... and at least this long, so millisecond steps are timed at a steady clock
 PROBE_WARMUP = 2
 
 # Training-set sizes of the named datasets, for planning full-data jobs without the data.
@@ -101,8 +102,10 @@ class StepTimer:
         idx = epoch_batches(trainer.keys, batch, batch, 0)[0]
         for step in range(PROBE_WARMUP):
             trainer._train_step(idx, augment_key(trainer.keys, step), 1.0)
-        times = []
-        for step in range(PROBE_WARMUP, PROBE_WARMUP + PROBE_STEPS):
+        times: list[float] = []
+        step = PROBE_WARMUP
+        while len(times) < PROBE_STEPS or (sum(times) < PROBE_SECONDS and len(times) < 20 * PROBE_STEPS):
+            step += 1
             _sync(device)
             start = time.perf_counter()
             trainer._train_step(idx, augment_key(trainer.keys, step), 1.0)
