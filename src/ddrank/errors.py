@@ -18,6 +18,10 @@ class InputError(DDRankError, ValueError):
     """A synthetic set, a real dataset or an argument is malformed."""
 
 
+class DataError(InputError):
+    """A real dataset's file is malformed, truncated, oversized, or fails its published checksum."""
+
+
 class ConfigError(DDRankError, ValueError):
     """A protocol or configuration file is invalid or contradictory."""
 

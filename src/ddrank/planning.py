@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ddrank.data.real import DATASETS
 from ddrank.engine.allocator import keep_freed_memory
 from ddrank.engine.common import augment_key, epoch_batches
 from ddrank.engine.ensemble import EnsembleTrainer
@@ -31,15 +32,10 @@ PROBE_STEPS = 5  # at least this many timed steps ...
 PROBE_SECONDS = 1.0  # ... and at least this long, so millisecond steps are timed at a steady clock
 PROBE_WARMUP = 2
 
-# Training-set sizes of the named datasets, for planning full-data jobs without the data.
+# Training-set sizes of the named datasets, for planning full-data jobs without the data
+# (derived from DatasetInfo.train_size, where the sizes now live).
 TRAIN_IMAGES = {
-    "digits": 1257,
-    "cifar10": 50_000,
-    "cifar100": 50_000,
-    "tinyimagenet": 100_000,
-    "imagenet1k": 1_281_167,
-    "imagenette": 9_469,
-    "imagewoof": 9_025,
+    e.name: e.value.info.train_size for e in DATASETS.entries() if e.value.info.train_size is not None
 }
 
 

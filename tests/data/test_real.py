@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ddrank.data import real
+from ddrank.data import readers
 from ddrank.data.real import DATASETS, DatasetInfo, RealData, dataset_info, load_real, normalize
 from ddrank.errors import ConfigError, InputError, UnknownNameError
 from ddrank.paths import cache_dir
@@ -141,8 +141,9 @@ def count_image_opens(monkeypatch) -> list[str]:
 
 def test_registry_holds_every_dataset_with_a_description():
     expected = {
-        "digits", "cifar10", "cifar100", "tinyimagenet", "imagenet1k", "imagenette", "imagewoof",
-        "imagemeow", "imagesquawk", "imagefruit", "imageyellow", "imagefolder",
+        "digits", "cifar10", "cifar100", "mnist", "fashion-mnist", "kmnist", "svhn", "tinyimagenet",
+        "imagenet1k", "imagenette", "imagewoof", "imagemeow", "imagesquawk", "imagefruit", "imageyellow",
+        "imagefolder",
     }  # fmt: skip
     assert set(DATASETS.names()) == expected
     for entry in DATASETS.entries():
@@ -153,7 +154,14 @@ def test_registry_holds_every_dataset_with_a_description():
 def test_dataset_info_gives_spec_values():
     cifar10 = dataset_info("cifar10")
     assert cifar10 == DatasetInfo(
-        "cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), needs_root=True
+        "cifar10",
+        10,
+        3,
+        32,
+        (0.4914, 0.4822, 0.4465),
+        (0.2023, 0.1994, 0.2010),
+        needs_root=True,
+        train_size=50_000,
     )
     assert dataset_info("cifar100").mean == (0.5071, 0.4866, 0.4409)
     assert dataset_info("cifar100").std == (0.2673, 0.2564, 0.2762)
@@ -590,7 +598,7 @@ def test_fingerprint_depends_on_content_only(tmp_path, monkeypatch):
 
 def test_interrupted_decode_leaves_no_partial_cache(tmp_path, monkeypatch):
     write_class_tree(tmp_path, ["a", "b"], per_class=2)
-    decode = real._decode_image
+    decode = readers.decode_image
     calls = []
 
     def failing_decode(path, size):
@@ -599,9 +607,9 @@ def test_interrupted_decode_leaves_no_partial_cache(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return decode(path, size)
 
-    monkeypatch.setattr(real, "_decode_image", failing_decode)
+    monkeypatch.setattr(readers, "decode_image", failing_decode)
     with pytest.raises(KeyboardInterrupt):
         load_real("imagefolder", tmp_path)
     assert list(cache_dir("datasets").iterdir()) == []
-    monkeypatch.setattr(real, "_decode_image", decode)
+    monkeypatch.setattr(readers, "decode_image", decode)
     assert load_real("imagefolder", tmp_path).train_images.shape == (4, 3, 32, 32)
