@@ -1,5 +1,6 @@
 """Training-time augmentation that runs batched on the device."""
 
+from ddrank.augment.dc_augment import DCAugment
 from ddrank.augment.dsa import DEFAULT_STRATEGY, DSA, FAMILIES, DSAParams, dsa_from_spec
 from ddrank.augment.mix import Mix, MixResult, symmetric_beta
 from ddrank.augment.transforms import (
@@ -19,6 +20,7 @@ __all__ = [
     "TRANSFORMS",
     "ZCA",
     "Compose",
+    "DCAugment",
     "DSAParams",
     "Mix",
     "MixResult",
