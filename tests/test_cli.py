@@ -209,7 +209,7 @@ CASES = [
         ["--protocol", "dsa"],
         {"protocol": "dsa"},
         ConfigError,
-        ("protocol 'dsa' is defined for cifar10, cifar100, tinyimagenet, not 'digits'",),
+        ("protocol 'dsa' is defined for cifar10, cifar100, tinyimagenet, mnist,", "svhn, not 'digits'"),
     ),
     Case(
         "unknown-format",
