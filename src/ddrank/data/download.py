@@ -141,10 +141,12 @@ def _transfer(url: str, part: Path, progress: bool) -> bool:
     if offset:
         headers["Range"] = f"bytes={offset}-"
     total: int | None = None
+    connected = False
     try:
         with urllib.request.urlopen(
             urllib.request.Request(url, headers=headers), timeout=_TIMEOUT_SECONDS
         ) as response:
+            connected = True
             start, total = _content_range(response, offset)
             with (
                 part.open("ab" if start else "wb") as out,
@@ -159,6 +161,11 @@ def _transfer(url: str, part: Path, progress: bool) -> bool:
             return False
         raise DataError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from exc
     except _TRANSFER_ERRORS as exc:
+        if not connected:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            raise DataError(
+                f"cannot reach {url} ({reason}); check the network, or point ${MIRROR_ENV} at a mirror"
+            ) from exc
         raise _interrupted(url, part, total, exc) from exc
     if total is not None and part.stat().st_size != total:
         raise _interrupted(url, part, total, "the connection closed early")
