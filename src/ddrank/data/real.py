@@ -26,6 +26,7 @@ from ddrank.data.base import (
     DownloadPlan,
     RealData,
     Resource,
+    Source,
     dataset_info,
     normalize,
 )
@@ -33,7 +34,16 @@ from ddrank.data.cache import fingerprint, load_cached
 from ddrank.data.download import default_data_root, download_dataset
 from ddrank.errors import ConfigError, InputError
 
-__all__ = ["DATASETS", "DatasetInfo", "DatasetSpec", "RealData", "dataset_info", "load_real", "normalize"]
+__all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "DatasetSpec",
+    "RealData",
+    "dataset_info",
+    "download_dataset",
+    "load_real",
+    "normalize",
+]
 
 
 def load_real(
@@ -66,16 +76,18 @@ def load_real(
         return _load_digits(info)
     if download:
         root = download_dataset(info.name, root)
-    directory = _data_root(spec, info, root)
-    return load_cached(info, directory, spec.locate(directory, info))
+    directory, source = _locate(spec, info, root)
+    return load_cached(info, directory, source)
 
 
-def _data_root(spec: DatasetSpec, info: DatasetInfo, root: str | os.PathLike[str] | None) -> Path:
-    """The given root, or the default one when it holds the dataset; else an error saying what to pass."""
+def _locate(spec: DatasetSpec, info: DatasetInfo, root: str | os.PathLike[str] | None) -> tuple[Path, Source]:
+    """The data root and the dataset's files in it: the given root, or the default one when it
+    holds the dataset; else an error saying what to pass."""
+    assert spec.locate is not None
     if root is None:
         default = default_data_root()
         try:
-            spec.locate(default, info)  # type: ignore[misc]
+            return default, spec.locate(default, info)
         except InputError:
             fetch = (
                 f"; or pass --download (download=True) to fetch it into {default}" if spec.download else ""
@@ -83,13 +95,12 @@ def _data_root(spec: DatasetSpec, info: DatasetInfo, root: str | os.PathLike[str
             raise InputError(
                 f"dataset {info.name!r} needs --data-root (root=): the folder holding {spec.layout}{fetch}"
             ) from None
-        return default
     directory = Path(root).expanduser().resolve()
     if not directory.is_dir():
         raise InputError(
             f"data root {directory} for dataset {info.name!r} does not exist; expected {spec.layout}"
         )
-    return directory
+    return directory, spec.locate(directory, info)
 
 
 # --- digits -------------------------------------------------------------------------------------
