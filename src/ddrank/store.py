@@ -70,6 +70,8 @@ BUSY_TIMEOUT_S = 30.0
 QUICK_CHECK_ROWS = 5
 
 T = TypeVar("T")
+# What reading a damaged database raises: SQLite's errors, and text columns that are not UTF-8.
+DATABASE_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
 
 _RESULT_FIELDS = frozenset(f.name for f in fields(JobResult))
 _INSERT_JOB = (
@@ -93,6 +95,7 @@ _GET_COLUMNS = (
     "diverged",
     "diverged_epoch",
 )
+_GET_FIELDS = {name: JOB_FIELDS[name] for name in _GET_COLUMNS}
 
 # Connections inherited over fork() must never be closed in the child (SQLite forbids it), so they
 # are kept referenced here instead of being garbage-collected.
@@ -165,7 +168,7 @@ class ResultStore:
             self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
             conn.execute("PRAGMA synchronous = FULL")
             self._transaction(self._create_or_migrate, conn)
-        except sqlite3.DatabaseError as exc:
+        except DATABASE_ERRORS as exc:
             conn.close()
             raise _store_error(self._target, exc, "cannot use it as a results database") from exc
         except BaseException:
@@ -187,7 +190,7 @@ class ResultStore:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA query_only = ON")
             self._job_columns = frozenset(row[1] for row in conn.execute("PRAGMA table_info(jobs)"))
-        except sqlite3.DatabaseError as exc:
+        except DATABASE_ERRORS as exc:
             conn.close()
             raise _store_error(self._target, exc, "cannot read it") from exc
         return conn
@@ -270,7 +273,7 @@ class ResultStore:
 
         try:
             return self._retry(attempt)
-        except sqlite3.DatabaseError as exc:
+        except DATABASE_ERRORS as exc:
             raise _store_error(self._target, exc) from exc
 
     # -- the JobCache protocol ---------------------------------------------------------------
@@ -283,7 +286,8 @@ class ResultStore:
         if not rows:
             return None
         row = rows[0]
-        where = f"results database {self._target}: job {row['key']}"
+        where = f"results database {self._target}: job {shown(row['key'])}"
+        check_row(where, row, _GET_FIELDS, list(_GET_FIELDS))
         check_job_values(where, row)
         extra = {name: row[name] for name in ("diverged", "diverged_epoch") if name in _RESULT_FIELDS}
         return JobResult(
@@ -365,6 +369,19 @@ class ResultStore:
         label = f"job {shown(values['key'])}" if "key" in values else f"evaluation {values.get('id', '?')}"
         return decode(values, f"results database {self._target}: {label}")
 
+    def _checked(self, table: str, columns: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
+        """A decoded row whose every field has its type (StoreError naming the row otherwise); an
+        evaluation's ``id`` is dropped once it has served to name the row."""
+        decoded = self._decoded(table, columns, row)
+        if table == "jobs":
+            where = f"results database {self._target}: job {shown(decoded['key'])}"
+            check_row(where, decoded, JOB_FIELDS, list(JOB_FIELDS))
+            check_job_values(where, decoded)
+        else:
+            where = f"results database {self._target}: evaluation {decoded.pop('id')}"
+            check_row(where, decoded, EVALUATION_FIELDS, list(EVALUATION_FIELDS))
+        return decoded
+
     def check_integrity(self) -> None:
         """Raise StoreError (one line) unless SQLite's quick_check passes and every row decodes.
 
@@ -373,7 +390,6 @@ class ResultStore:
         """
         job_columns = tuple(JOB_FIELDS)
         evaluation_columns = ("id", *EVALUATION_FIELDS)
-        required_jobs = fields_of(SCHEMA_VERSION, JOB_FIELDS)
 
         def scan(conn: sqlite3.Connection) -> None:
             rows = [str(row[0]) for row in conn.execute(f"PRAGMA quick_check({QUICK_CHECK_ROWS})")]
@@ -391,14 +407,9 @@ class ResultStore:
                     f"{more}; move it aside and start a new store (sqlite3's .recover may rescue its rows)"
                 )
             for row in conn.execute(f"SELECT {self._columns(job_columns)} FROM jobs ORDER BY rowid"):
-                decoded = self._decoded("jobs", job_columns, row)
-                where = f"results database {self._target}: job {shown(decoded['key'])}"
-                check_row(where, decoded, JOB_FIELDS, required_jobs)
-                check_job_values(where, decoded)
+                self._checked("jobs", job_columns, row)
             for row in conn.execute(f"SELECT {', '.join(evaluation_columns)} FROM evaluations ORDER BY id"):
-                decoded = self._decoded("evaluations", evaluation_columns, row)
-                where = f"results database {self._target}: evaluation {decoded.pop('id')}"
-                check_row(where, decoded, EVALUATION_FIELDS, list(EVALUATION_FIELDS))
+                self._checked("evaluations", evaluation_columns, row)
 
         self._transaction(scan, write=False)
 
@@ -464,12 +475,9 @@ class ResultStore:
             return conn.execute(jobs_sql).fetchall(), conn.execute(evaluations_sql).fetchall()
 
         job_rows, evaluation_rows = self._transaction(snapshot, write=False)
-        evaluations = [self._decoded("evaluations", evaluation_columns, row) for row in evaluation_rows]
-        for row in evaluations:
-            row.pop("id")
         content = {
-            "jobs": [self._decoded("jobs", job_columns, row) for row in job_rows],
-            "evaluations": evaluations,
+            "jobs": [self._checked("jobs", job_columns, row) for row in job_rows],
+            "evaluations": [self._checked("evaluations", evaluation_columns, row) for row in evaluation_rows],
         }
         document = {
             "format": EXPORT_FORMAT,
@@ -565,11 +573,11 @@ def inspect_store(path: str | os.PathLike) -> int | None:
     if not _wal_pending(path):
         try:
             return _inspect(_connect(path, immutable=True), target)
-        except sqlite3.DatabaseError:
+        except DATABASE_ERRORS:
             pass  # read it again below, with locking
     try:
         return _inspect(_readonly_connection(path, target), target)
-    except sqlite3.DatabaseError as exc:
+    except DATABASE_ERRORS as exc:
         raise _store_error(target, exc, "cannot read it as a results database") from exc
 
 
@@ -712,6 +720,14 @@ def _schema_version(conn: sqlite3.Connection, target: str, tables: set[str]) -> 
         raise StoreError(
             f"{target} lacks the table(s) {', '.join(sorted(missing))} of a results store; it is corrupt"
         )
+    for table, fields_ in (("jobs", JOB_FIELDS), ("evaluations", EVALUATION_FIELDS)):
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        lacking = [name for name in fields_of(version, fields_) if name not in columns]
+        if lacking:
+            raise StoreError(
+                f"{target} has a {table} table without the column(s) {', '.join(lacking)} of results "
+                f"schema {version}; it is damaged: move it aside and start a new store"
+            )
     return version
 
 
@@ -730,7 +746,7 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
-def _store_error(target: str, exc: sqlite3.Error, context: str = "") -> StoreError:
+def _store_error(target: str, exc: sqlite3.Error | UnicodeDecodeError, context: str = "") -> StoreError:
     """One-line StoreError for an SQLite failure; says what to do on a full disk, read-only media, damage."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
     prefix = f"results database {target}" + (f": {context}" if context else "")
@@ -744,7 +760,7 @@ def _store_error(target: str, exc: sqlite3.Error, context: str = "") -> StoreErr
             f"{prefix}: it is read-only ({one_line(exc)}); commands that only read open it read-only, "
             "to record results give a writable --store"
         )
-    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or isinstance(exc, UnicodeDecodeError):
         return StoreError(f"{prefix}: it is damaged ({one_line(exc)}); move it aside and start a new store")
     return StoreError(f"{prefix}: {one_line(exc)}")
 

@@ -178,12 +178,12 @@ def check_row(where: str, row: Any, fields: Mapping[str, tuple[type, ...]], requ
 def check_job_values(where: str, row: Mapping[str, Any]) -> None:
     """StoreError unless a job row's curve is [epoch, accuracy] pairs and its per-class accuracies numbers."""
     curve, per_class = row.get("curve", []), row.get("test_per_class", [])
-    if not all(
+    if not isinstance(curve, list) or not all(
         isinstance(point, list) and len(point) == 2 and _is_int(point[0]) and _is_number(point[1])
         for point in curve
     ):
         raise StoreError(f"{where} has a damaged curve column (expected [epoch, accuracy] pairs)")
-    if not all(_is_number(acc) for acc in per_class):
+    if not isinstance(per_class, list) or not all(_is_number(acc) for acc in per_class):
         raise StoreError(f"{where} has a damaged test_per_class column (expected numbers)")
 
 

@@ -61,6 +61,17 @@ LEGACY_STORAGE_BYTES = {
         "ComplexDouble": 16,
     }.items()
 }
+# What Python's zipfile raises on a damaged or unsupported archive (unknown versions or compression).
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    ValueError,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    struct.error,
+    OverflowError,
+)
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*$", re.IGNORECASE)
 
@@ -209,7 +220,7 @@ def _classify_zip(path: Path, handle: IO[bytes], size: int) -> FileInfo:
     handle.seek(0)
     try:
         archive = zipfile.ZipFile(handle)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
+    except ZIP_ERRORS as exc:
         return FileInfo(
             path,
             FileKind.TRUNCATED,
@@ -266,7 +277,7 @@ def _classify_npz(
         try:
             with archive.open(member) as stream:
                 shape, dtype, header_bytes, error = _npy_header(stream)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        except (*ZIP_ERRORS, RuntimeError) as exc:  # RuntimeError: an encrypted member
             return FileInfo(path, FileKind.TRUNCATED, size, detail=f"its member {member.filename!r}: {exc}")
         if error:
             return FileInfo(path, FileKind.TRUNCATED, size, detail=f"its member {member.filename!r}: {error}")
@@ -462,15 +473,7 @@ def torch_pickle_globals(info: FileInfo) -> tuple[str, ...]:
             name = next(n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl"))
             with archive.open(name) as stream:
                 return tuple(dict.fromkeys(_scan_pickle(stream)[0]))
-    except (
-        OSError,
-        ValueError,
-        EOFError,
-        StopIteration,
-        zipfile.BadZipFile,
-        struct.error,
-        UnicodeDecodeError,
-    ):
+    except (*ZIP_ERRORS, RuntimeError, StopIteration):
         return ()
 
 
