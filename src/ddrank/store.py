@@ -107,9 +107,9 @@ class ResultStore:
 
     ``path`` defaults to ``results.sqlite`` in the cache directory; ``":memory:"`` keeps
     everything in this process. ``device`` labels the hardware of the jobs this process stores.
-    ``readonly`` opens an existing store without ever writing to it (``mode=ro``, and
-    ``immutable=1`` where the file or its folder is not writable, as on read-only media); stores
-    of an older schema are then read as they are, without migrating.
+    ``readonly`` opens an existing store without ever writing to it (``mode=ro``, or ``immutable=1``
+    where that cannot open because the file or its folder is not writable, as on read-only media);
+    stores of an older schema are then read as they are, without migrating.
     """
 
     def __init__(

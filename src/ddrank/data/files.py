@@ -21,7 +21,7 @@ import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 
@@ -246,10 +246,8 @@ def _classify_zip(path: Path, handle: IO[bytes], size: int) -> FileInfo:
         return _zip_info(path, FileKind.ZIP, size, members)
 
 
-def _zip_info(
-    path: Path, kind: FileKind, size: int, members: list[zipfile.ZipInfo], **extra: Any
-) -> FileInfo:
-    declared = sum(m.file_size for m in members)
+def _zip_info(path: Path, kind: FileKind, size: int, members: list[zipfile.ZipInfo]) -> FileInfo:
+    """A zip archive's declared content: the sum of its members' uncompressed sizes."""
     largest = max(members, key=lambda m: m.file_size, default=None)
     text = ""
     if largest is not None and largest.file_size > 0:
@@ -257,28 +255,20 @@ def _zip_info(
             f"member {largest.filename!r} inflates from {human_bytes(largest.compress_size)} "
             f"to {human_bytes(largest.file_size)}"
         )
-    return FileInfo(
-        path,
-        kind,
-        size,
-        declared,
-        extra.pop("largest", text),
-        members=tuple(m.filename for m in members),
-        **extra,
-    )
+    names = tuple(m.filename for m in members)
+    return FileInfo(path, kind, size, sum(m.file_size for m in members), text, members=names)
 
 
 def _classify_npz(
     path: Path, archive: zipfile.ZipFile, size: int, members: list[zipfile.ZipInfo]
 ) -> FileInfo:
-    info = _zip_info(path, FileKind.NPZ, size, members)
-    declared, largest, largest_bytes = 0, info.largest, 0
+    """An .npz archive, truncated unless every member's .npy header fits the bytes the member holds."""
     for member in members:
         try:
             with archive.open(member) as stream:
                 shape, dtype, header_bytes, error = _npy_header(stream)
         except (*ZIP_ERRORS, RuntimeError) as exc:  # RuntimeError: an encrypted member
-            return FileInfo(path, FileKind.TRUNCATED, size, detail=f"its member {member.filename!r}: {exc}")
+            error = one_line(exc)
         if error:
             return FileInfo(path, FileKind.TRUNCATED, size, detail=f"its member {member.filename!r}: {error}")
         data = _array_bytes(shape, dtype)
@@ -292,12 +282,7 @@ def _classify_npz(
                     f"({human_bytes(data)}) but holds {human_bytes(member.file_size)}"
                 ),
             )
-        declared += max(data or 0, member.file_size)
-        if (data or 0) > largest_bytes and (data or 0) > member.file_size:
-            largest, largest_bytes = f"member {member.filename!r}: {_shape_text(shape, dtype)}", data or 0
-    return FileInfo(
-        path, FileKind.NPZ, size, max(declared, info.declared_bytes or 0), largest, members=info.members
-    )
+    return _zip_info(path, FileKind.NPZ, size, members)
 
 
 # ---- numpy .npy -----------------------------------------------------------------------------------

@@ -54,6 +54,12 @@ GRAYSCALE_MODES = ("1", "L", "LA")
 DIRECTORY_FORMATS = ("datm", "imagefolder")
 TORCH_KINDS = (FileKind.TORCH_ZIP, FileKind.TORCH_LEGACY)
 TORCH_FILE = "a torch file"
+EXPECTED_BY_SUFFIX = {
+    ".pt": TORCH_FILE,
+    ".pth": TORCH_FILE,
+    ".npz": "a numpy .npz archive",
+    ".npy": "a numpy .npy file",
+}
 # Values this far from zero fit no image space (pixels, normalised or ZCA-whitened): training diverges.
 ABSURD_MAGNITUDE = 1e6
 # Float images reaching past this while none is below PIXEL_FLOOR look like 0..255 pixels.
@@ -601,13 +607,9 @@ def _detect_file(path: Path, reading: _Reading) -> tuple[str, _Parts]:
     if info.kind in (*TORCH_KINDS, FileKind.PICKLE):
         obj = _read_file(path, reading, TORCH_FILE, info)
         return ("dc", _dc_parts(obj, path)) if _looks_like_dc(obj) else ("pt", _pt_parts(obj, path))
-    if path.suffix.lower() in (".pt", ".pth", ".npz", ".npy"):
-        raise _unreadable(
-            info,
-            {".npz": "a numpy .npz archive", ".npy": "a numpy .npy file"}.get(
-                path.suffix.lower(), TORCH_FILE
-            ),
-        )
+    expected = EXPECTED_BY_SUFFIX.get(path.suffix.lower())
+    if expected or info.kind in (FileKind.EMPTY, FileKind.TRUNCATED):
+        raise _unreadable(info, expected or "a synthetic-set file")
     raise InputError(
         f"cannot tell the format of {info.shown} from its suffix or its content ({info.kind.description}); "
         f"name it with format= (one of {', '.join(FORMATS.names())})"
