@@ -1,10 +1,17 @@
-"""The results store: exact round-trips, queries, export/import and safe concurrent writers."""
+"""The results store: exact round-trips, queries, export/import, safe concurrent writers, and files,
+rows, disks and media that are damaged, foreign, full or read-only."""
 
+import ctypes
 import json
 import math
 import multiprocessing
+import os
 import pickle
+import shutil
 import sqlite3
+import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -325,3 +332,349 @@ def test_a_closed_store_says_so():
     store.close()
     with pytest.raises(StoreError, match="closed"):
         store.get(_job(0))
+
+
+# ---- files that are refused are never modified ---------------------------------------------------
+
+
+def _snapshot(path: Path) -> tuple[bytes, int, list[str]]:
+    """Bytes, modification time and sibling files of ``path``: what a refused open must leave unchanged."""
+    return path.read_bytes(), path.stat().st_mtime_ns, sorted(p.name for p in path.parent.iterdir())
+
+
+def _foreign_database(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE photos (id INTEGER, caption TEXT)")
+    conn.execute("INSERT INTO photos VALUES (1, 'beach')")
+    conn.commit()
+    conn.close()
+
+
+def _future_store(path: Path) -> None:
+    ResultStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+
+def _store_without_version(path: Path) -> None:
+    ResultStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM meta WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_text("method,lrs\ndm,0.28\n" * 20), r"is not an SQLite database \(it is text\)"),
+        (lambda p: p.write_bytes(bytes(range(256)) * 4), "is not an SQLite database"),
+        (lambda p: p.write_bytes(b"SQLite format 3\x00" + b"\xff" * 50), "is not an SQLite database"),
+        (_foreign_database, r"not a ddrank results store \(it has tables photos\)"),
+        (_future_store, "uses results schema 99, newer than schema"),
+        (_store_without_version, "no valid schema_version"),
+    ],
+)
+@pytest.mark.parametrize("readonly", [False, True])
+def test_a_refused_file_is_never_modified(tmp_path, make, message, readonly):
+    path = tmp_path / "results.sqlite"
+    make(path)
+    before = _snapshot(path)
+    time.sleep(0.01)  # a write now would show in the modification time
+    with pytest.raises(StoreError, match=message) as refused:
+        ResultStore(path, readonly=readonly)
+    assert "\n" not in str(refused.value) and str(path) in str(refused.value)
+    assert _snapshot(path) == before
+
+
+def test_a_path_that_cannot_hold_a_store_is_a_store_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(
+        StoreError, match="cannot create the folder of results database .*file/results.sqlite"
+    ):
+        ResultStore(tmp_path / "file" / "results.sqlite")
+    with pytest.raises(StoreError, match="is a folder; give a file path"):
+        ResultStore(tmp_path)
+    with pytest.raises(StoreError, match="no results store at"):
+        ResultStore(tmp_path / "missing.sqlite", readonly=True)
+
+
+# ---- read-only stores ----------------------------------------------------------------------------
+
+
+def test_a_read_only_store_reads_everything_and_writes_nothing(tmp_path):
+    _filled(tmp_path / "r.sqlite").close()
+    before = _snapshot(tmp_path / "r.sqlite")[:2]
+    with ResultStore(tmp_path / "r.sqlite", readonly=True) as store:
+        assert store.job_count() == 6 and [e["method"] for e in store.evaluations()] == ["mtt", "dm"]
+        assert store.get(_job(2, round=2)) == _result(2)
+        store.check_integrity()
+        assert store.export(tmp_path / "out.json") == 8
+        with pytest.raises(StoreError, match="opened read-only"):
+            store.put(_job(99), _result())
+        with pytest.raises(StoreError, match="opened read-only"):
+            store.record_evaluation(_evaluation("x"))
+        copy = pickle.loads(pickle.dumps(store))
+        assert copy.readonly and copy.job_count() == 6
+        copy.close()
+    assert _snapshot(tmp_path / "r.sqlite")[:2] == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions; see the read-only mount test")
+def test_a_read_only_store_works_in_a_folder_without_write_permission(tmp_path):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    _filled(folder / "r.sqlite").close()
+    (folder / "r.sqlite").chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        with ResultStore(folder / "r.sqlite", readonly=True) as store:
+            assert store.job_count() == 6
+        with pytest.raises(StoreError, match="read-only"):
+            ResultStore(folder / "r.sqlite")
+    finally:
+        folder.chmod(0o755)
+
+
+# ---- older stores --------------------------------------------------------------------------------
+
+
+def _schema1_store(path: Path) -> None:
+    """A store exactly as ddrank 0.1.0 (schema 1) wrote it, replayed from its SQL dump."""
+    conn = sqlite3.connect(path)
+    conn.executescript((Path(__file__).parent / "fixtures" / "results_schema1.sql").read_text())
+    conn.close()
+
+
+def test_a_schema1_store_is_migrated_when_opened(tmp_path):
+    path = tmp_path / "old.sqlite"
+    _schema1_store(path)
+    with ResultStore(path) as store:
+        jobs = store.jobs()
+        assert [job["key"] for job in jobs] == ["v1key0", "v1key1", "v1key2", "v1key-nan"]
+        assert all(job["diverged"] is False and job["diverged_epoch"] is None for job in jobs)
+        assert jobs[1]["test_acc"] == 0.375 and jobs[1]["curve"] == [[3, 0.09375], [10, 0.375]]
+        assert math.isnan(jobs[3]["test_ece"])
+        assert store.evaluations()[0]["method"] == "dm"
+        store.put(
+            _job(1), _DivergedResult(0.1, None, ((1, 0.1),), 0.5, "loop", diverged=True, diverged_epoch=1)
+        )
+        assert store.jobs(key=_job(1).key)[0]["diverged"] is True
+        store.check_integrity()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(
+        SCHEMA_VERSION
+    )
+    assert {"diverged", "diverged_epoch"} <= {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    conn.close()
+
+
+def test_a_schema1_store_is_read_without_migrating_when_read_only(tmp_path):
+    path = tmp_path / "old.sqlite"
+    _schema1_store(path)
+    before = _snapshot(path)[:2]
+    with ResultStore(path, readonly=True) as store:
+        assert store.job_count() == 4 and store.jobs()[0]["diverged"] is False
+        store.check_integrity()
+        store.export(tmp_path / "out.json")
+    assert _snapshot(path)[:2] == before
+    with ResultStore(tmp_path / "new.sqlite") as store:
+        assert store.import_(tmp_path / "out.json") == (4, 1)
+
+
+# ---- divergence columns --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _DivergedResult(JobResult):
+    """A JobResult with the engine's divergence fields (as ddrank.engine.job.JobResult will carry them)."""
+
+    diverged: bool = False
+    diverged_epoch: int | None = None
+
+
+def test_divergence_is_stored_exported_and_imported(tmp_path):
+    with ResultStore(tmp_path / "a.sqlite") as store:
+        store.put(
+            _job(0), _DivergedResult(0.1, 0.1, ((3, 0.1),), 1.0, "ensemble", diverged=True, diverged_epoch=3)
+        )
+        store.put(_job(1), _result(1))
+        rows = store.jobs()
+        assert [(r["diverged"], r["diverged_epoch"]) for r in rows] == [(True, 3), (False, None)]
+        store.export(tmp_path / "out.json")
+    with ResultStore(tmp_path / "b.sqlite") as target:
+        target.import_(tmp_path / "out.json")
+        assert [(r["diverged"], r["diverged_epoch"]) for r in target.jobs()] == [(True, 3), (False, None)]
+
+
+def test_an_export_of_schema1_imports_with_defaults(tmp_path):
+    with _filled(tmp_path / "a.sqlite") as source:
+        source.export(tmp_path / "out.json")
+
+    def as_schema1(document):
+        document["schema"] = 1
+        for job in document["jobs"]:
+            del job["diverged"], job["diverged_epoch"]
+        _rehash(document)
+
+    _tamper(tmp_path / "out.json", as_schema1)
+    with ResultStore(tmp_path / "b.sqlite") as target:
+        assert target.import_(tmp_path / "out.json") == (6, 2)
+        assert all(job["diverged"] is False for job in target.jobs())
+
+
+# ---- damaged rows and pages ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value", "message"),
+    [
+        ("jobs", "curve", "[[3, 0.1], [6,", r"job key00002-syn has a damaged curve column"),
+        ("jobs", "curve", '[[3, "x"]]', r"job key00002-syn has a damaged curve column"),
+        (
+            "jobs",
+            "test_per_class",
+            "{}",
+            r"job key00002-syn has field\(s\) of the wrong type: test_per_class",
+        ),
+        ("jobs", "test_acc", "lots", r"job key00002-syn has a damaged test_acc column"),
+        ("jobs", "diverged", 7, r"job key00002-syn has a damaged diverged column"),
+        ("evaluations", "payload", "not json", r"evaluation 2 has a damaged payload column"),
+        ("evaluations", "payload", "[1, 2]", r"evaluation 2 has field\(s\) of the wrong type: payload"),
+    ],
+)
+def test_a_damaged_row_is_a_store_error_never_a_decode_error(tmp_path, table, column, value, message):
+    path = tmp_path / "r.sqlite"
+    _filled(path).close()
+    conn = sqlite3.connect(path)
+    where = "key = 'key00002-syn'" if table == "jobs" else "id = 2"
+    conn.execute(f"UPDATE {table} SET {column} = ? WHERE {where}", (value,))
+    conn.commit()
+    conn.close()
+    with ResultStore(path, readonly=True) as store:
+        with pytest.raises(StoreError, match=message) as damaged:
+            store.check_integrity()
+        assert "\n" not in str(damaged.value) and str(path) in str(damaged.value)
+        for read in (store.jobs, store.evaluations, lambda: store.export(tmp_path / "out.json")):
+            try:
+                read()
+            except StoreError as exc:
+                assert "\n" not in str(exc)
+
+
+def test_a_damaged_page_fails_the_integrity_check(tmp_path):
+    path = tmp_path / "r.sqlite"
+    with ResultStore(path) as store:
+        for i in range(300):
+            store.put(_job(i), _result(i))
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[5 * page + 8 : 5 * page + 600] = bytes(range(256)) * 2 + bytes(80)
+    path.write_bytes(bytes(data))
+    with (
+        pytest.raises(StoreError, match="fails SQLite's integrity check|is damaged") as damaged,
+        ResultStore(path, readonly=True) as store,
+    ):
+        store.check_integrity()
+    assert "\n" not in str(damaged.value) and str(path) in str(damaged.value)
+
+
+# ---- a full disk ---------------------------------------------------------------------------------
+
+
+def test_a_full_database_is_a_store_error_and_keeps_every_finished_job(tmp_path):
+    path = tmp_path / "r.sqlite"
+    store = ResultStore(path)
+    pages = store._connection().execute("PRAGMA page_count").fetchone()[0]
+    store._connection().execute(f"PRAGMA max_page_count = {pages + 6}")  # SQLite's own "disk full"
+    finished = []
+    with pytest.raises(StoreError, match=r"the disk is full .*every job finished before is kept") as full:
+        for i in range(10_000):
+            store.put(_job(i), _result(i))
+            finished.append(i)
+    assert "\n" not in str(full.value) and 3 < len(finished) < 10_000
+    with pytest.raises(StoreError, match="the disk is full"):
+        store.record_evaluation(_evaluation("dm", notes="x" * 50_000))
+    assert store.job_count() == len(finished)  # the connection still reads after the failed writes
+    store.close()
+    with ResultStore(path) as again:
+        again.check_integrity()
+        assert again.job_count() == len(finished)
+        assert all(again.get(_job(i)) == _result(i) for i in finished)
+        again.put(_job(10_001), _result(1))  # without the page limit there is room again
+
+
+CLONE_NEWNS = 0x00020000
+
+
+def _on_a_small_filesystem(scenario, folder: Path) -> dict:
+    """``scenario(folder)`` in a forked child with a private mount namespace, ``folder`` being a fresh
+    256 KiB tmpfs there: nothing is mounted for any other process, and the mount goes with the child."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe and leave without running any test machinery
+        code, stage = 1, "setup_error"
+        try:
+            os.close(read)
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.unshare(CLONE_NEWNS) != 0:
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS) failed")
+            subprocess.run(["mount", "--make-rprivate", "/"], check=True, capture_output=True)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], check=True)
+            stage = "error"
+            report, code = scenario(folder), 0
+        except BaseException as exc:  # every failure goes back to the parent
+            report = {stage: f"{type(exc).__name__}: {exc}"}
+        finally:
+            os.write(write, json.dumps(report).encode())
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        report = json.loads(pipe.read() or "{}")
+    os.waitpid(pid, 0)
+    return report
+
+
+def _fill_then_read_only(folder: Path) -> dict:
+    """Fill the store until the disk is full, reopen it, then remount the folder read-only and read it."""
+    path, out, finished = folder / "r.sqlite", {}, []
+    wide = [JobResult(0.5, None, tuple((e, i / 7) for e in range(300)), float(i), "loop") for i in range(500)]
+    store = ResultStore(path)
+    try:
+        for i, result in enumerate(wide):
+            store.put(_job(i), result)
+            finished.append(i)
+    except StoreError as exc:
+        out["full"] = str(exc)
+    store.close()
+    with ResultStore(path) as again:
+        again.check_integrity()
+        out["finished"], out["kept"] = len(finished), again.job_count()
+        out["equal"] = all(again.get(_job(i)) == wide[i] for i in finished)
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+    with ResultStore(path, readonly=True) as read_only:
+        read_only.check_integrity()
+        out["readonly_count"] = read_only.job_count()
+    try:
+        ResultStore(path)
+    except StoreError as exc:
+        out["writable"] = str(exc)
+    return out
+
+
+def test_a_full_disk_and_read_only_media_on_a_real_filesystem(tmp_path):
+    """A 256 KiB tmpfs: filled to the brim (every finished job kept), then remounted read-only."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small filesystem needs root and mount(8)")
+    folder = tmp_path / "media"
+    folder.mkdir()
+    out = _on_a_small_filesystem(_fill_then_read_only, folder)
+    if "setup_error" in out:
+        pytest.skip(f"this machine does not allow a private mount: {out['setup_error']}")
+    assert "error" not in out, out["error"]
+    assert "the disk is full" in out["full"] and "\n" not in out["full"]
+    assert out["finished"] > 5 and out["kept"] == out["finished"] and out["equal"]
+    assert out["readonly_count"] == out["finished"]
+    assert "is read-only" in out["writable"]

@@ -7,7 +7,10 @@ it into a one-line message and exit code 2, before any training starts.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
+
+MAX_QUOTED = 300
 
 
 class DDRankError(Exception):
@@ -30,6 +33,10 @@ class CheckpointError(DDRankError):
     """A model checkpoint is missing, unsafe to load, or does not fit the model."""
 
 
+class StoreError(DDRankError):
+    """A results database or export file is unreadable, corrupt, busy, full, or from a newer ddrank."""
+
+
 class UnknownNameError(DDRankError, KeyError):
     """A name (model, dataset, protocol, augmentation, loss, ...) is not registered."""
 
@@ -48,3 +55,19 @@ class UnknownNameError(DDRankError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+def shown(value: object) -> str:
+    """``value`` (a path, a name) as typed, with control characters escaped so a message stays one line."""
+    text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def one_line(error: BaseException | str) -> str:
+    """The first non-empty line of a library's error message, escaped and shortened for a one-line message."""
+    text = str(error)
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    if not line:
+        line = type(error).__name__ if isinstance(error, BaseException) else "unknown error"
+    line = shown(line)
+    return line if len(line) <= MAX_QUOTED else line[: MAX_QUOTED - 3] + "..."

@@ -1,110 +1,79 @@
 """The results store: every finished training job and every score, in one SQLite file.
 
 The store is the engine's job cache (:class:`ddrank.engine.job.JobCache`), so an interrupted
-evaluation resumes where it stopped. Each write is its own short transaction, so a crash loses
-at most the job being written, and several processes may write one file at once. Connections
-are per process: a store pickled into another process reopens its file there, and a store
-inherited by a forked child reopens it on first use.
+evaluation resumes where it stopped. Each write is its own short transaction, so a crash, a kill
+or a full disk loses at most the job being written, and several processes may write one file at
+once. Connections are per process: a store pickled into another process reopens its file there,
+and a store inherited by a forked child reopens it on first use.
+
+A file is inspected read-only (its header, then a ``mode=ro`` connection) before anything writes
+to it, so a file that is refused (not SQLite, another program's database, a newer schema) is never
+modified. ``readonly=True`` opens a store for commands that only read, also on read-only media.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
-import math
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 from ddrank import __version__
+from ddrank.data.files import classify
 from ddrank.engine.job import JobResult, TrainJob
-from ddrank.errors import DDRankError, InputError
+from ddrank.errors import InputError, StoreError, one_line, shown
 from ddrank.paths import cache_dir
+from ddrank.store_schema import (
+    EVALUATION_FIELDS,
+    EVALUATION_IDENTITY,
+    JOB_FIELDS,
+    JOB_FILTERS,
+    MIGRATIONS,
+    MISSING_COLUMN_SQL,
+    OLDEST_MIGRATABLE,
+    REQUIRED_TABLES,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SQLITE_HEADER_BYTES,
+    SQLITE_MAGIC,
+    check_job_values,
+    check_row,
+    decode,
+    encode,
+    fields_of,
+    json_default,
+    with_defaults,
+)
 
-SCHEMA_VERSION = 1
+__all__ = [
+    "EXPORT_FORMAT",
+    "SCHEMA_VERSION",
+    "ResultStore",
+    "StoreError",
+    "content_sha256",
+    "inspect_store",
+    "read_export",
+]
+
 EXPORT_FORMAT = "ddrank-results"
 BUSY_TIMEOUT_S = 30.0
+QUICK_CHECK_ROWS = 5
 
 T = TypeVar("T")
+# What reading a damaged database raises: SQLite's errors, and text columns that are not UTF-8.
+DATABASE_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
 
-_NONE = type(None)
-_NUMBER = (int, float)
-# Column -> accepted Python types in an export file; the order is the table's column order.
-JOB_FIELDS: dict[str, tuple[type, ...]] = {
-    "key": (str,),
-    "spec": (str,),
-    "model": (str,),
-    "epochs": (int,),
-    "batch_size": (int,),
-    "cell": (str,),
-    "round": (int,),
-    "seed": (int,),
-    "lr": _NUMBER,
-    "train_set": (str,),
-    "val_set": (str, _NONE),
-    "test_acc": _NUMBER,
-    "val_acc": (*_NUMBER, _NONE),
-    "test_top5": (*_NUMBER, _NONE),
-    "test_per_class": (list,),
-    "test_ece": (*_NUMBER, _NONE),
-    "curve": (list,),
-    "seconds": _NUMBER,
-    "backend": (str,),
-    "device": (str,),
-    "ddrank_version": (str,),
-    "created": (str,),
-}
-EVALUATION_FIELDS: dict[str, tuple[type, ...]] = {
-    "method": (str,),
-    "dataset": (str,),
-    "ipc": (int,),
-    "protocol": (str, _NONE),
-    "protocol_hash": (str, _NONE),
-    "metric": (str,),
-    "base_seed": (int, _NONE),
-    "synthetic_fingerprint": (str, _NONE),
-    "rounds": (int,),
-    "payload": (dict,),
-    "ddrank_version": (str,),
-    "created": (str,),
-}
-# Two evaluations with the same values here are the same measurement; the newer one replaces the older.
-EVALUATION_IDENTITY = (
-    "method",
-    "dataset",
-    "ipc",
-    "protocol_hash",
-    "metric",
-    "base_seed",
-    "synthetic_fingerprint",
-    "rounds",
-)
-JOB_FILTERS = ("key", "cell", "round", "seed", "lr", "train_set", "spec", "model")
-_JSON_COLUMNS = frozenset({"test_per_class", "curve", "payload"})
-_REAL_COLUMNS = frozenset({"lr", "test_acc", "val_acc", "test_top5", "test_ece", "seconds"})
-
-_SCHEMA = (
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE jobs (
-        key TEXT PRIMARY KEY, spec TEXT NOT NULL, model TEXT NOT NULL, epochs INTEGER NOT NULL,
-        batch_size INTEGER NOT NULL, cell TEXT NOT NULL, round INTEGER NOT NULL, seed INTEGER NOT NULL,
-        lr REAL NOT NULL, train_set TEXT NOT NULL, val_set TEXT, test_acc REAL NOT NULL, val_acc REAL,
-        test_top5 REAL, test_per_class TEXT NOT NULL, test_ece REAL, curve TEXT NOT NULL,
-        seconds REAL NOT NULL, backend TEXT NOT NULL, device TEXT NOT NULL, ddrank_version TEXT NOT NULL,
-        created TEXT NOT NULL)""",
-    "CREATE INDEX jobs_by_cell ON jobs (cell, round)",
-    """CREATE TABLE evaluations (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, method TEXT NOT NULL, dataset TEXT NOT NULL,
-        ipc INTEGER NOT NULL, protocol TEXT, protocol_hash TEXT, metric TEXT NOT NULL, base_seed INTEGER,
-        synthetic_fingerprint TEXT, rounds INTEGER NOT NULL, payload TEXT NOT NULL,
-        ddrank_version TEXT NOT NULL, created TEXT NOT NULL)""",
-    "CREATE INDEX evaluations_by_set ON evaluations (dataset, ipc, method)",
-)
+_RESULT_FIELDS = frozenset(f.name for f in fields(JobResult))
 _INSERT_JOB = (
     f"INSERT OR {{}} INTO jobs ({', '.join(JOB_FIELDS)}) VALUES ({', '.join('?' * len(JOB_FIELDS))})"
 )
@@ -113,14 +82,24 @@ _INSERT_EVALUATION = (
     f"VALUES ({', '.join('?' * len(EVALUATION_FIELDS))})"
 )
 _SAME_EVALUATION = " AND ".join(f"{column} IS ?" for column in EVALUATION_IDENTITY)
+_GET_COLUMNS = (
+    "key",
+    "test_acc",
+    "val_acc",
+    "curve",
+    "seconds",
+    "backend",
+    "test_top5",
+    "test_per_class",
+    "test_ece",
+    "diverged",
+    "diverged_epoch",
+)
+_GET_FIELDS = {name: JOB_FIELDS[name] for name in _GET_COLUMNS}
 
 # Connections inherited over fork() must never be closed in the child (SQLite forbids it), so they
 # are kept referenced here instead of being garbage-collected.
 _INHERITED: list[sqlite3.Connection] = []
-
-
-class StoreError(DDRankError):
-    """A results database or export file is unreadable, corrupt, busy, or from a newer ddrank."""
 
 
 class ResultStore:
@@ -128,68 +107,115 @@ class ResultStore:
 
     ``path`` defaults to ``results.sqlite`` in the cache directory; ``":memory:"`` keeps
     everything in this process. ``device`` labels the hardware of the jobs this process stores.
+    ``readonly`` opens an existing store without ever writing to it (``mode=ro``, or ``immutable=1``
+    where that cannot open because the file or its folder is not writable, as on read-only media);
+    stores of an older schema are then read as they are, without migrating.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, *, device: str = "unknown"):
+    def __init__(
+        self, path: str | os.PathLike | None = None, *, device: str = "unknown", readonly: bool = False
+    ):
         if path is None:
             path = cache_dir() / "results.sqlite"
         self.path: Path | None = None if str(path) == ":memory:" else Path(path)
         self.device = device
+        self.readonly = readonly
         self._pid = os.getpid()
+        self._job_columns: frozenset[str] = frozenset(JOB_FIELDS)
         self._conn: sqlite3.Connection | None = self._open()
 
     @property
     def _target(self) -> str:
-        return ":memory:" if self.path is None else str(self.path)
+        return ":memory:" if self.path is None else shown(self.path)
+
+    # -- opening -----------------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path is None:
+            if self.readonly:
+                raise StoreError("an in-memory results store cannot be read-only; give the path of a store")
+            conn = sqlite3.connect(":memory:", isolation_level=None)
+            self._transaction(self._create_or_migrate, conn)
+            return conn
+        return self._open_readonly() if self.readonly else self._open_writable()
+
+    def _open_writable(self) -> sqlite3.Connection:
+        path = self.path
+        assert path is not None
+        if path.is_dir():
+            raise StoreError(f"results database {self._target} is a folder; give a file path for the store")
         try:
-            conn = sqlite3.connect(self._target, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the folder of results database {self._target}: {exc.strerror or exc}; "
+                "give a path in a writable folder"
+            ) from exc
+        if path.exists():
+            inspect_store(path)  # read-only: a file that is refused is never modified
+        writable = os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+        if not writable:
+            raise StoreError(
+                f"results database {self._target} is read-only (the file or its folder is not writable); "
+                "commands that only read open it read-only, to record results give a writable --store"
+            )
+        try:
+            conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open results database {self._target}: {exc}") from exc
+            raise StoreError(f"cannot open results database {self._target}: {exc}; check the path") from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
             conn.execute("PRAGMA synchronous = FULL")
-            self._transaction(self._prepare_schema, conn)
-        except sqlite3.DatabaseError as exc:
+            self._transaction(self._create_or_migrate, conn)
+        except DATABASE_ERRORS as exc:
             conn.close()
-            raise StoreError(f"cannot use {self._target} as a results database: {exc}") from exc
+            raise _store_error(self._target, exc, "cannot use it as a results database") from exc
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _prepare_schema(self, conn: sqlite3.Connection) -> None:
-        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    def _open_readonly(self) -> sqlite3.Connection:
+        path = self.path
+        assert path is not None
+        if not path.is_file():
+            raise StoreError(
+                f"no results store at {self._target}; record evaluations there first or pass --store PATH"
+            )
+        if inspect_store(path) is None:
+            raise StoreError(f"{self._target} is an empty database, not a results store yet")
+        conn = _readonly_connection(path, self._target)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA query_only = ON")
+            self._job_columns = frozenset(row[1] for row in conn.execute("PRAGMA table_info(jobs)"))
+        except DATABASE_ERRORS as exc:
+            conn.close()
+            raise _store_error(self._target, exc, "cannot read it") from exc
+        return conn
+
+    def _create_or_migrate(self, conn: sqlite3.Connection) -> None:
+        tables = _tables(conn)
         if "meta" not in tables:
             if tables:
-                raise StoreError(
-                    f"{self._target} is an SQLite database but not a ddrank results store "
-                    f"(it has tables {', '.join(sorted(tables))}); choose another path"
-                )
-            for statement in _SCHEMA:
+                raise _foreign(self._target, tables)
+            for statement in SCHEMA:
                 conn.execute(statement)
             conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
                 [("schema_version", str(SCHEMA_VERSION)), ("created_by", __version__)],
             )
             return
-        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        version = int(row[0]) if row is not None and str(row[0]).isdigit() else None
-        if version is None:
-            raise StoreError(f"{self._target} has no valid schema_version in its meta table; it is corrupt")
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self._target} uses results schema {version}, newer than schema {SCHEMA_VERSION} "
-                f"of ddrank {__version__}; upgrade ddrank to read it"
-            )
+        version = _schema_version(conn, self._target, tables)
+        for old in range(version, SCHEMA_VERSION):
+            for statement in MIGRATIONS[old]:
+                conn.execute(statement)
         if version < SCHEMA_VERSION:
-            raise StoreError(
-                f"{self._target} uses results schema {version}, which ddrank {__version__} "
-                f"(schema {SCHEMA_VERSION}) cannot migrate; move it aside to start a new store"
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                (f"migrated_from_{version}", f"{__version__} {_now()}"),
             )
 
     def _connection(self) -> sqlite3.Connection:
@@ -229,6 +255,10 @@ class ResultStore:
         write: bool = True,
     ) -> T:
         """``work`` in one transaction: committed whole or rolled back whole (and retried when busy)."""
+        if write and self.readonly:
+            raise StoreError(
+                f"results store {self._target} was opened read-only; open it without readonly to write"
+            )
         conn = conn or self._connection()
 
         def attempt() -> T:
@@ -237,34 +267,29 @@ class ResultStore:
                 out = work(conn)
                 conn.execute("COMMIT")
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
             return out
 
         try:
             return self._retry(attempt)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"results database {self._target}: {exc}") from exc
+        except DATABASE_ERRORS as exc:
+            raise _store_error(self._target, exc) from exc
 
     # -- the JobCache protocol ---------------------------------------------------------------
 
     def get(self, job: TrainJob) -> JobResult | None:
         """The stored result of ``job`` (by its key), or None if it never finished."""
-        columns = (
-            "test_acc",
-            "val_acc",
-            "curve",
-            "seconds",
-            "backend",
-            "test_top5",
-            "test_per_class",
-            "test_ece",
+        rows = self._select(
+            f"SELECT {self._columns(_GET_COLUMNS)} FROM jobs WHERE key = ?", (job.key,), _GET_COLUMNS, "jobs"
         )
-        rows = self._select(f"SELECT {', '.join(columns)} FROM jobs WHERE key = ?", (job.key,), columns)
         if not rows:
             return None
         row = rows[0]
+        where = f"results database {self._target}: job {shown(row['key'])}"
+        check_row(where, row, _GET_FIELDS, list(_GET_FIELDS))
+        check_job_values(where, row)
+        extra = {name: row[name] for name in ("diverged", "diverged_epoch") if name in _RESULT_FIELDS}
         return JobResult(
             row["test_acc"],
             row["val_acc"],
@@ -274,6 +299,7 @@ class ResultStore:
             row["test_top5"],
             tuple(float(acc) for acc in row["test_per_class"]),
             row["test_ece"],
+            **extra,
         )
 
     def put(self, job: TrainJob, result: JobResult) -> None:
@@ -281,6 +307,7 @@ class ResultStore:
         if not job.key:
             raise InputError("a job needs its key (ddrank.engine.job.job_key) to be stored")
         spec = job.spec
+        diverged_epoch = getattr(result, "diverged_epoch", None)
         row = {
             "key": job.key,
             "spec": spec.fingerprint(),
@@ -304,8 +331,10 @@ class ResultStore:
             "device": self.device,
             "ddrank_version": __version__,
             "created": _now(),
+            "diverged": bool(getattr(result, "diverged", False)),
+            "diverged_epoch": None if diverged_epoch is None else int(diverged_epoch),
         }
-        params = _encode(row, JOB_FIELDS)
+        params = encode(row, JOB_FIELDS)
         self._transaction(lambda conn: conn.execute(_INSERT_JOB.format("REPLACE"), params))
 
     # -- queries -----------------------------------------------------------------------------
@@ -313,18 +342,76 @@ class ResultStore:
     def job_count(self, **filters: Any) -> int:
         """Number of stored jobs matching ``filters`` (see :data:`JOB_FILTERS`)."""
         where, params = _where(filters)
-        return int(self._select(f"SELECT COUNT(*) AS n FROM jobs{where}", params, ("n",))[0]["n"])
+        rows = self._transaction(
+            lambda conn: conn.execute(f"SELECT COUNT(*) FROM jobs{where}", params).fetchall(), write=False
+        )
+        return int(rows[0][0])
 
     def jobs(self, **filters: Any) -> list[dict[str, Any]]:
         """Stored jobs matching ``filters`` as column dicts (JSON columns decoded), oldest first."""
         where, params = _where(filters)
-        return self._select(
-            f"SELECT {', '.join(JOB_FIELDS)} FROM jobs{where} ORDER BY rowid", params, JOB_FIELDS
+        columns = tuple(JOB_FIELDS)
+        sql = f"SELECT {self._columns(columns)} FROM jobs{where} ORDER BY rowid"
+        return self._select(sql, params, columns, "jobs")
+
+    def _columns(self, names: tuple[str, ...]) -> str:
+        """SELECT list for job columns; those an unmigrated (read-only) store lacks read as their default."""
+        return ", ".join(
+            name if name in self._job_columns else f"{MISSING_COLUMN_SQL[name]} AS {name}" for name in names
         )
 
-    def _select(self, sql: str, params: Any, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    def _select(self, sql: str, params: Any, columns: tuple[str, ...], table: str) -> list[dict[str, Any]]:
         rows = self._transaction(lambda conn: conn.execute(sql, params).fetchall(), write=False)
-        return [_decode(dict(zip(columns, row, strict=True))) for row in rows]
+        return [self._decoded(table, columns, row) for row in rows]
+
+    def _decoded(self, table: str, columns: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
+        values = dict(zip(columns, row, strict=True))
+        label = f"job {shown(values['key'])}" if "key" in values else f"evaluation {values.get('id', '?')}"
+        return decode(values, f"results database {self._target}: {label}")
+
+    def _checked(self, table: str, columns: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
+        """A decoded row whose every field has its type (StoreError naming the row otherwise); an
+        evaluation's ``id`` is dropped once it has served to name the row."""
+        decoded = self._decoded(table, columns, row)
+        if table == "jobs":
+            where = f"results database {self._target}: job {shown(decoded['key'])}"
+            check_row(where, decoded, JOB_FIELDS, list(JOB_FIELDS))
+            check_job_values(where, decoded)
+        else:
+            where = f"results database {self._target}: evaluation {decoded.pop('id')}"
+            check_row(where, decoded, EVALUATION_FIELDS, list(EVALUATION_FIELDS))
+        return decoded
+
+    def check_integrity(self) -> None:
+        """Raise StoreError (one line) unless SQLite's quick_check passes and every row decodes.
+
+        Run before training, so that a damaged store is refused before anything trains instead of
+        failing when the first result is written or read.
+        """
+        job_columns = tuple(JOB_FIELDS)
+        evaluation_columns = ("id", *EVALUATION_FIELDS)
+
+        def scan(conn: sqlite3.Connection) -> None:
+            rows = [str(row[0]) for row in conn.execute(f"PRAGMA quick_check({QUICK_CHECK_ROWS})")]
+            if rows != ["ok"]:
+                problems = [
+                    line.strip()
+                    for row in rows
+                    for line in row.splitlines()
+                    if line.strip() and not line.startswith("***")
+                ] or rows
+                at_least = "+" if len(rows) >= QUICK_CHECK_ROWS else ""
+                more = f" (and {len(problems) - 1}{at_least} more problems)" if len(problems) > 1 else ""
+                raise StoreError(
+                    f"results database {self._target} fails SQLite's integrity check: {one_line(problems[0])}"
+                    f"{more}; move it aside and start a new store (sqlite3's .recover may rescue its rows)"
+                )
+            for row in conn.execute(f"SELECT {self._columns(job_columns)} FROM jobs ORDER BY rowid"):
+                self._checked("jobs", job_columns, row)
+            for row in conn.execute(f"SELECT {', '.join(evaluation_columns)} FROM evaluations ORDER BY id"):
+                self._checked("evaluations", evaluation_columns, row)
+
+        self._transaction(scan, write=False)
 
     # -- scores ------------------------------------------------------------------------------
 
@@ -350,7 +437,7 @@ class ResultStore:
             "ddrank_version": __version__,
             "created": _now(),
         }
-        params = _encode(row, EVALUATION_FIELDS)
+        params = encode(row, EVALUATION_FIELDS)
         identity = [row[name] for name in EVALUATION_IDENTITY]
 
         def replace(conn: sqlite3.Connection) -> int:
@@ -372,25 +459,25 @@ class ResultStore:
         conditions = [f"{name} = ?" for name, value in filters.items() if value is not None]
         params = [value for value in filters.values() if value is not None]
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        sql = f"SELECT payload FROM evaluations{where} ORDER BY created DESC, id DESC"
-        return [row["payload"] for row in self._select(sql, params, ("payload",))]
+        sql = f"SELECT id, payload FROM evaluations{where} ORDER BY created DESC, id DESC"
+        return [row["payload"] for row in self._select(sql, params, ("id", "payload"), "evaluations")]
 
     # -- moving results between machines ---------------------------------------------------------
 
     def export(self, path: str | os.PathLike) -> int:
         """Write every job and evaluation to a checksummed JSON file; returns the number of rows."""
-        jobs_sql = f"SELECT {', '.join(JOB_FIELDS)} FROM jobs ORDER BY rowid"
-        evaluations_sql = f"SELECT {', '.join(EVALUATION_FIELDS)} FROM evaluations ORDER BY id"
+        job_columns = tuple(JOB_FIELDS)
+        evaluation_columns = ("id", *EVALUATION_FIELDS)
+        jobs_sql = f"SELECT {self._columns(job_columns)} FROM jobs ORDER BY rowid"
+        evaluations_sql = f"SELECT {', '.join(evaluation_columns)} FROM evaluations ORDER BY id"
 
         def snapshot(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
             return conn.execute(jobs_sql).fetchall(), conn.execute(evaluations_sql).fetchall()
 
         job_rows, evaluation_rows = self._transaction(snapshot, write=False)
         content = {
-            "jobs": [_decode(dict(zip(JOB_FIELDS, row, strict=True))) for row in job_rows],
-            "evaluations": [
-                _decode(dict(zip(EVALUATION_FIELDS, row, strict=True))) for row in evaluation_rows
-            ],
+            "jobs": [self._checked("jobs", job_columns, row) for row in job_rows],
+            "evaluations": [self._checked("evaluations", evaluation_columns, row) for row in evaluation_rows],
         }
         document = {
             "format": EXPORT_FORMAT,
@@ -402,15 +489,22 @@ class ResultStore:
         }
         destination = Path(path)
         partial = destination.with_name(destination.name + ".partial")
-        partial.write_text(json.dumps(document, sort_keys=True, default=_json_default))
-        os.replace(partial, destination)
+        try:
+            partial.write_text(json.dumps(document, sort_keys=True, default=json_default))
+            os.replace(partial, destination)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            full = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
+            raise StoreError(
+                f"cannot write results export {shown(destination)}{full}: {exc.strerror or one_line(exc)}"
+            ) from exc
         return len(job_rows) + len(evaluation_rows)
 
     def import_(self, path: str | os.PathLike) -> tuple[int, int]:
         """Add the exported jobs and evaluations not already stored; returns (new jobs, new evaluations)."""
         jobs, evaluations = read_export(path)
-        job_params = [_encode(row, JOB_FIELDS) for row in jobs]
-        evaluation_params = [_encode(row, EVALUATION_FIELDS) for row in evaluations]
+        job_params = [encode(row, JOB_FIELDS) for row in jobs]
+        evaluation_params = [encode(row, EVALUATION_FIELDS) for row in evaluations]
         identities = [[row[name] for name in EVALUATION_IDENTITY] for row in evaluations]
 
         def insert(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -444,13 +538,59 @@ class ResultStore:
     def __getstate__(self) -> dict[str, Any]:
         if self.path is None:
             raise StoreError("an in-memory results store cannot move to another process; give it a file path")
-        return {"path": self.path, "device": self.device}
+        return {"path": self.path, "device": self.device, "readonly": self.readonly}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], device=state["device"])
+        self.__init__(state["path"], device=state["device"], readonly=state.get("readonly", False))
 
     def __repr__(self) -> str:
-        return f"ResultStore({self._target!r}, device={self.device!r})"
+        mode = ", readonly=True" if self.readonly else ""
+        return f"ResultStore({self._target!r}, device={self.device!r}{mode})"
+
+
+def inspect_store(path: str | os.PathLike) -> int | None:
+    """The schema version of the results store at ``path``, read without modifying it; None for an
+    empty database (a new store). StoreError when the file is not a results store ddrank can use.
+
+    Without unmerged writes in a ``-wal`` file the database is read with ``immutable=1``, which
+    creates no journal or shared-memory file beside it; otherwise (or should that read fail, say
+    beside a concurrent writer) with ``mode=ro`` and SQLite's locking.
+    """
+    path = Path(path)
+    target = shown(path)
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(SQLITE_HEADER_BYTES)
+    except OSError as exc:
+        raise StoreError(f"cannot read results database {target}: {exc.strerror or one_line(exc)}") from exc
+    if not header:
+        return None
+    if len(header) < SQLITE_HEADER_BYTES or not header.startswith(SQLITE_MAGIC):
+        raise StoreError(
+            f"{target} is not an SQLite database ({_what_it_is(path)}), so not a ddrank results store; "
+            "choose another path for the store"
+        )
+    if not _wal_pending(path):
+        try:
+            return _inspect(_connect(path, immutable=True), target)
+        except DATABASE_ERRORS:
+            pass  # read it again below, with locking
+    try:
+        return _inspect(_readonly_connection(path, target), target)
+    except DATABASE_ERRORS as exc:
+        raise _store_error(target, exc, "cannot read it as a results database") from exc
+
+
+def _inspect(conn: sqlite3.Connection, target: str) -> int | None:
+    try:
+        tables = _tables(conn)
+        if "meta" not in tables:
+            if tables:
+                raise _foreign(target, tables)
+            return None
+        return _schema_version(conn, target, tables)
+    finally:
+        conn.close()
 
 
 def content_sha256(content: Mapping[str, Any]) -> str:
@@ -459,64 +599,170 @@ def content_sha256(content: Mapping[str, Any]) -> str:
         {"jobs": content["jobs"], "evaluations": content["evaluations"]},
         sort_keys=True,
         separators=(",", ":"),
-        default=_json_default,
+        default=json_default,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def read_export(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The validated (jobs, evaluations) of an export file; StoreError says what is wrong with it."""
+    """The validated (jobs, evaluations) of an export file; StoreError says what is wrong with it.
+
+    Files of an older schema are accepted; their rows get the later fields' defaults.
+    """
+    target = shown(path)
     try:
         document = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StoreError(f"cannot read results export {path}: {exc}") from exc
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise StoreError(f"cannot read results export {target}: {one_line(exc)}") from exc
     if not isinstance(document, dict) or document.get("format") != EXPORT_FORMAT:
         found = document.get("format") if isinstance(document, dict) else type(document).__name__
         raise StoreError(
-            f"{path} is not a ddrank results export (format {found!r}, expected {EXPORT_FORMAT!r})"
+            f"{target} is not a ddrank results export (format {shown(found)!r}, expected {EXPORT_FORMAT!r})"
         )
     schema = document.get("schema")
     if not isinstance(schema, int) or isinstance(schema, bool):
-        raise StoreError(f"{path} has no valid schema version (found {schema!r})")
+        raise StoreError(f"{target} has no valid schema version (found {shown(schema)!r})")
     if schema > SCHEMA_VERSION:
         raise StoreError(
-            f"{path} was written with results schema {schema}, newer than schema {SCHEMA_VERSION} "
+            f"{target} was written with results schema {schema}, newer than schema {SCHEMA_VERSION} "
             f"of ddrank {__version__}; upgrade ddrank to import it"
         )
-    if schema < SCHEMA_VERSION:
+    if schema < OLDEST_MIGRATABLE:
         raise StoreError(
-            f"{path} was written with results schema {schema}, which ddrank {__version__} "
+            f"{target} was written with results schema {schema}, which ddrank {__version__} "
             f"(schema {SCHEMA_VERSION}) cannot import"
         )
-    for section, fields in (("jobs", JOB_FIELDS), ("evaluations", EVALUATION_FIELDS)):
+    for section, fields_ in (("jobs", JOB_FIELDS), ("evaluations", EVALUATION_FIELDS)):
         rows = document.get(section)
         if not isinstance(rows, list):
-            raise StoreError(f"{path} has no {section!r} list")
+            raise StoreError(f"{target} has no {section!r} list")
+        required = fields_of(schema, fields_)
         for i, row in enumerate(rows):
-            _check_row(path, section, i, row, fields)
+            check_row(f"{target}: {section}[{i}]", row, fields_, required)
+            if section == "jobs":
+                check_job_values(f"{target}: jobs[{i}]", row)
     if "sha256" not in document:
-        raise StoreError(f"{path} has no sha256 checksum")
+        raise StoreError(f"{target} has no sha256 checksum")
     if content_sha256(document) != document["sha256"]:
         raise StoreError(
-            f"{path} fails its sha256 checksum: its jobs or evaluations were edited or truncated after export"
+            f"{target} fails its sha256 checksum: its jobs or evaluations were edited or truncated "
+            "after export"
         )
-    return document["jobs"], document["evaluations"]
+    return [with_defaults(row, schema) for row in document["jobs"]], document["evaluations"]
 
 
-def _check_row(path: Any, section: str, index: int, row: Any, fields: Mapping[str, tuple[type, ...]]) -> None:
-    where = f"{path}: {section}[{index}]"
-    if not isinstance(row, dict):
-        raise StoreError(f"{where} is a {type(row).__name__}, not an object")
-    missing = [name for name in fields if name not in row]
+def _connect(path: Path, *, immutable: bool) -> sqlite3.Connection:
+    """A connection that cannot write ``path``: ``mode=ro``; ``immutable=1`` also skips locks and the WAL."""
+    uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro" + ("&immutable=1" if immutable else "")
+    return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+
+
+def _readonly_connection(path: Path, target: str) -> sqlite3.Connection:
+    """A read-only connection that sees concurrent writers' commits (``mode=ro``), or ``immutable=1``
+    where that cannot open because the file or its folder is not writable (read-only media)."""
+    conn = None
+    try:
+        conn = _connect(path, immutable=False)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as exc:
+        if conn is not None:
+            conn.close()
+        if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
+            raise _store_error(target, exc, "cannot open it read-only") from exc
+        if _wal_pending(path):
+            raise StoreError(
+                f"results database {target} is on read-only media with writes not yet merged from its "
+                f"-wal file ({one_line(exc)}); open it once where it is writable to merge them"
+            ) from exc
+        return _connect(path, immutable=True)
+
+
+def _wal_pending(path: Path) -> bool:
+    """Whether ``path`` has committed writes still in its write-ahead log (a non-empty ``-wal`` file)."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        return wal.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _foreign(target: str, tables: set[str]) -> StoreError:
+    listed = ", ".join(sorted(map(shown, tables))[:8]) + (", ..." if len(tables) > 8 else "")
+    return StoreError(
+        f"{target} is an SQLite database but not a ddrank results store (it has tables {listed}); "
+        "choose another path"
+    )
+
+
+def _schema_version(conn: sqlite3.Connection, target: str, tables: set[str]) -> int:
+    """The store's schema version from its meta table; StoreError unless ddrank can read or migrate it."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    version = int(row[0]) if row is not None and str(row[0]).isdigit() else None
+    if version is None:
+        raise StoreError(f"{target} has no valid schema_version in its meta table; it is corrupt")
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{target} uses results schema {version}, newer than schema {SCHEMA_VERSION} "
+            f"of ddrank {__version__}; upgrade ddrank to read it"
+        )
+    if version < OLDEST_MIGRATABLE:
+        raise StoreError(
+            f"{target} uses results schema {version}, which ddrank {__version__} "
+            f"(schema {SCHEMA_VERSION}) cannot migrate; move it aside to start a new store"
+        )
+    missing = REQUIRED_TABLES - tables
     if missing:
-        raise StoreError(f"{where} lacks required field(s) {', '.join(missing)}")
-    wrong = [
-        f"{name} ({type(row[name]).__name__})"
-        for name, types in fields.items()
-        if isinstance(row[name], bool) or not isinstance(row[name], types)
-    ]
-    if wrong:
-        raise StoreError(f"{where} has field(s) of the wrong type: {', '.join(wrong)}")
+        raise StoreError(
+            f"{target} lacks the table(s) {', '.join(sorted(missing))} of a results store; it is corrupt"
+        )
+    for table, fields_ in (("jobs", JOB_FIELDS), ("evaluations", EVALUATION_FIELDS)):
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        lacking = [name for name in fields_of(version, fields_) if name not in columns]
+        if lacking:
+            raise StoreError(
+                f"{target} has a {table} table without the column(s) {', '.join(lacking)} of results "
+                f"schema {version}; it is damaged: move it aside and start a new store"
+            )
+    return version
+
+
+def _what_it_is(path: Path) -> str:
+    try:
+        kind = classify(path).kind
+    except InputError:
+        return "unreadable"
+    return f"it is {kind.description}"
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back an open transaction, keeping the error that caused it (SQLite may have rolled back)."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _store_error(target: str, exc: sqlite3.Error | UnicodeDecodeError, context: str = "") -> StoreError:
+    """One-line StoreError for an SQLite failure; says what to do on a full disk, read-only media, damage."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    prefix = f"results database {target}" + (f": {context}" if context else "")
+    if code == sqlite3.SQLITE_FULL:
+        return StoreError(
+            f"{prefix}: the disk is full ({one_line(exc)}); free space and rerun: every job finished "
+            "before is kept in the store"
+        )
+    if code == sqlite3.SQLITE_READONLY or (code == sqlite3.SQLITE_CANTOPEN and "read" in str(exc)):
+        return StoreError(
+            f"{prefix}: it is read-only ({one_line(exc)}); commands that only read open it read-only, "
+            "to record results give a writable --store"
+        )
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or isinstance(exc, UnicodeDecodeError):
+        return StoreError(f"{prefix}: it is damaged ({one_line(exc)}); move it aside and start a new store")
+    return StoreError(f"{prefix}: {one_line(exc)}")
 
 
 def _where(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
@@ -526,37 +772,6 @@ def _where(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
     if not filters:
         return "", []
     return " WHERE " + " AND ".join(f"{name} = ?" for name in filters), list(filters.values())
-
-
-def _encode(row: Mapping[str, Any], fields: Mapping[str, Any]) -> list[Any]:
-    """Row values as SQLite parameters: JSON columns serialised, NaN kept apart from NULL."""
-    params = []
-    for name in fields:
-        value = row[name]
-        if name in _JSON_COLUMNS:
-            value = json.dumps(value, default=_json_default)
-        elif name in _REAL_COLUMNS and value is not None:
-            # SQLite stores a NaN REAL as NULL; the text 'NaN' keeps it distinct from a missing value.
-            value = "NaN" if math.isnan(value) else float(value)
-        params.append(value)
-    return params
-
-
-def _decode(row: dict[str, Any]) -> dict[str, Any]:
-    for name, value in row.items():
-        if name in _JSON_COLUMNS:
-            row[name] = json.loads(value)
-        elif name in _REAL_COLUMNS and isinstance(value, str):
-            row[name] = float(value)
-    return row
-
-
-def _json_default(value: Any) -> Any:
-    """NumPy scalars and arrays (and anything with ``tolist``/``item``) as plain JSON values."""
-    for method in ("tolist", "item"):
-        if hasattr(value, method):
-            return getattr(value, method)()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _now() -> str:

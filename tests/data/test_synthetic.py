@@ -1,6 +1,9 @@
 """Synthetic-set loading (every on-disk format, written the way the methods write them) and validation."""
 
 import math
+import pickle
+import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -8,8 +11,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ddrank.data.synthetic import FORMATS, SyntheticSet, load_synthetic, validate_synthetic
+from ddrank.data.synthetic import (
+    FORMATS,
+    SyntheticSet,
+    ValueWarning,
+    load_synthetic,
+    protocol_warnings,
+    validate_synthetic,
+)
 from ddrank.errors import InputError, UnknownNameError
+from malformed import MakesDirectory, npy_bytes, png_header, zip_bomb
 
 
 class RunMetadata:
@@ -284,9 +295,9 @@ def test_npz_with_object_arrays_is_refused_unless_allowed(tmp_path):
         load_synthetic(tmp_path / "syn.npz", allow_pickle=True)
 
 
-def test_corrupt_pt_file_is_reported(tmp_path):
+def test_text_in_a_pt_file_is_reported_as_text(tmp_path):
     (tmp_path / "syn.pt").write_bytes(b"not a torch file")
-    with pytest.raises(InputError, match="cannot read .*syn.pt as a torch file"):
+    with pytest.raises(InputError, match=r"syn\.pt is not a torch file \(looks like text\)"):
         load_synthetic(tmp_path / "syn.pt")
 
 
@@ -513,3 +524,240 @@ def test_explicit_ipc_disagrees_with_class_counts():
 def test_integer_images_outside_pixel_range():
     with pytest.raises(InputError, match=r"integer images must hold pixel values in 0\.\.255; got 0\.\.300"):
         load_synthetic(torch.tensor([0, 300]).reshape(1, 1, 1, 2))
+
+
+# ---- untrusted files: classified and size-checked before loading ---------------------------------
+
+
+def _one_line_naming(error: pytest.ExceptionInfo, path) -> str:
+    message = str(error.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4])
+def test_a_plain_pickle_calling_os_functions_is_refused_without_running(tmp_path, protocol):
+    marker = tmp_path / "ran"
+    path = tmp_path / "syn.pt"
+    path.write_bytes(pickle.dumps({"images": MakesDirectory(marker)}, protocol=protocol))
+    with pytest.raises(InputError) as refused:
+        load_synthetic(path)
+    message = _one_line_naming(refused, path)
+    assert "needs full unpickling (it is a plain Python pickle" in message
+    assert "references posix.mkdir" in message and "--allow-pickle) only for files you trust" in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_torch_file_with_an_arbitrary_global_is_refused_naming_it(tmp_path, legacy):
+    marker = tmp_path / "ran"
+    path = tmp_path / "syn.pt"
+    torch.save(
+        {"images": images(2), "hook": MakesDirectory(marker)}, path, _use_new_zipfile_serialization=not legacy
+    )
+    with pytest.raises(InputError) as refused:
+        load_synthetic(path)
+    message = _one_line_naming(refused, path)
+    assert "needs full unpickling (it references posix.mkdir)" in message and "--allow-pickle" in message
+    assert "pytorch.org" not in message and not marker.exists()
+
+
+def test_a_trusted_plain_pickle_loads_with_allow_pickle(tmp_path):
+    x = np.random.default_rng(0).random((4, 3, 8, 8)).astype(np.float32)
+    (tmp_path / "syn.pkl").write_bytes(pickle.dumps({"images": x, "labels": np.array([0, 1, 2, 3])}))
+    with pytest.raises(InputError, match="needs full unpickling"):
+        load_synthetic(tmp_path / "syn.pkl")
+    syn = load_synthetic(tmp_path / "syn.pkl", allow_pickle=True)
+    assert syn.format == "pt" and torch.equal(syn.images, torch.from_numpy(x))
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", r"is not a torch file: it is empty \(0 bytes\)"),
+        (b"images: [1, 2]\nlabels: [0, 1]\n", r"is not a torch file \(looks like text\)"),
+        (bytes(range(256)) * 8, r"is not a torch file \(binary data of no known format\)"),
+    ],
+)
+def test_files_that_are_not_torch_files_say_what_they_are(tmp_path, content, expected):
+    (tmp_path / "syn.pt").write_bytes(content)
+    with pytest.raises(InputError, match=expected) as refused:
+        load_synthetic(tmp_path / "syn.pt")
+    _one_line_naming(refused, tmp_path / "syn.pt")
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".npz", ".npy"])
+def test_a_truncated_file_says_truncated(tmp_path, suffix):
+    path = tmp_path / f"syn{suffix}"
+    if suffix == ".pt":
+        torch.save({"images": images(4)}, path)
+    elif suffix == ".npz":
+        np.savez(path, images=images(4).numpy())
+    else:
+        np.save(path, images(4).numpy())
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(InputError, match=r"is truncated: .*; copy or write it again") as refused:
+        load_synthetic(path)
+    _one_line_naming(refused, path)
+
+
+def test_an_npz_claiming_64e12_elements_is_refused_at_once(tmp_path):
+    with zipfile.ZipFile(tmp_path / "syn.npz", "w") as archive:
+        archive.writestr("images.npy", npy_bytes((64_000_000, 1_000_000), data=b"\0" * 64))
+    with pytest.raises(InputError, match=r"is truncated: .*\[64000000, 1000000\] float32 \(232\.8 TiB\)"):
+        load_synthetic(tmp_path / "syn.npz")
+
+
+def test_a_zip_bomb_npz_is_refused_in_well_under_a_second(tmp_path):
+    zip_bomb(tmp_path / "syn.npz", 1100)  # about 1.1 MB inflating to 1.1 GiB: over the default limit
+    started = time.perf_counter()
+    with pytest.raises(InputError, match=r"declares 1\.1 GiB of data .* more than the limit of 1\.0 GiB"):
+        load_synthetic(tmp_path / "syn.npz")
+    assert time.perf_counter() - started < 1.0
+
+
+def test_the_size_limit_is_named_and_overridable(tmp_path):
+    x = images(16)
+    for name, save in (("syn.pt", lambda p: torch.save(x, p)), ("syn.npy", lambda p: np.save(p, x.numpy()))):
+        save(tmp_path / name)
+        with pytest.raises(InputError, match=r"more than the limit of 1\.0 KiB; pass a larger max_bytes"):
+            load_synthetic(tmp_path / name, max_bytes=1024)
+        assert torch.equal(load_synthetic(tmp_path / name, max_bytes=1 << 20).images, x)
+    with pytest.raises(InputError, match="max_bytes must be a positive number"):
+        load_synthetic(x, max_bytes=0)
+
+
+def test_the_format_comes_from_the_content_not_the_suffix(tmp_path):
+    x = images(2)
+    torch.save({"images": x}, tmp_path / "syn.bin")
+    with open(tmp_path / "arrays.data", "wb") as handle:
+        np.savez(handle, images=x.numpy())
+    assert load_synthetic(tmp_path / "syn.bin").format == "pt"
+    assert load_synthetic(tmp_path / "arrays.data").format == "npz"
+
+
+def test_a_folder_of_datm_files_is_checked_file_by_file(tmp_path):
+    torch.save(images(4), tmp_path / "images_best.pt")
+    (tmp_path / "labels_best.pt").write_text("0 1 2 3")
+    with pytest.raises(InputError, match=r"labels_best\.pt is not a torch file \(looks like text\)"):
+        load_synthetic(tmp_path)
+
+
+def test_a_huge_image_is_refused_from_its_header(tmp_path):
+    write_png(tmp_path / "syn" / "new000" / "a.png", np.zeros((4, 4, 3), dtype=np.uint8))
+    huge = tmp_path / "syn" / "new001" / "b.png"
+    huge.parent.mkdir()
+    huge.write_bytes(png_header(20_000, 20_000))
+    started = time.perf_counter()
+    with pytest.raises(
+        InputError, match=r"image .*b\.png is larger than PIL decodes safely \(.*400000000 pixels"
+    ):
+        load_synthetic(tmp_path / "syn")
+    assert time.perf_counter() - started < 1.0
+    huge.write_bytes(png_header(8_000, 8_000))
+    with pytest.raises(
+        InputError, match=r"b\.png is 8000x8000 \(183\.1 MiB decoded\), more than the limit of 100\.0"
+    ):
+        load_synthetic(tmp_path / "syn", max_bytes=100 << 20)
+
+
+def test_a_damaged_image_names_the_file(tmp_path):
+    write_png(tmp_path / "syn" / "new000" / "a.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    damaged = tmp_path / "syn" / "new000" / "a.png"
+    damaged.write_bytes(damaged.read_bytes()[:-30])
+    with pytest.raises(InputError, match=r"cannot read image .*a\.png") as refused:
+        load_synthetic(tmp_path / "syn")
+    _one_line_naming(refused, damaged)
+
+
+def test_a_path_with_control_characters_stays_one_line(tmp_path):
+    path = tmp_path / "evil\nname\x1b[31m.pt"
+    path.write_text("text")
+    with pytest.raises(InputError) as refused:
+        load_synthetic(path)
+    message = str(refused.value)
+    assert "\n" not in message and "\x1b" not in message and "evil\\nname\\x1b[31m.pt" in message
+
+
+@pytest.mark.parametrize(
+    ("dtype", "accepted"),
+    [(">f4", True), ("<f2", True), ("<u2", True), (np.longdouble, True), ("?", False), ("<c8", False)],
+)
+def test_numpy_dtypes_are_converted_or_refused(tmp_path, dtype, accepted):
+    x = (np.random.default_rng(0).random((2, 3, 4, 4)) * (200 if np.dtype(dtype).kind == "u" else 1)).astype(
+        dtype
+    )
+    np.save(tmp_path / "syn.npy", x)
+    if accepted:
+        assert load_synthetic(tmp_path / "syn.npy").images.shape == (2, 3, 4, 4)
+    else:
+        with pytest.raises(InputError, match="images have"):
+            load_synthetic(tmp_path / "syn.npy")
+
+
+# ---- values that contradict the declared space ---------------------------------------------------
+
+
+def _validate(x, space, **extra):
+    return validate_synthetic(
+        load_synthetic(x), num_classes=2, channels=3, size=8, default_space=space, **extra
+    )
+
+
+@pytest.mark.parametrize("space", ["normalized", "pixel"])
+def test_floats_in_0_to_255_warn_naming_the_fix(space):
+    x = torch.rand(4, 3, 8, 8) * 255
+    (warning,) = _validate(x, space).warnings
+    assert isinstance(warning, ValueWarning) and warning.flag == "--space pixel"
+    assert (
+        "look like 0..255 pixels stored as floats" in warning.message and "--space pixel" in warning.message
+    )
+    with pytest.raises(InputError, match=r"0\.\.255 pixels .*refused by strict=True, command line --strict"):
+        _validate(x, space, strict=True)
+
+
+def test_uint8_images_holding_only_0_and_1_warn():
+    x = (torch.rand(4, 3, 8, 8) > 0.5).to(torch.uint8)
+    (warning,) = _validate(x, None).warnings
+    assert "hold only 0 and 1" in warning.message and warning.flag == "--space pixel"
+
+
+def test_absurd_magnitudes_warn_in_every_space():
+    x = torch.randn(4, 3, 8, 8)
+    x[0, 0, 0, 0] = 1e30
+    for space in ("normalized", "zca", "pixel"):
+        (warning,) = _validate(x, space).warnings
+        assert "far outside any image space" in warning.message and "1e+30" in warning.message
+
+
+def test_pixels_declared_normalized_and_normalized_declared_pixels_warn():
+    (warning,) = _validate(torch.rand(8, 3, 8, 8), "normalized").warnings
+    assert "none negative" in warning.message and warning.flag == "--space pixel"
+    (warning,) = _validate(torch.randn(4, 3, 8, 8) * 2, "pixel").warnings
+    assert "--space normalized" in warning.message
+
+
+def test_plausible_values_give_no_warning():
+    assert _validate(torch.randn(4, 3, 8, 8), "normalized").warnings == ()
+    assert _validate(torch.randn(4, 3, 8, 8) * 5, "zca").warnings == ()
+    assert _validate(torch.rand(4, 3, 8, 8), "pixel").warnings == ()
+    assert _validate(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8), None).warnings == ()
+    assert (
+        _validate(torch.rand(4, 3, 8, 8) * 255, None).warnings == ()
+    )  # no space known: nothing to contradict
+    assert _validate(torch.rand(4, 3, 8, 8) * 255, None, strict=True).warnings == ()
+
+
+def test_the_set_space_wins_over_the_default():
+    syn = load_synthetic(torch.rand(4, 3, 8, 8), space="pixel")
+    valid = validate_synthetic(syn, num_classes=2, channels=3, size=8, default_space="normalized")
+    assert valid.warnings == ()
+
+
+def test_soft_labels_under_a_hard_label_protocol_warn():
+    valid = validate_synthetic(
+        load_synthetic(images(4), torch.randn(4, 2)), num_classes=2, channels=3, size=8
+    )
+    (warning,) = protocol_warnings(valid, label_mode="hard", protocol="dm")
+    assert "soft labels [N, 2] are ignored because protocol 'dm' trains on hard labels" in warning.message
+    assert protocol_warnings(valid, label_mode="S", protocol="datm") == []

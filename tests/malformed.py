@@ -1,0 +1,70 @@
+"""Builders of hostile and damaged files, shared by the loader and fuzz tests."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+
+class MakesDirectory:
+    """A pickle payload with a visible side effect: unpickling it creates a directory."""
+
+    def __init__(self, target: str | os.PathLike):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.target,))
+
+
+def npy_bytes(shape: tuple[int, ...], descr: str = "<f4", data: bytes = b"") -> bytes:
+    """An .npy file (format 1.0) whose header declares ``shape`` and ``descr``, followed by ``data``."""
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple(shape)!r}, }}".encode()
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + data
+
+
+def zip_bomb(path: Path, inflated_mib: int, name: str = "images.npy") -> None:
+    """An .npz whose one valid member inflates about a thousandfold to ``inflated_mib`` MiB of float32 zeros.
+
+    Built without compressing the zeros: after a full flush deflate restarts from a clean state, so
+    every MiB of zeros compresses to the same bytes, which are repeated.
+    """
+    zeros = bytes(1 << 20)
+    header = npy_bytes((inflated_mib * (1 << 20) // (4 * 3072), 3, 32, 32))
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = compressor.compress(header) + compressor.flush(zlib.Z_FULL_FLUSH)
+    block = compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
+    body = head + block * inflated_mib + compressor.flush()
+    crc = zlib.crc32(header)
+    for _ in range(inflated_mib):
+        crc = zlib.crc32(zeros, crc)
+    size = len(header) + inflated_mib * len(zeros)
+    encoded = name.encode()
+    sizes = struct.pack("<III", crc, len(body), size)
+    local = (
+        b"PK\x03\x04" + struct.pack("<HHHHH", 20, 0, 8, 0, 0x21) + sizes + struct.pack("<HH", len(encoded), 0)
+    )
+    central = (
+        b"PK\x01\x02"
+        + struct.pack("<HHHHHH", 20, 20, 0, 8, 0, 0x21)
+        + sizes
+        + struct.pack("<HHHHHII", len(encoded), 0, 0, 0, 0, 0, 0)
+        + encoded
+    )
+    offset = len(local) + len(encoded) + len(body)
+    end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, 1, 1, len(central), offset, 0)
+    Path(path).write_bytes(local + encoded + body + central + end)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG with a valid IHDR declaring ``width`` x ``height`` RGB and an empty image stream."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
