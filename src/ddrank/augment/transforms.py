@@ -164,7 +164,7 @@ class PatchShuffle:
         return torch.take_along_dim(x, cols[:, :, None, None, :], dim=4)
 
 
-@TRANSFORMS.register("random_crop", aliases=("crop",), description="torchvision RandomCrop with padding")
+@TRANSFORMS.register("random_crop", description="torchvision RandomCrop with padding")
 class RandomCrop:
     """torchvision's ``RandomCrop(size, padding)``: pad every side by ``padding`` with ``fill``, then
     crop ``size`` at a uniformly random position (each offset in [0, 2 * padding]).

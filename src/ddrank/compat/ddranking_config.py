@@ -54,6 +54,7 @@ from ddrank.protocols.limits import MAX_LOSS_WEIGHT, MAX_LR, MAX_TEMPERATURE, MA
 from ddrank.protocols.protocol import (
     FIDELITY_REASONS,
     STANDARD_DEVIATIONS,
+    derived_deviations,
     describe_full_data,
     shown,
     unique_deviations,
@@ -207,7 +208,6 @@ DATASET_NAMES = {
 }
 """DD-Ranking's ``get_dataset`` names (compared exactly) and ddrank's; ``Digits`` is a ddrank extension."""
 
-SQUASHED = ("ImageNet1K", "ImageNette", "ImageWoof", "ImageMeow", "ImageSquawk", "ImageFruit", "ImageYellow")
 ZCA_DATASETS = ("cifar10", "cifar100", "tinyimagenet")
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
@@ -656,7 +656,6 @@ class _Translation:
         transforms, normalise_train = self.train_transforms(info, zca)
         augment = self.augment(transforms)
         hard_augment, full_augment = self.hard_runs(augment)
-        self.mixing(augment, labels, hard_augment, full_augment)
         epochs = self.integer("num_epochs", "iterates range(None) (TypeError)", limit="epochs")
         optimizer = self.optimizer()
         schedule = self.schedule(epochs)
@@ -666,7 +665,6 @@ class _Translation:
         self.normalisation(dd_name, normalise_train, normalise_test)
         random_data = self.random_data(transforms, zca, labels["mode"], dd_name)
         full_data = self.full_data(dd_name, dataset, model, epochs, full_augment)
-        self.context(dd_name, transforms)
         metric_name = CLASS_METRIC[self.cls]
         eval_every = TEST_INTERVAL.get(self.cls, 20 if soft else 10)
         fields: dict[str, Any] = {
@@ -703,7 +701,12 @@ class _Translation:
         if refusal:
             raise ConfigError(f"{self.where}: {refusal}")
         found = unique_deviations(
-            [*STANDARD_DEVIATIONS, *self.deviations, *protocol.deviations_for(metric_name)]
+            [
+                *STANDARD_DEVIATIONS,
+                *self.deviations,
+                *derived_deviations(protocol),
+                *protocol.deviations_for(metric_name),
+            ]
         )
         protocol = protocol.model_copy(update={"deviations": found})
         weight_key = {"lrs": "lrs_lambda", "ars": "ars_lambda"}.get(metric_name)
@@ -895,24 +898,6 @@ class _Translation:
                 raise self.error(key, f"{name!r}: DD-Ranking builds ResNet-18, -34 and -50 only")
             if torchvision:
                 return f"torchvision:resnet{depth}"
-            if size >= 128:
-                self.deviate(
-                    key,
-                    f"{name} (DC form) at {size} px: RuntimeError (a 4x4 average pool of the last "
-                    "feature map does not fit its 512-input classifier)",
-                    f"ResNet-{depth}" + ("-BN" if batchnorm else "") + " with global average pooling",
-                    "DD-Ranking's DC ResNet pools 4x4 and only fits 32 and 64 px; ddrank pools globally, as "
-                    "the AdaptiveAvgPool2d the DC ResNet defines (and leaves unused) does",
-                    moves=False,
-                    kind="repaired",
-                )
-            elif size == 64:
-                self.deviate(
-                    key,
-                    f"{name} (DC form) with a stride-2 stem at 64 px",
-                    "stride-1 stem",
-                    "DD-Ranking's DC ResNet halves 64-px inputs in its first convolution; ddrank's does not",
-                )
             return canonical_model_name(f"ResNet-{depth}" + ("-BN" if batchnorm else ""))
         if family == "VGG":
             if torchvision:
@@ -923,18 +908,9 @@ class _Translation:
         if family in ("LeNet", "MLP"):
             return canonical_model_name(family)
         try:
-            found = canonical_model_name(f"torchvision:{name.strip()}")
+            return canonical_model_name(f"torchvision:{name.strip()}")
         except UnknownNameError as exc:
             raise self.error(key, str(exc)) from None
-        if size <= 64:
-            self.deviate(
-                key,
-                f"torchvision {name} unchanged",
-                f"{found} with a full-resolution stem",
-                f"DD-Ranking builds torchvision's {name} as is; ddrank keeps {size}-px inputs at full "
-                "resolution in the stem",
-            )
-        return found
 
     def labels(self, soft: bool, model: str, dd_name: str, size: int) -> dict[str, Any]:
         if not soft:
@@ -1199,8 +1175,10 @@ class _Translation:
     def hard_runs(self, augment: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """``hard_augment`` and the full-data augmentation (DD-Ranking's use_aug_for_hard)."""
         if self.cls != "LabelRobustScoreSoft":
-            self.sources["hard_augment"] = "no hard-label run of its own in this class"
-            return "all", {}
+            self.sources["hard_augment"] = (
+                f"{self.cls} has no separate hard-label run (DD-Ranking's default kept)"
+            )
+            return "transforms", {}
         if self.flag("use_aug_for_hard"):
             self.sources["hard_augment"] = (
                 "DD-Ranking key use_aug_for_hard: true (hard and full-data runs get data_aug_func)"
@@ -1210,21 +1188,6 @@ class _Translation:
             "DD-Ranking key use_aug_for_hard: false (the hard run gets custom_train_trans only)"
         )
         return "transforms", {}
-
-    def mixing(
-        self, augment: dict[str, Any], labels: dict[str, Any], hard_augment: str, full: dict[str, Any]
-    ) -> None:
-        mixes = "mixup" in augment or "cutmix" in augment
-        unmixed = labels["mode"] in ("hard", "S") or labels["loss"] == "mse_gt"
-        hard_mixes = self.cls == "LabelRobustScoreSoft" and hard_augment == "all"
-        if mixes and (unmixed or hard_mixes or "mixup" in full or "cutmix" in full):
-            self.deviate(
-                "data_aug_func",
-                "Mixup / CutMix mix images only (targets, and MSE-GT's class targets, stay unmixed)",
-                "labels mixed with the images",
-                "DD-Ranking's Mixup / Cutmix return images only; ddrank mixes hard and stored labels by "
-                "the same lambda (mode-M teachers label the mixed images in both)",
-            )
 
     def test_transforms(self, info: Any, zca: bool) -> tuple[list[dict[str, Any]], tuple | None | str]:
         if "custom_val_trans" not in self.raw:
@@ -1451,14 +1414,6 @@ class _Translation:
                     "image with soft_label_mode S never labels the random images (crash)",
                     "ddrank labels tensor subsets",
                 )
-            if dd_name in SQUASHED:
-                self.deviate(
-                    "random_data_format",
-                    "image: original full-resolution JPEG files through custom_train_trans",
-                    "images decoded at the dataset's size (shorter side resized, centre crop)",
-                    "ddrank holds the dataset decoded at one size; DD-Ranking crops random subsets from the "
-                    "originals",
-                )
         return self.pick("random_data", found, "tensor")
 
     def full_data(
@@ -1585,26 +1540,6 @@ class _Translation:
         )
         self.sources["full_data"] = "ddrank preset recipe (DD-Ranking has none)"
         return chosen
-
-    def context(self, dd_name: str, transforms: list[dict[str, Any]]) -> None:
-        """Deviations that follow from the dataset and the data paths alone."""
-        if dd_name in SQUASHED:
-            self.deviate(
-                "dataset",
-                f"{dd_name} images resized to im_size as a pair (aspect ratio not kept) after normalising",
-                "shorter side resized to the size, then centre-cropped, decoded once to uint8",
-                "the full-data run, the hard-label runs' test images and tensor random subsets see slightly "
-                "different pixels",
-            )
-        if transforms:
-            self.deviate(
-                "custom_train_trans",
-                "applied to image-folder inputs only (a synthetic set given as a tensor, and tensor random "
-                "subsets, are not transformed)",
-                "applied to every training set of the protocol's cells",
-                "ddrank has one augmentation per cell; it matches DD-Ranking when the synthetic set is an "
-                "image folder and random subsets are stored as images",
-            )
 
     def record_sources(self, eval_every: int) -> None:
         interval = (

@@ -31,6 +31,7 @@ from ddrank.protocols.protocol import (
     OptimizerSpec,
     Protocol,
     ScheduleSpec,
+    derived_deviations,
     deviation,
     fidelity_deviations,
     metric_deviations,
@@ -200,6 +201,15 @@ def resolve(
     for change in changes:
         reference = _merge(reference, change)
     honest, reference = dict(honest), dict(reference)
+    declared = honest.get("fidelity")
+    if declared is not None:
+        # A protocol that declares its fidelity has that one form only.
+        _check_fidelity(declared, "honest")
+        if fidelity is not None and fidelity != declared:
+            raise ConfigError(
+                f"protocol {name!r} declares fidelity {declared!r} and has no {fidelity!r} form; "
+                "remove 'fidelity' from it to get both"
+            )
     meta = {
         "name": name,
         "version": doc.get("version", 1),
@@ -212,14 +222,27 @@ def resolve(
             raise ConfigError(f"protocol {name!r} sets dataset {fields['dataset']!r}, not {dataset!r}")
         fields.setdefault("dataset", dataset if dataset is not None else (datasets[0] if datasets else None))
         fields.setdefault("ipc", ipc)
-    base = [*STANDARD_DEVIATIONS, *found]
+    if declared is not None:
+        only = validated_protocol(honest | meta)
+        return only.model_copy(
+            update={
+                "deviations": unique_deviations([*STANDARD_DEVIATIONS, *found, *derived_deviations(only)])
+            }
+        )
     ref = validated_protocol(reference | meta | {"fidelity": "reference", "selection": "reference"})
-    ref = ref.model_copy(update={"deviations": unique_deviations(base)})
+    ref = ref.model_copy(
+        update={"deviations": unique_deviations([*STANDARD_DEVIATIONS, *found, *derived_deviations(ref)])}
+    )
     if chosen == "reference":
         return ref
     out = validated_protocol(honest | meta | {"fidelity": "honest"})
+    changes = fidelity_deviations(ref, out, reasons)
     return out.model_copy(
-        update={"deviations": unique_deviations([*base, *fidelity_deviations(ref, out, reasons)])}
+        update={
+            "deviations": unique_deviations(
+                [*STANDARD_DEVIATIONS, *found, *derived_deviations(out), *changes]
+            )
+        }
     )
 
 

@@ -571,6 +571,130 @@ def metric_deviations(protocol: Protocol, metric: str) -> list[Deviation]:
     return found
 
 
+IMAGENET_FAMILY = (
+    "imagenet1k",
+    "imagenette",
+    "imagewoof",
+    "imagemeow",
+    "imagesquawk",
+    "imagefruit",
+    "imageyellow",
+)
+
+
+def derived_deviations(protocol: Protocol) -> list[Deviation]:
+    """Deviations from DD-Ranking v0.2.0 that follow from the protocol's own fields."""
+    found: list[Deviation] = []
+    augment, labels = protocol.augment, protocol.labels
+    if augment.transforms:
+        found.append(
+            deviation(
+                "custom_train_trans",
+                "applied to image-folder inputs only (a synthetic set given as a tensor, and tensor random "
+                "subsets, are not transformed)",
+                "applied to every training set of the protocol's cells",
+                "ddrank has one augmentation per cell; it matches DD-Ranking when the synthetic set is an "
+                "image folder and random subsets are stored as images",
+            )
+        )
+    hard_mixes = labels.mode != "hard" and protocol.hard_augment == "all"
+    unmixed = labels.mode in ("hard", "S") or labels.loss == "mse_gt" or hard_mixes
+    if augment.mixes and unmixed:
+        found.append(
+            deviation(
+                "data_aug_func",
+                "Mixup / CutMix mix images only (hard and stored targets, MSE-GT's class targets, stay "
+                "unmixed)",
+                "labels mixed with the images by the same lambda",
+                "DD-Ranking's Mixup / Cutmix return images only; ddrank mixes the labels of hard and stored "
+                "targets too (mode-M teachers label the mixed images in both)",
+            )
+        )
+    if protocol.dataset in IMAGENET_FAMILY:
+        found.append(
+            deviation(
+                "dataset",
+                "images resized to im_size as a pair (aspect ratio not kept) after normalising",
+                "shorter side resized to the size, then centre-cropped, decoded once to uint8",
+                "the full-data run, the hard-label runs' test images and tensor random subsets see slightly "
+                "different pixels",
+            )
+        )
+        if protocol.random_data == "image":
+            found.append(
+                deviation(
+                    "random_data_format",
+                    "image: original full-resolution JPEG files through custom_train_trans",
+                    "images decoded at the dataset's size (shorter side resized, centre crop)",
+                    "ddrank holds the dataset decoded at one size; DD-Ranking crops random subsets from the "
+                    "originals",
+                )
+            )
+    size = _image_size(protocol.dataset)
+    for name in dict.fromkeys((protocol.model, *labels.teachers)):
+        found += _model_deviations(name, size)
+    return found
+
+
+def _image_size(dataset: str | None) -> int | None:
+    from ddrank.data.real import dataset_info
+    from ddrank.errors import UnknownNameError
+
+    try:
+        return dataset_info(dataset).size if dataset else None
+    except UnknownNameError:
+        return None
+
+
+def _model_deviations(name: str, size: int | None) -> list[Deviation]:
+    """How DD-Ranking's build_model would make ``name`` differently at ``size`` px."""
+    if size is None:
+        return []
+    if name.startswith("ResNet-") and size >= 128:
+        return [
+            deviation(
+                "model",
+                f"{name} (DC form) at {size} px: RuntimeError (a 4x4 average pool of the last feature map "
+                "does not fit its 512-input classifier)",
+                f"{name} with global average pooling",
+                "DD-Ranking's DC ResNet pools 4x4 and only fits 32 and 64 px; ddrank pools globally, as the "
+                "AdaptiveAvgPool2d the DC ResNet defines (and leaves unused) does",
+                moves_score=False,
+                kind="repaired",
+            )
+        ]
+    if name.startswith("ResNet-") and size == 64:
+        return [
+            deviation(
+                "model",
+                f"{name} (DC form) with a stride-2 stem at 64 px",
+                "stride-1 stem",
+                "DD-Ranking's DC ResNet halves 64-px inputs in its first convolution; ddrank's does not",
+            )
+        ]
+    plain = name.removeprefix("torchvision:")
+    if name == "torchvision:alexnet" and size in (32, 64):
+        return [
+            deviation(
+                "model",
+                "torchvision alexnet with its first convolution replaced by a 3x3 stride-1 one without bias",
+                "torchvision:alexnet with its 11x11 first convolution at stride 1",
+                "DD-Ranking and ddrank adapt AlexNet's stem to small images differently",
+            )
+        ]
+    if name.startswith("torchvision:") and size <= 64 and not plain.startswith(("resnet", "alexnet")):
+        return [
+            deviation(
+                "model",
+                f"torchvision {plain} built as is",
+                f"{name} with a full-resolution stem",
+                f"DD-Ranking builds torchvision's {plain} unchanged; ddrank keeps {size}-px inputs at full "
+                "resolution in the stem",
+            )
+        ]
+    return []
+
+
 def unique_deviations(deviations: Iterable[Deviation]) -> tuple[Deviation, ...]:
     """Deviations in order, each (key, reason) once."""
     seen: set[tuple[str, str]] = set()
@@ -597,8 +721,9 @@ FIDELITY_REASONS: dict[str, tuple[str, bool]] = {
         True,
     ),
     "random_data": (
-        "DD-Ranking writes CIFAR random subsets as JPEG (PIL, quality 75) and reloads them, which degrades "
-        "the random baseline while synthetic sets stay lossless; honest samples the subset directly",
+        "DD-Ranking stores random subsets as image files and reloads them (CIFAR: re-encoded as JPEG by "
+        "PIL at quality 75, a lossy round trip the synthetic sets are spared; image-folder datasets: "
+        "copies of the originals); honest samples the subset from the decoded dataset directly",
         True,
     ),
     "full_data": (
@@ -633,9 +758,9 @@ def leaves(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def canonical_dump(protocol: Protocol) -> dict[str, Any]:
-    """The fields that affect a number, as JSON values: metadata dropped, and a published full-data
-    accuracy without the training recipe it replaces."""
-    payload = protocol.model_dump(mode="json", exclude=set(METADATA_FIELDS))
+    """The fields that affect a number, as JSON values: metadata and fields the protocol never reads
+    dropped, and a published full-data accuracy without the training recipe it replaces."""
+    payload = protocol.model_dump(mode="json", exclude=set(METADATA_FIELDS) | _unused(protocol))
     recipe = payload["full_data"]
     if recipe["source"] == "published":
         payload["full_data"] = {k: recipe[k] for k in ("source", "published_acc", "published_source")}
@@ -675,11 +800,8 @@ def fidelity_deviations(
     :data:`FIDELITY_REASONS`; a difference with no reason is a ConfigError, so none is silent.
     """
     before, after = leaves(canonical_dump(reference)), leaves(canonical_dump(honest))
-    skip = (
-        {"fidelity"}
-        | _unused(reference) & _unused(honest)
-        | (_unused(honest) & {"eval_every", "jpeg_quality"})
-    )
+    # A field only one form reads (eval_every, jpeg_quality) differs in the form that reads it alone.
+    skip = {"fidelity"} | {p for p in set(before) ^ set(after) if p in ("eval_every", "jpeg_quality")}
     table: dict[str, tuple[str, bool]] = dict(FIDELITY_REASONS)
     table.update({k: v if isinstance(v, tuple) else (v, True) for k, v in reasons.items()})
     grouped: dict[str, list[str]] = {}
