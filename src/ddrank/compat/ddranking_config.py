@@ -1396,7 +1396,7 @@ class _Translation:
             return "tensor"
         self.sources["random_data"] = "DD-Ranking key random_data_format"
         if found == "image":
-            if not self.has("custom_train_trans"):
+            if not self.raw.get("custom_train_trans"):
                 self.refuse(
                     "random_data_format",
                     "image without custom_train_trans leaves PIL images DD-Ranking cannot batch (TypeError)",
@@ -1460,7 +1460,7 @@ class _Translation:
         self.sources["full_data"] = f"DD-Ranking REAL_DATA_ACC_CACHE[{key!r}] ({SOURCE_FILE})"
         return FullDataRecipe(
             source="published",
-            published_acc=cached / 100.0,
+            published_acc=round(cached / 100.0, 6),
             published_source=f"DD-Ranking v0.2.0 cached full-data accuracy REAL_DATA_ACC_CACHE[{key!r}] = "
             f"{cached} ({SOURCE_FILE})",
         )
@@ -1603,6 +1603,8 @@ def _from_object(transform: Any, translation: _Translation, key: str) -> tuple[s
         "ShufflePatches": ("factor",),
     }.get(name, ())
     args = {a: getattr(transform, a) for a in attrs if hasattr(transform, a)}
+    if name == "RandomResizedCrop" and tuple(args.get("ratio", ())) == (3 / 4, 4 / 3):
+        args.pop("ratio")  # torchvision's default, which ddrank's transform also uses
     if isinstance(args.get("size"), list | tuple) and len(args["size"]) == 1:
         args["size"] = args["size"][0]
     return name, args
