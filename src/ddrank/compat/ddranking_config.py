@@ -539,7 +539,7 @@ class _Translation:
     def refuse(self, key: str, message: str, honest: str) -> None:
         """DD-Ranking cannot run this: an error in ``reference``; ``honest`` does what ``honest`` says."""
         if self.fidelity == "reference":
-            raise self.error(key, f"{message}; fidelity reference refuses it ({honest} with fidelity honest)")
+            raise self.error(key, f"{message}; fidelity reference refuses it; with fidelity honest {honest}")
 
     def deviate(
         self, key: str, source: Any, ours: Any, reason: str, *, moves: bool = True, kind: str = "changed"

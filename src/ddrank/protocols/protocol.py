@@ -528,10 +528,12 @@ class Protocol(_Spec):
 
 
 def metric_deviations(protocol: Protocol, metric: str) -> list[Deviation]:
-    """Deviations from DD-Ranking v0.2.0 that depend on which of its metric classes runs."""
+    """Deviations from DD-Ranking v0.2.0 that depend on which of its metric classes runs (the repairs
+    of its crashing code paths are said for reference protocols, which claim to reproduce it)."""
     found: list[Deviation] = []
     soft = protocol.labels.mode != "hard"
-    if protocol.random_data == "tensor" and (metric == "ars" or (metric == "lrs" and soft)):
+    reference = protocol.fidelity == "reference"
+    if reference and protocol.random_data == "tensor" and (metric == "ars" or (metric == "lrs" and soft)):
         found.append(
             deviation(
                 "random_data_format",
@@ -543,7 +545,7 @@ def metric_deviations(protocol: Protocol, metric: str) -> list[Deviation]:
                 kind="repaired",
             )
         )
-    if metric == "lrs" and protocol.labels.mode == "S":
+    if reference and metric == "lrs" and protocol.labels.mode == "S":
         found.append(
             deviation(
                 "soft_label_mode",
