@@ -255,8 +255,9 @@ def test_protocol_file_problems(tmp_path):
 def test_reference_selection_is_optimistic():
     proto = load_protocol("digits").with_overrides(selection="reference", fidelity="reference")
     assert proto.optimistic and not load_protocol("digits").optimistic
+    assert load_protocol("digits").with_overrides(selection="reference").fidelity == "reference"
     with pytest.raises(ConfigError, match="fidelity 'honest' selects on a validation split"):
-        load_protocol("digits").with_overrides(selection="reference")
+        load_protocol("digits").with_overrides(selection="reference", fidelity="honest")
 
 
 # --- schedules --------------------------------------------------------------------------------------

@@ -668,7 +668,7 @@ class _Translation:
         metric_name = CLASS_METRIC[self.cls]
         eval_every = TEST_INTERVAL.get(self.cls, 20 if soft else 10)
         fields: dict[str, Any] = {
-            "name": f"ddranking-{self.path.stem if self.path else 'config'}",
+            "name": self.protocol_name(),
             "description": f"Translated from the {self.where} ({self.cls})",
             "fidelity": self.fidelity,
             "dataset": dataset,
@@ -731,6 +731,14 @@ class _Translation:
             deviations=list(found),
             extras=extras,
         )
+
+    def protocol_name(self) -> str:
+        """``ddranking-<Method>-<Dataset>-IPC<n>`` for DD-Ranking's layout, else ``ddranking-<stem>``."""
+        if self.path is None:
+            return "ddranking-config"
+        if self.path.parent.name in DATASET_NAMES:
+            return f"ddranking-{self.path.parent.parent.name}-{self.path.parent.name}-{self.path.stem}"
+        return f"ddranking-{self.path.stem}"
 
     def text(self, key: str) -> str | None:
         found = self.raw.get(key)

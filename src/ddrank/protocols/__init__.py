@@ -201,7 +201,8 @@ def resolve(
     for change in changes:
         reference = _merge(reference, change)
     honest, reference = dict(honest), dict(reference)
-    declared = honest.get("fidelity")
+    # A protocol that selects on the test set is a reference protocol, whether it says so or not.
+    declared = honest.get("fidelity") or ("reference" if honest.get("selection") == "reference" else None)
     if declared is not None:
         # A protocol that declares its fidelity has that one form only.
         _check_fidelity(declared, "honest")

@@ -473,7 +473,13 @@ class Protocol(_Spec):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_overrides(self, **fields: Any) -> Protocol:
-        """A validated copy with some fields replaced (nested specs as dicts or specs)."""
+        """A validated copy with some fields replaced (nested specs as dicts or specs).
+
+        Asking for ``selection: reference`` without a fidelity makes the copy a ``reference`` protocol:
+        an honest protocol never selects on the test set.
+        """
+        if fields.get("selection") == "reference" and "fidelity" not in fields:
+            fields["fidelity"] = "reference"
         data = self.model_dump()
         data.update({k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in fields.items()})
         return validated_protocol(data)
