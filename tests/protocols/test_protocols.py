@@ -480,6 +480,17 @@ def test_metric_deviations_of_broken_ddranking_paths():
     assert "random_data_format" not in {d.key for d in dm.deviations_for("lrs")}  # the hard class works
 
 
+def test_a_protocol_file_that_selects_on_the_test_set_is_a_reference_protocol(tmp_path):
+    path = write_yaml(
+        tmp_path / "mine.yaml", {"model": "ConvNet-3", "selection": "reference", "eval_every": 5}
+    )
+    proto = load_protocol(path)
+    assert (proto.fidelity, proto.selection, proto.eval_every) == ("reference", "reference", 5)
+    assert load_protocol(path, fidelity="reference") == proto
+    with pytest.raises(ConfigError, match="declares fidelity 'reference' and has no 'honest' form"):
+        load_protocol(path, fidelity="honest")
+
+
 def test_every_difference_between_the_forms_needs_a_reason(tmp_path):
     doc = {
         "name": "mine",

@@ -224,7 +224,7 @@ def resolve(
         fields.setdefault("dataset", dataset if dataset is not None else (datasets[0] if datasets else None))
         fields.setdefault("ipc", ipc)
     if declared is not None:
-        only = validated_protocol(honest | meta)
+        only = validated_protocol(honest | meta | {"fidelity": declared})
         return only.model_copy(
             update={
                 "deviations": unique_deviations([*STANDARD_DEVIATIONS, *found, *derived_deviations(only)])
