@@ -9,9 +9,7 @@ count limit can be raised for a run that needs more with an environment variable
 
 from __future__ import annotations
 
-import math
 import os
-from typing import Any
 
 from ddrank.errors import ConfigError
 
@@ -56,8 +54,3 @@ def over_limit(name: str, value: int, what: str | None = None) -> str | None:
     if value <= bound:
         return None
     return f"{value} exceeds the limit of {bound} {what or name} (set {env_name(name)} to allow more)"
-
-
-def finite_number(value: Any) -> bool:
-    """True for an int or float (not a bool) that is neither infinite nor NaN."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
