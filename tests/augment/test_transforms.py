@@ -301,3 +301,68 @@ def test_cuda_matches_cpu_and_keeps_members_independent():
     torch.testing.assert_close(on_gpu.cpu(), pipeline(x, key), atol=1e-4, rtol=1e-4)
     for k in range(5):
         assert torch.equal(on_gpu[k], pipeline(x[k : k + 1].cuda(), key[k : k + 1].cuda())[0])
+
+
+def test_random_crop_is_a_window_of_the_padded_image_at_a_uniform_offset():
+    from ddrank.augment.transforms import RandomCrop
+
+    x = coordinates(2, 3000, 8, 8) + 1.0  # channel 0: column + 1, channel 1: row + 1 (never the fill)
+    out = RandomCrop(padding=2, fill=[0.0, -1.0])(x, member_keys(2))
+    assert out.shape == x.shape
+    for k in range(2):
+        for b in range(40):
+            cols, rows = out[k, b, 0], out[k, b, 1]
+            inside = cols != 0
+            # every kept pixel moved by one common offset in [-2, 2] per axis
+            dx = {int(v) for v in (cols[inside] - (torch.arange(8) + 1.0).expand(8, 8)[inside])}
+            dy = {int(v) for v in (rows[inside] - (torch.arange(8) + 1.0)[:, None].expand(8, 8)[inside])}
+            assert len(dx) == len(dy) == 1 and abs(dx.pop()) <= 2 and abs(dy.pop()) <= 2
+            assert torch.all(rows[~inside] == -1.0)  # the per-channel fill where the padding shows
+    # torchvision draws the top-left corner uniformly from the 5 x 5 positions
+    top_left = out[:, :, 0, 4, 4] - 5.0, out[:, :, 1, 4, 4] - 5.0
+    pairs = Counter(zip(top_left[0].flatten().tolist(), top_left[1].flatten().tolist(), strict=True))
+    assert len(pairs) == 25
+    assert stats.chisquare(list(pairs.values())).pvalue > 1e-3
+
+
+def test_random_crop_to_a_smaller_size_and_its_errors():
+    from ddrank.augment.transforms import RandomCrop
+
+    x = torch.randn(1, 4, 3, 10, 10)
+    assert RandomCrop(size=8)(x, member_keys(1)).shape == (1, 4, 3, 8, 8)
+    with pytest.raises(InputError, match="does not fit"):
+        RandomCrop(size=16, padding=2)(x, member_keys(1))
+    with pytest.raises(InputError, match="fill has 2 values for 3-channel images"):
+        RandomCrop(padding=1, fill=[0.0, 1.0])(x, member_keys(1))
+    with pytest.raises(ConfigError, match="padding must be an integer"):
+        transforms_from_spec([{"name": "random_crop", "padding": 1.5}])
+    with pytest.raises(ConfigError, match="fill must be a finite number"):
+        transforms_from_spec([{"name": "random_crop", "fill": [float("nan")]}])
+
+
+def test_gaussian_noise_adds_the_asked_normal_noise():
+    from ddrank.augment.transforms import GaussianNoise
+
+    x = torch.zeros(2, 16, 3, 16, 16)
+    noise = GaussianNoise(mean=0.2, sigma=0.1, clip=False)(x, member_keys(2))
+    assert noise.mean().item() == pytest.approx(0.2, abs=2e-3)
+    assert noise.std().item() == pytest.approx(0.1, rel=0.02)
+    assert stats.normaltest(noise[0].flatten()[:5000].numpy()).pvalue > 1e-4
+    clipped = GaussianNoise(sigma=1.0)(x + 0.5, member_keys(2))
+    assert clipped.min() >= 0.0 and clipped.max() <= 1.0
+
+
+@pytest.mark.parametrize("name", ["random_crop", "gaussian_noise"])
+def test_new_transforms_keep_members_independent_and_batch_free(name):
+    step = {"random_crop": {"name": "random_crop", "padding": 4}, "gaussian_noise": {"name": name}}[name]
+    pipeline = transforms_from_spec([step])
+    x, key = torch.randn(4, 9, 3, 16, 16), member_keys(4, seed=3)
+    together = pipeline(x, key)
+    for k in range(4):
+        assert torch.equal(together[k], pipeline(x[k : k + 1], key[k : k + 1])[0])
+    counts = []
+    for batch in (16, 128):
+        with OpCounter() as counter:
+            pipeline(torch.randn(2, batch, 3, 12, 12), member_keys(2))
+        counts.append(counter.counts)
+    assert counts[0] == counts[1]

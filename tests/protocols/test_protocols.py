@@ -13,6 +13,7 @@ from ddrank.protocols import Protocol, load_protocol, preset, preset_names
 from ddrank.protocols.protocol import ScheduleSpec
 
 SHIPPED = ("dc", "dsa", "dm", "mtt", "digits")
+DDRANKING_CONFIGS = Path(__file__).parents[1] / "fixtures" / "ddranking-configs"
 
 
 def write_yaml(path: Path, doc: dict[str, Any]) -> Path:
@@ -117,7 +118,16 @@ def test_content_hash_is_stable_and_ignores_name_and_description(tmp_path):
         {"model": "ConvNet-4"},
         {"lr_grid": [0.01]},
         {"batch_size": 128},
-        {"selection": "reference"},
+        {"selection": "reference", "fidelity": "reference"},
+        {"schedule": {"kind": "cosine", "period": 2.0}},
+        {"random_data": "image"},
+        {"test_transforms": [{"name": "resize", "size": 36}, {"name": "center_crop", "size": 32}]},
+        {"lr_search": {"random": "auto"}},
+        {
+            "labels": {"mode": "M", "loss": "kl", "teachers": ["ConvNet-3"], "temperature": 4.0},
+            "hard_augment": "transforms",
+        },
+        {"full_data": {"source": "published", "published_acc": 0.5, "published_source": "a paper"}},
         {"augment": {"dsa": "color"}},
         {"optimizer": {"weight_decay": 0.0}},
         {"schedule": {"kind": "cosine"}},
@@ -196,7 +206,7 @@ def test_preset_format_file_applies_its_overrides(tmp_path):
         ),
         (
             {"model": "ConvNet-3", "lr_grid": [0.01, 0.0]},
-            "lr_grid: Value error, lr_grid needs at least one positive learning rate",
+            "lr_grid: lr_grid needs at least one positive learning rate",
         ),
         ({"model": "ConvNet-3", "lr_grid": []}, "lr_grid needs at least one positive learning rate"),
         ({"model": "ConvNet-3", "lr": -0.1}, "protocol 'bad': lr: Input should be greater than 0"),
@@ -243,5 +253,278 @@ def test_protocol_file_problems(tmp_path):
 
 
 def test_reference_selection_is_optimistic():
-    proto = load_protocol("digits").with_overrides(selection="reference")
+    proto = load_protocol("digits").with_overrides(selection="reference", fidelity="reference")
     assert proto.optimistic and not load_protocol("digits").optimistic
+    assert load_protocol("digits").with_overrides(selection="reference").fidelity == "reference"
+    with pytest.raises(ConfigError, match="fidelity 'honest' selects on a validation split"):
+        load_protocol("digits").with_overrides(selection="reference", fidelity="honest")
+
+
+# --- schedules --------------------------------------------------------------------------------------
+
+
+def _lambda_lrs(schedule_lambda, epochs: int) -> list[float]:
+    """The lr of every epoch under torch's LambdaLR stepped once per epoch, as DD-Ranking steps it."""
+    import torch
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_lambda)
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_half_period_cosine_is_ddrankings_lambda():
+    import math
+
+    epochs = 300
+    half = ScheduleSpec(kind="cosine", period=2.0)
+    reference = _lambda_lrs(
+        lambda step: 0.5 * (1.0 + math.cos(math.pi * step / epochs / 2)) if step <= epochs else 0, epochs
+    )
+    assert [half.factor(e, epochs) for e in range(epochs)] == pytest.approx(reference)
+    assert half.factor(0, epochs) == 1.0
+    assert half.factor(150, epochs) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert half.factor(epochs - 1, epochs) == pytest.approx(0.5, abs=0.01)  # ends at half the lr
+    full = ScheduleSpec(kind="cosine")
+    assert full.factor(150, epochs) == pytest.approx(0.5) and full.factor(epochs - 1, epochs) < 1e-3
+
+
+def test_cosine_horizon_stops_at_zero_as_lambda_lr_does():
+    import math
+
+    # REAL_DATA_TRAINING_CONFIG's TinyImageNet ResNet-18 cosine over 100 epochs, stepped for 300.
+    horizon = ScheduleSpec(kind="cosine", period=2.0, horizon=100)
+    reference = _lambda_lrs(
+        lambda step: 0.5 * (1.0 + math.cos(math.pi * step / 100 / 2)) if step <= 100 else 0, 300
+    )
+    assert [horizon.factor(e, 300) for e in range(300)] == pytest.approx(reference)
+    assert horizon.factor(100, 300) == pytest.approx(0.5) and horizon.factor(101, 300) == 0.0
+
+
+def test_step_milestones_reproduce_step_lr():
+    import torch
+
+    from ddrank.compat.ddranking_config import _step_schedule
+
+    for step, epochs in ((500, 1000), (100, 1000), (100, 500), (50, 300), (30, 90)):
+        schedule = ScheduleSpec(**_step_schedule(step, epochs))
+        param = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.SGD([param], lr=1.0)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=0.1)
+        for epoch in range(epochs):
+            assert schedule.factor(epoch, epochs) == pytest.approx(optimizer.param_groups[0]["lr"]), (
+                step,
+                epoch,
+            )
+            optimizer.step()
+            scheduler.step()
+
+
+def test_period_and_horizon_belong_to_cosine():
+    with pytest.raises(ValueError, match="period and horizon apply to cosine schedules only"):
+        ScheduleSpec(kind="step", period=2.0)
+
+
+# --- bounds -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"epochs": 10**12},
+            "epochs: 1000000000000 exceeds the limit of 10000 epochs (set DDRANK_MAX_EPOCHS",
+        ),
+        ({"batch_size": 10**9}, "batch_size: 1000000000 exceeds the limit of 65536 images per batch"),
+        ({"lr": 1e30}, "lr: learning rate 1e+30 is above the sanity bound 10"),
+        ({"lr": float("inf")}, "lr: Input should be a finite number"),
+        ({"lr_grid": [0.01, float("nan")]}, "lr_grid.1: Input should be a finite number"),
+        ({"lr_grid": [0.001] * 100}, "exceeds the limit of 64 learning rates in lr_grid"),
+        ({"rounds": 10**6}, "rounds: 1000000 exceeds the limit of 100 rounds (set DDRANK_MAX_ROUNDS"),
+        ({"ipc": 10**7}, "ipc: 10000000 exceeds the limit of 10000 images per class"),
+        ({"full_data": {"epochs": 10**9}}, "full_data.epochs: 1000000000 exceeds the limit of 10000 epochs"),
+        ({"full_data": {"lr": 1e30}}, "full_data.lr: learning rate 1e+30 is above the sanity bound"),
+        (
+            {"schedule": {"kind": "cosine", "horizon": 10**9}},
+            "schedule.horizon: 1000000000 exceeds the limit",
+        ),
+        ({"optimizer": {"weight_decay": 1e9}}, "weight decay 1e+09 is above the sanity bound 1"),
+        (
+            {"labels": {"mode": "M", "loss": "kl", "teachers": ["ConvNet-3"] * 300}},
+            "labels.teachers: 300 exceeds the limit of 32 teachers (set DDRANK_MAX_TEACHERS",
+        ),
+        (
+            {"labels": {"mode": "M", "loss": "kl", "teachers": ["ConvNet-3"], "temperature": 1e9}},
+            "temperature",
+        ),
+    ],
+    ids=lambda v: None if isinstance(v, str) else str(next(iter(v))),
+)
+def test_values_that_allocate_or_run_forever_are_refused(fields, message, tmp_path):
+    path = write_yaml(tmp_path / "big.yaml", {"model": "ConvNet-3", **fields})
+    with pytest.raises(ConfigError) as caught:
+        load_protocol(path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_count_limits_are_raised_by_environment_variables(tmp_path, monkeypatch):
+    path = write_yaml(tmp_path / "long.yaml", {"model": "ConvNet-3", "epochs": 15000})
+    with pytest.raises(ConfigError, match="DDRANK_MAX_EPOCHS"):
+        load_protocol(path)
+    monkeypatch.setenv("DDRANK_MAX_EPOCHS", "20000")
+    assert load_protocol(path).epochs == 15000
+    monkeypatch.setenv("DDRANK_MAX_EPOCHS", "many")
+    with pytest.raises(ConfigError, match="DDRANK_MAX_EPOCHS='many' must be a positive integer"):
+        load_protocol(path)
+
+
+# --- unreadable files -------------------------------------------------------------------------------
+
+
+UNREADABLE = [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is a binary file, not YAML or JSON text"),
+    (b"model: ConvNet-3\nepochs: \xff\xfe\n", "is not UTF-8 text"),
+    (b"model: ConvNet-3\n\tepochs: 3\n", "indent with spaces, not tabs"),
+    (b"model: [ConvNet-3\nepochs: 3\n", "invalid YAML at line"),
+    (b"model: !!python/object/apply:os.system ['echo unsafe']\n", "is not plain YAML"),
+    (b"a: &a [1, 2]\nb: [" + b", ".join([b"*a"] * 300) + b"]\n", "more than 256 aliases"),
+]
+
+
+@pytest.mark.parametrize(("content", "fragment"), UNREADABLE, ids=lambda v: v if isinstance(v, str) else None)
+def test_unreadable_files_are_one_line_config_errors(content, fragment, tmp_path):
+    from ddrank.compat import Config
+
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    for read in (load_protocol, Config.from_file):
+        with pytest.raises(ConfigError) as caught:
+            read(path)
+        assert fragment in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+        assert str(path) in str(caught.value)
+
+
+def test_invalid_json_is_a_config_error(tmp_path):
+    from ddrank.compat import Config
+
+    path = tmp_path / "config.json"
+    path.write_text('{"dataset": "CIFAR10",')
+    with pytest.raises(ConfigError, match="invalid JSON at line 1"):
+        Config.from_file(path)
+
+
+# --- DD-Ranking files, fidelity and cell conventions ----------------------------------------------
+
+
+def test_load_protocol_translates_a_ddranking_configuration():
+    path = DDRANKING_CONFIGS / "eval" / "DM" / "CIFAR10" / "IPC10.yaml"
+    proto = load_protocol(path)
+    assert (proto.fidelity, proto.selection, proto.eval_every) == ("reference", "reference", 10)
+    assert (proto.dataset, proto.ipc, proto.model) == ("cifar10", 10, "ConvNet-3")
+    assert load_protocol(path, fidelity="honest").selection == "honest"
+    with pytest.raises(ConfigError, match="is for dataset 'cifar10', not 'cifar100'"):
+        load_protocol(path, dataset="cifar100")
+    with pytest.raises(ConfigError, match="fidelity must be 'reference' or 'honest', not 'exact'"):
+        load_protocol(path, fidelity="exact")
+
+
+def test_learning_rates_per_kind_of_run():
+    grid = (0.001, 0.005, 0.01, 0.05, 0.1)
+    fixed = load_protocol("digits").with_overrides(lr=0.002, lr_grid=grid)
+    assert fixed.learning_rates("syn", set_lr=0.03) == (0.03,)  # the set's own lr first
+    assert fixed.learning_rates("syn") == (0.002,)  # else the method's lr
+    assert fixed.learning_rates("random") == grid and fixed.learning_rates("hard", set_lr=0.03) == grid
+    assert fixed.with_overrides(use_set_lr=False).learning_rates("syn", set_lr=0.03) == (0.002,)
+    searched = fixed.with_overrides(lr_search={"syn": "grid", "random": "auto", "hard": "auto"})
+    assert searched.learning_rates("syn", set_lr=0.03) == grid
+    assert searched.learning_rates("random", set_lr=0.03) == (0.002,)  # random subsets never ship an lr
+    assert searched.learning_rates("hard", set_lr=0.03) == (0.03,)
+
+
+def test_augmentation_and_test_transforms_per_cell_variant():
+    proto = load_protocol("rded", dataset="tinyimagenet", ipc=10, fidelity="reference")
+    assert proto.hard_augment == "transforms"
+    assert proto.augment_for("P").cutmix == 1.0
+    hard = proto.augment_for("hard")  # use_aug_for_hard false: custom_train_trans only, no aug_func
+    assert hard.transforms == proto.augment.transforms and not hard.mixes and hard.dsa is None
+    assert not proto.augment_for("noaug").enabled and proto.augment_for("full") == proto.full_data.augment
+    steps = ({"name": "resize", "size": 72}, {"name": "center_crop", "size": 64})
+    assert proto.test_transforms_for("P") == steps == proto.test_transforms_for("noaug")
+    assert proto.test_transforms_for("hard") == () == proto.test_transforms_for("full")
+    with pytest.raises(ConfigError, match="is not one of"):
+        proto.with_overrides(test_transforms=[{"name": "random_crop", "size": 64}])
+
+
+def test_reference_refuses_what_ddranking_cannot_run():
+    dc = load_protocol("dc", dataset="cifar10", fidelity="reference")
+    assert "AugmentationRobustScore crashes with hard labels" in dc.reference_refusal("ars")
+    assert dc.reference_refusal("lrs") is None
+    assert load_protocol("dc", dataset="cifar10").reference_refusal("ars") is None  # honest runs it
+    sre2l = load_protocol("sre2l", dataset="cifar10", fidelity="reference")
+    assert sre2l.reference_refusal("ars") is None
+    stepped = sre2l.with_overrides(schedule={"kind": "step"})
+    assert "no step_size" in stepped.reference_refusal("ars")
+
+
+def test_metric_deviations_of_broken_ddranking_paths():
+    datm = load_protocol("datm", dataset="cifar10", ipc=10, fidelity="reference")
+    lrs = {d.key: d for d in datm.deviations_for("lrs")}
+    assert lrs["random_data_format"].kind == lrs["soft_label_mode"].kind == "repaired"
+    assert "metric" in {d.key for d in datm.deviations_for("acc")}
+    dm = load_protocol("dm", dataset="cifar10", fidelity="reference")
+    assert "random_data_format" not in {d.key for d in dm.deviations_for("lrs")}  # the hard class works
+
+
+def test_a_protocol_file_that_selects_on_the_test_set_is_a_reference_protocol(tmp_path):
+    path = write_yaml(
+        tmp_path / "mine.yaml", {"model": "ConvNet-3", "selection": "reference", "eval_every": 5}
+    )
+    proto = load_protocol(path)
+    assert (proto.fidelity, proto.selection, proto.eval_every) == ("reference", "reference", 5)
+    assert load_protocol(path, fidelity="reference") == proto
+    with pytest.raises(ConfigError, match="declares fidelity 'reference' and has no 'honest' form"):
+        load_protocol(path, fidelity="honest")
+
+
+def test_every_difference_between_the_forms_needs_a_reason(tmp_path):
+    doc = {
+        "name": "mine",
+        "datasets": ["cifar10"],
+        "protocol": {"model": "ConvNet-3", "epochs": 10},
+        "reference": {"batch_size": 64},
+    }
+    path = write_yaml(tmp_path / "mine.yaml", doc)
+    assert load_protocol(path, fidelity="reference").batch_size == 64
+    with pytest.raises(
+        ConfigError, match="differs from the reference form in 'batch_size' with no stated reason"
+    ):
+        load_protocol(path)
+    doc["reasons"] = {"batch_size": "my reason"}
+    honest = load_protocol(write_yaml(tmp_path / "mine.yaml", doc))
+    changed = next(d for d in honest.deviations if d.key == "batch_size")
+    assert (changed.source_value, changed.ddrank_value, changed.reason) == (
+        "batch_size=64",
+        "batch_size=256",
+        "my reason",
+    )
+    assert (
+        changed.line()
+        == "batch_size: source batch_size=64 -> ddrank batch_size=256 [moves scores]: my reason"
+    )
+
+
+def test_fidelity_is_part_of_the_hash_and_metadata_is_not():
+    honest = load_protocol("dm", dataset="cifar10", ipc=10)
+    reference = load_protocol("dm", dataset="cifar10", ipc=10, fidelity="reference")
+    assert honest.content_hash() != reference.content_hash()
+    relabelled = honest.with_overrides(fidelity="reference", selection="reference")
+    assert relabelled.content_hash() != honest.content_hash()
+    described = honest.with_overrides(sources={}, deviations=[], reference_source=None, description="x")
+    assert described.content_hash() == honest.content_hash()
+    # fields a protocol never reads do not change its hash: eval_every under honest selection
+    assert honest.with_overrides(eval_every=7).content_hash() == honest.content_hash()

@@ -1,4 +1,4 @@
-"""Torchvision-style training transforms (SRe2L / RDED / EDC pipelines), batched and keyed.
+"""Torchvision-style training transforms (SRe2L / RDED / EDC / DD-Ranking pipelines), batched and keyed.
 
 Each transform maps ``x [K, B, C, H, W]`` and one int64 key per member to augmented images with
 per-sample parameters drawn from that member's key alone, with no per-sample Python and no host
@@ -22,6 +22,7 @@ from ddrank.errors import ConfigError, InputError
 from ddrank.registry import Registry
 
 _CROP_STREAM, _FLIP_STREAM, _SHUFFLE_STREAM, _COMPOSE_STREAM = 0x7C30, 0x7C31, 0x7C32, 0x7C33
+_PAD_CROP_STREAM, _NOISE_STREAM = 0x7C34, 0x7C35
 # torchvision's RandomResizedCrop tries 10 random boxes before falling back to a centre crop.
 _ATTEMPTS = 10
 
@@ -161,6 +162,73 @@ class PatchShuffle:
         cols = _strip_sources(strips[:, 1], W, self.grid)
         x = torch.take_along_dim(x, rows[:, :, None, :, None], dim=3)
         return torch.take_along_dim(x, cols[:, :, None, None, :], dim=4)
+
+
+@TRANSFORMS.register("random_crop", description="torchvision RandomCrop with padding")
+class RandomCrop:
+    """torchvision's ``RandomCrop(size, padding)``: pad every side by ``padding`` with ``fill``, then
+    crop ``size`` at a uniformly random position (each offset in [0, 2 * padding]).
+
+    Transforms here run on images in the training space, so ``fill`` is the padding value in that
+    space: one number, or one per channel (torchvision's default black pixel is ``-mean / std``
+    after normalisation). ``size`` None keeps the input size.
+    """
+
+    def __init__(
+        self, size: int | Sequence[int] | None = None, padding: int = 0, fill: float | Sequence[float] = 0.0
+    ):
+        self.size = _pair("size", size) if size is not None else None
+        if isinstance(padding, bool) or not isinstance(padding, int) or not 0 <= padding <= 1024:
+            raise ConfigError(f"random_crop padding must be an integer in [0, 1024], got {padding!r}")
+        self.padding = padding
+        values = [fill] if isinstance(fill, int | float) else list(fill)
+        if not values or not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            raise ConfigError(f"random_crop fill must be a finite number or one per channel, got {fill!r}")
+        self.fill = tuple(float(v) for v in values)
+
+    def __repr__(self) -> str:
+        return f"RandomCrop(size={self.size}, padding={self.padding}, fill={self.fill})"
+
+    def __call__(self, x: Tensor, key: Tensor) -> Tensor:
+        key = _checked(x, key, "RandomCrop")
+        K, B, C, H, W = x.shape
+        out_h, out_w = self.size or (H, W)
+        p = self.padding
+        if out_h > H + 2 * p or out_w > W + 2 * p:
+            raise InputError(f"RandomCrop of {out_h}x{out_w} does not fit {H}x{W} images padded by {p}")
+        if len(self.fill) not in (1, C):
+            raise InputError(f"RandomCrop fill has {len(self.fill)} values for {C}-channel images")
+        fill = torch.tensor(self.fill, dtype=x.dtype, device=x.device).expand(C).view(1, 1, C, 1, 1)
+        padded = fill.expand(K, B, C, H + 2 * p, W + 2 * p).clone()
+        padded[..., p : p + H, p : p + W] = x
+        top = rng.randint(rng.fold(key, _PAD_CROP_STREAM), 0, H + 2 * p - out_h + 1, B)
+        left = rng.randint(rng.fold(key, _PAD_CROP_STREAM, 1), 0, W + 2 * p - out_w + 1, B)
+        rows = (top[..., None] + torch.arange(out_h, device=x.device))[:, :, None, :, None]
+        cols = (left[..., None] + torch.arange(out_w, device=x.device))[:, :, None, None, :]
+        out = torch.take_along_dim(padded, rows.expand(K, B, C, out_h, 1), dim=3)
+        return torch.take_along_dim(out, cols.expand(K, B, C, out_h, out_w), dim=4)
+
+
+@TRANSFORMS.register("gaussian_noise", description="torchvision v2 GaussianNoise")
+class GaussianNoise:
+    """torchvision's ``v2.GaussianNoise(mean, sigma, clip)``: add ``mean + sigma * N(0, 1)`` per pixel
+    (then clamp to [0, 1] when ``clip``), drawn from each member's key."""
+
+    def __init__(self, mean: float = 0.0, sigma: float = 0.1, clip: bool = True):
+        if not (math.isfinite(mean) and math.isfinite(sigma) and sigma >= 0):
+            raise ConfigError(f"gaussian_noise needs a finite mean and sigma >= 0, got {mean!r}, {sigma!r}")
+        self.mean, self.sigma, self.clip = float(mean), float(sigma), bool(clip)
+
+    def __repr__(self) -> str:
+        return f"GaussianNoise(mean={self.mean}, sigma={self.sigma}, clip={self.clip})"
+
+    def __call__(self, x: Tensor, key: Tensor) -> Tensor:
+        key = _checked(x, key, "GaussianNoise")
+        u = rng.uniform(rng.fold(key, _NOISE_STREAM), 2, x[0].numel()).double()
+        # Box-Muller: one standard normal per pixel from two uniforms in (0, 1].
+        normal = torch.sqrt(-2.0 * torch.log1p(-u[:, 0])) * torch.cos(2 * math.pi * u[:, 1])
+        out = x + (self.mean + self.sigma * normal).view(x.shape).to(x.dtype)
+        return out.clamp(0.0, 1.0) if self.clip else out
 
 
 class Compose:

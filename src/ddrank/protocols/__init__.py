@@ -1,4 +1,13 @@
-"""Protocol presets: named, versioned YAML files, resolved per dataset and IPC."""
+"""Protocol presets: named, versioned YAML files, resolved per dataset, IPC and fidelity.
+
+A preset document holds the ``honest`` protocol (``protocol`` plus ``overrides`` rules whose
+``set`` applies when their ``when`` matches the dataset / IPC) and what its ``reference`` form
+changes in it (top-level ``reference``, then each matching rule's ``reference``), the published
+protocol the reference form reproduces (``reference_source``; absent: none is published), where
+every setting comes from (``sources``), the reference form's known ``deviations`` from its source,
+and ``reasons`` for preset-specific differences between the two forms. Every difference between
+the forms becomes a deviation of the honest form; a difference without a reason is an error.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +17,45 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ddrank.errors import ConfigError, UnknownNameError
+from ddrank.protocols.files import parse_yaml, read_mapping
 from ddrank.protocols.protocol import (
+    FIDELITIES,
+    STANDARD_DEVIATIONS,
     AugmentSpec,
+    Deviation,
+    Fidelity,
     FullDataRecipe,
     LabelSpec,
+    LrSearch,
     OptimizerSpec,
     Protocol,
     ScheduleSpec,
+    derived_deviations,
+    deviation,
+    fidelity_deviations,
+    metric_deviations,
+    unique_deviations,
     validated_protocol,
 )
 
 __all__ = [
+    "FIDELITIES",
     "AugmentSpec",
+    "Deviation",
+    "Fidelity",
     "FullDataRecipe",
     "LabelSpec",
+    "LrSearch",
     "OptimizerSpec",
     "Protocol",
     "ScheduleSpec",
+    "deviation",
     "load_protocol",
+    "metric_deviations",
     "preset",
     "preset_names",
+    "resolve",
     "validated_protocol",
 ]
 
@@ -41,7 +66,7 @@ def _presets() -> dict[str, dict[str, Any]]:
     found = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
-            doc = yaml.safe_load(entry.read_text())
+            doc = parse_yaml(entry.read_text(), f"preset {entry.name!r}")
             found[doc["name"].lower()] = doc
     return found
 
@@ -51,7 +76,7 @@ def preset_names() -> list[str]:
 
 
 def preset(name: str) -> dict[str, Any]:
-    """The raw preset document (name, description, datasets, protocol, overrides)."""
+    """The raw preset document (name, description, datasets, protocol, overrides, ...)."""
     try:
         return _presets()[name.lower()]
     except KeyError:
@@ -76,8 +101,20 @@ def _matches(when: dict[str, Any], dataset: str | None, ipc: int | None) -> bool
     return True
 
 
-PRESET_KEYS = ("name", "version", "description", "datasets", "protocol", "overrides")
-RULE_KEYS = ("when", "set")
+PRESET_KEYS = (
+    "name",
+    "version",
+    "description",
+    "datasets",
+    "protocol",
+    "overrides",
+    "reference",
+    "reference_source",
+    "sources",
+    "reasons",
+    "deviations",
+)
+RULE_KEYS = ("when", "set", "reference", "reference_source", "sources", "reasons", "deviations")
 
 
 def _check_keys(found: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
@@ -86,43 +123,170 @@ def _check_keys(found: dict[str, Any], allowed: tuple[str, ...], where: str) -> 
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (valid: {', '.join(allowed)})")
 
 
-def resolve(doc: dict[str, Any], dataset: str | None = None, ipc: int | None = None) -> Protocol:
-    """Build the protocol a preset document defines for ``dataset`` and ``ipc``."""
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping, not {type(value).__name__}")
+    return value
+
+
+def _deviations(value: Any, where: str) -> list[Deviation]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: deviations must be a list of {{key, source_value, ddrank_value, ...}}")
+    try:
+        return [
+            deviation(
+                d["key"],
+                d["source_value"],
+                d["ddrank_value"],
+                d["reason"],
+                moves_score=d["moves_score"],
+                kind=d.get("kind", "changed"),
+            )
+            for d in value
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: malformed deviation ({type(exc).__name__}: {exc})") from None
+
+
+def _check_fidelity(fidelity: str | None, default: Fidelity) -> Fidelity:
+    if fidelity is None:
+        return default
+    if fidelity not in FIDELITIES:
+        raise ConfigError(f"fidelity must be 'reference' or 'honest', not {fidelity!r}")
+    return fidelity  # type: ignore[return-value]
+
+
+def resolve(
+    doc: dict[str, Any], dataset: str | None = None, ipc: int | None = None, fidelity: str | None = None
+) -> Protocol:
+    """Build the protocol a preset document defines for ``dataset``, ``ipc`` and ``fidelity``
+    (default ``honest``)."""
+    chosen = _check_fidelity(fidelity, "honest")
     name = doc.get("name", "custom")
-    _check_keys(doc, PRESET_KEYS, f"protocol {name!r}")
-    for rule in doc.get("overrides", []):
-        _check_keys(rule, RULE_KEYS, f"protocol {name!r}: override")
+    where = f"protocol {name!r}"
+    _check_keys(doc, PRESET_KEYS, where)
+    rules = doc.get("overrides") or []
+    if not isinstance(rules, list):
+        raise ConfigError(f"{where}: overrides must be a list of {{when, set}} rules")
+    for rule in rules:
+        if not isinstance(rule, dict):
+            raise ConfigError(f"{where}: each override must be a mapping with 'when' and 'set'")
+        _check_keys(rule, RULE_KEYS, f"{where}: override")
     datasets = doc.get("datasets")
     if dataset is not None and datasets and dataset not in datasets:
         raise ConfigError(
             f"protocol {name!r} is defined for {', '.join(datasets)}, not {dataset!r}; "
             "pick a protocol for this dataset (ddrank list protocols)"
         )
-    fields = dict(doc.get("protocol", {}))
-    for rule in doc.get("overrides", []):
-        if _matches(rule.get("when", {}), dataset, ipc):
-            fields = _merge(fields, rule.get("set", {}))
-    fields.update(name=name, version=doc.get("version", 1), description=doc.get("description", ""))
-    if dataset is not None and fields.get("dataset") not in (None, dataset):
-        raise ConfigError(f"protocol {name!r} sets dataset {fields['dataset']!r}, not {dataset!r}")
-    fields.setdefault("dataset", dataset if dataset is not None else (datasets[0] if datasets else None))
-    fields.setdefault("ipc", ipc)
-    return validated_protocol(fields)
+    honest = dict(_mapping(doc.get("protocol"), f"{where}: protocol"))
+    changes = [_mapping(doc.get("reference"), f"{where}: reference")]
+    sources = dict(_mapping(doc.get("sources"), f"{where}: sources"))
+    reasons = dict(_mapping(doc.get("reasons"), f"{where}: reasons"))
+    found = _deviations(doc.get("deviations"), where)
+    reference_source = doc.get("reference_source")
+    for rule in rules:
+        if _matches(_mapping(rule.get("when"), f"{where}: when"), dataset, ipc):
+            honest = _merge(honest, _mapping(rule.get("set"), f"{where}: set"))
+            changes.append(_mapping(rule.get("reference"), f"{where}: reference"))
+            sources.update(_mapping(rule.get("sources"), f"{where}: sources"))
+            reasons.update(_mapping(rule.get("reasons"), f"{where}: reasons"))
+            found += _deviations(rule.get("deviations"), where)
+            reference_source = rule.get("reference_source", reference_source)
+    # The reference form is the honest form with every matching reference change, in order.
+    reference = honest
+    for change in changes:
+        reference = _merge(reference, change)
+    honest, reference = dict(honest), dict(reference)
+    # A protocol that selects on the test set is a reference protocol, whether it says so or not.
+    declared = honest.get("fidelity") or ("reference" if honest.get("selection") == "reference" else None)
+    if declared is not None:
+        # A protocol that declares its fidelity has that one form only.
+        _check_fidelity(declared, "honest")
+        if fidelity is not None and fidelity != declared:
+            raise ConfigError(
+                f"protocol {name!r} declares fidelity {declared!r} and has no {fidelity!r} form; "
+                "remove 'fidelity' from it to get both"
+            )
+    meta = {
+        "name": name,
+        "version": doc.get("version", 1),
+        "description": doc.get("description", ""),
+        "sources": {str(k): str(v) for k, v in sources.items()},
+        "reference_source": reference_source,
+    }
+    for fields in (honest, reference):
+        if dataset is not None and fields.get("dataset") not in (None, dataset):
+            raise ConfigError(f"protocol {name!r} sets dataset {fields['dataset']!r}, not {dataset!r}")
+        fields.setdefault("dataset", dataset if dataset is not None else (datasets[0] if datasets else None))
+        fields.setdefault("ipc", ipc)
+    if declared is not None:
+        only = validated_protocol(honest | meta | {"fidelity": declared})
+        return only.model_copy(
+            update={
+                "deviations": unique_deviations([*STANDARD_DEVIATIONS, *found, *derived_deviations(only)])
+            }
+        )
+    ref = validated_protocol(reference | meta | {"fidelity": "reference", "selection": "reference"})
+    ref = ref.model_copy(
+        update={"deviations": unique_deviations([*STANDARD_DEVIATIONS, *found, *derived_deviations(ref)])}
+    )
+    if chosen == "reference":
+        return ref
+    out = validated_protocol(honest | meta | {"fidelity": "honest"})
+    changes = fidelity_deviations(ref, out, reasons)
+    return out.model_copy(
+        update={
+            "deviations": unique_deviations(
+                [*STANDARD_DEVIATIONS, *found, *derived_deviations(out), *changes]
+            )
+        }
+    )
+
+
+def _is_ddranking(doc: dict[str, Any]) -> bool:
+    """A DD-Ranking configuration names its student ``model_name`` (ddrank protocols say ``model``)."""
+    return "protocol" not in doc and "model_name" in doc and "model" not in doc
 
 
 def load_protocol(
-    name_or_path: str | os.PathLike, *, dataset: str | None = None, ipc: int | None = None
+    name_or_path: str | os.PathLike,
+    *,
+    dataset: str | None = None,
+    ipc: int | None = None,
+    fidelity: str | None = None,
 ) -> Protocol:
-    """A preset by name, or a YAML file in the preset format, resolved for ``dataset`` and ``ipc``."""
+    """A preset by name, a YAML protocol file, or a DD-Ranking configuration file, resolved for
+    ``dataset``, ``ipc`` and ``fidelity`` (presets and protocol files default to ``honest``,
+    DD-Ranking configurations to ``reference``)."""
     path = Path(name_or_path)
-    if path.suffix in {".yaml", ".yml"}:
-        if not path.is_file():
-            raise ConfigError(f"protocol file {str(path)!r} does not exist")
-        doc = yaml.safe_load(path.read_text())
-        if not isinstance(doc, dict):
-            raise ConfigError(f"protocol file {str(path)!r} must hold a mapping")
+    if path.suffix in {".yaml", ".yml", ".json"}:
+        doc = read_mapping(path, "protocol file")
+        if _is_ddranking(doc):
+            return _translated(path, dataset, ipc, fidelity)
+        if path.suffix == ".json":
+            raise ConfigError(
+                f"protocol file {str(path)!r}: ddrank protocols are YAML; JSON is read as DD-Ranking"
+            )
         if "protocol" not in doc:
             meta = {key: doc.pop(key) for key in ("version", "description", "datasets") if key in doc}
             doc = {"name": doc.pop("name", path.stem), **meta, "protocol": doc}
-        return resolve(doc, dataset, ipc)
-    return resolve(preset(str(name_or_path)), dataset, ipc)
+        return resolve(doc, dataset, ipc, fidelity)
+    return resolve(preset(str(name_or_path)), dataset, ipc, fidelity)
+
+
+def _translated(path: Path, dataset: str | None, ipc: int | None, fidelity: str | None) -> Protocol:
+    from ddrank.compat.ddranking_config import translate_ddranking_config
+
+    translated = translate_ddranking_config(path, fidelity=_check_fidelity(fidelity, "reference"))
+    protocol = translated.protocol
+    if dataset is not None and protocol.dataset != dataset:
+        raise ConfigError(
+            f"DD-Ranking configuration {str(path)!r} is for dataset {protocol.dataset!r}, not {dataset!r}"
+        )
+    if ipc is not None and protocol.ipc not in (None, ipc):
+        raise ConfigError(f"DD-Ranking configuration {str(path)!r} is for IPC {protocol.ipc}, not {ipc}")
+    return protocol
