@@ -42,6 +42,10 @@ class Trainer(Protocol):
         """Eval-mode logits [len(members), B, classes] of shared images [B, C, H, W]."""
         ...
 
+    def diverged_epochs(self) -> list[int | None]:
+        """Per member, the 1-based epoch in which its training diverged (None: it did not)."""
+        ...
+
 
 # Upper bound on input elements (times 16, for activations) of one evaluation chunk, over members.
 EVAL_BUDGET = {"cuda": 1 << 28, "cpu": 1 << 26}
@@ -93,7 +97,19 @@ def fit(
         ):
             val_acc[i] = m.top1
     seconds = (time.perf_counter() - start) / len(jobs)
+    diverged = trainer.diverged_epochs()
     return [
-        JobResult(t.top1, val, (*curve, (spec.epochs, t.top1)), seconds, backend, t.top5, t.per_class, t.ece)
-        for t, val, curve in zip(test, val_acc, curves, strict=True)
+        JobResult(
+            t.top1,
+            val,
+            (*curve, (spec.epochs, t.top1)),
+            seconds,
+            backend,
+            t.top5,
+            t.per_class,
+            t.ece,
+            diverged=epoch is not None,
+            diverged_epoch=epoch,
+        )
+        for t, val, curve, epoch in zip(test, val_acc, curves, diverged, strict=True)
     ]

@@ -112,6 +112,9 @@ class EnsembleTrainer:
         self.optimizer = StackedOptimizer(self.params, spec.optimizer, lrs)
         self.pipeline = StepPipeline(spec, data.teachers.get(spec.teachers))
         self.spec, self.n, self.step = spec, sizes.pop(), 0
+        # Per-member divergence: a member whose logits or gradients go non-finite is frozen.
+        self.alive = torch.ones(len(jobs), dtype=torch.bool, device=device)
+        self.diverged_at = torch.zeros(len(jobs), dtype=torch.float64, device=device)  # 1-based step
         self.use_graphs = self.options.cuda_graphs and device.type == "cuda"
         self._graphs: dict[int, _StepGraph | None] = {}
         self._eager_steps: dict[int, int] = {}
@@ -124,8 +127,15 @@ class EnsembleTrainer:
                 self.images[self.set_ids, idx], self.labels[self.set_ids, idx], soft, key
             )
             logits = self.ensemble.forward(self.ensemble.params, self.ensemble.buffers, x, training=True)
-        grads = torch.autograd.grad(self.pipeline.loss(logits.float(), target, truth), self.params)
-        self.optimizer.step(list(grads), factor)
+        running = [b.clone() for b in self.ensemble.buffers.values()]
+        logits = logits.float()
+        grads = torch.autograd.grad(self.pipeline.loss(logits, target, truth), self.params)
+        ok = self.alive & finite_members(logits, grads)
+        self.optimizer.step(list(grads), factor, ok)
+        for buffer, before in zip(self.ensemble.buffers.values(), running, strict=True):
+            buffer.copy_(torch.where(ok.view(-1, *[1] * (buffer.dim() - 1)), buffer, before))
+        self.diverged_at.copy_(torch.where(self.alive & ~ok, self.optimizer.steps, self.diverged_at))
+        self.alive.copy_(ok)
 
     def _capture(self, idx: Tensor, key: Tensor, factor: float) -> _StepGraph | None:
         """Capture the step for this batch shape; None (eager from now on) if capture fails."""
@@ -171,6 +181,19 @@ class EnsembleTrainer:
     def logits(self, images: Tensor, members: Sequence[int]) -> Tensor:
         with autocast(self.device, self.spec.precision):
             return self.ensemble.logits(images, members).float()
+
+    def diverged_epochs(self) -> list[int | None]:
+        """The 1-based epoch in which each member diverged, None for members that did not."""
+        steps_per_epoch = -(-self.n // self.spec.batch_size)
+        return [None if s == 0 else (int(s) - 1) // steps_per_epoch + 1 for s in self.diverged_at.tolist()]
+
+
+def finite_members(logits: Tensor, grads: Sequence[Tensor]) -> Tensor:
+    """[K] bool: member k's logits [K, B, classes] and gradients [K, ...] are all finite."""
+    ok = torch.isfinite(logits).flatten(1).all(1)
+    for grad in grads:
+        ok = ok & torch.isfinite(grad).flatten(1).all(1)
+    return ok
 
 
 def train_ensemble(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import Tensor
 
 from ddrank import rng
@@ -38,8 +39,13 @@ class LoopTrainer:
         self.train = data.train_sets[job.train_set]
         self.keys = rng.key_from_seed(job.seed, data.device)
         self.step = 0
+        self.diverged_epoch: int | None = None
 
     def train_epoch(self, epoch: int) -> None:
+        """One epoch of steps; a step whose logits or gradients are non-finite is not applied and
+        the student stays frozen from then on (divergence, as in the ensemble backend)."""
+        if self.diverged_epoch is not None:
+            return
         spec, model = self.spec, self.model
         for group in self.optimizer.param_groups:
             group["lr"] = self.job.lr * spec.schedule.factor(epoch, spec.epochs)
@@ -59,11 +65,31 @@ class LoopTrainer:
                     x, truth = x[:, rank::ranks], truth[:, rank::ranks]
                     target = Target(target.kind, target.value[:, rank::ranks])
                 logits = model(x[0])
+            running = [b.clone() for b in self.net.buffers()]
             loss = self.pipeline.loss(logits.float()[None], target, truth)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if not self._finite(logits):
+                for buffer, before in zip(self.net.buffers(), running, strict=True):
+                    buffer.copy_(before)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.diverged_epoch = epoch + 1
+                return
             self.optimizer.step()
             self.step += 1
+
+    def _finite(self, logits: Tensor) -> bool:
+        """Whether this step may be applied: finite gradients and (unsharded) finite logits.
+
+        Data-parallel ranks decide on the averaged gradients alone, which every rank shares.
+        """
+        checks = [torch.isfinite(p.grad).all() for p in self.net.parameters() if p.grad is not None]
+        if self.shard is None:
+            checks.append(torch.isfinite(logits).all())
+        return bool(torch.stack(checks).all())
+
+    def diverged_epochs(self) -> list[int | None]:
+        return [self.diverged_epoch]
 
     def logits(self, images: Tensor, members: Sequence[int] = (0,)) -> Tensor:
         self.net.eval()
