@@ -40,7 +40,7 @@ class Ensemble:
         self.params = {k: v.detach().to(device).requires_grad_(True) for k, v in params.items()}
         self.buffers = {k: v.to(device) for k, v in buffers.items()}
         self.base = copy.deepcopy(members[0]).to("meta")
-        self.program = None if options.conv == "vmap" else packed_program(self.base)
+        self.program = None if options.conv == "vmap" else packed_program(self.base, fuse=options.fused)
         self.options = options
 
     def _call(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:

@@ -18,6 +18,9 @@ class EngineOptions:
     into channels, one grouped conv per layer), ``unfold`` (packed, im2col + one batched matmul
     per layer), ``mixed`` (unfold for the first, thin-input convolution, grouped after) or
     ``vmap`` (torch.func.vmap of the module, as for every other model).
+
+    ``fused``: packed instance norm + ReLU + 2x2 average pooling run as one Triton kernel where it
+    applies (CUDA); elsewhere, and with ``fused=False``, they run eagerly.
     """
 
     cuda_graphs: bool = True
@@ -25,6 +28,7 @@ class EngineOptions:
     channels_last: bool = False
     norm_in_bf16: bool = True  # under bf16 autocast, run norms on bf16 activations (fp32 statistics)
     conv: Literal["grouped", "unfold", "mixed", "vmap"] = "grouped"
+    fused: bool = True
     max_members: int | None = None
     memory_fraction: float = 0.5  # share of free device memory an ensemble may take
     data_parallel_images: int = (
