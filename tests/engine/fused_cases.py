@@ -1,7 +1,8 @@
-"""The fused norm-ReLU-pool kernel against the eager ops, run on the CPU by the Triton interpreter.
+"""The fused norm-ReLU-pool kernel against the eager ops: on the CPU under the Triton interpreter,
+or compiled on a CUDA device.
 
-Triton reads TRITON_INTERPRET when a kernel is defined, so these cases run in a process started
-with it set (``tests/engine/test_fused.py`` does that); they are not collected on their own.
+Triton reads TRITON_INTERPRET when a kernel is defined, so the CPU cases run in a process started
+with it set (``tests/engine/test_fused.py`` does that); this file is not collected on its own.
 """
 
 import os
@@ -16,8 +17,13 @@ from ddrank.engine.options import EngineOptions
 
 from .test_backends import _data, _spec
 
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+# Under the interpreter the kernels run on CPU tensors; otherwise these cases check the compiled
+# kernels on a CUDA device (the GPU session runs this file directly).
+DEVICE = torch.device("cpu" if INTERPRETED else "cuda")
 pytestmark = pytest.mark.skipif(
-    os.environ.get("TRITON_INTERPRET") != "1" or fused.triton is None, reason="needs the Triton interpreter"
+    fused.triton is None or not (INTERPRETED or torch.cuda.is_available()),
+    reason="needs the Triton interpreter or a CUDA device",
 )
 
 
@@ -29,7 +35,7 @@ def _inputs(b: int, c: int, h: int, w: int, dtype: torch.dtype = torch.float32, 
     weight = 1 + 0.5 * torch.randn(c, generator=gen)
     bias = 0.5 * torch.randn(c, generator=gen)
     grad = torch.randn(b, c, h // 2, w // 2, generator=gen)
-    return x, weight, bias, grad
+    return (t.to(DEVICE) for t in (x, weight, bias, grad))
 
 
 def _run(fn, x, weight, bias, grad):
@@ -84,6 +90,7 @@ def test_bf16_activations_keep_fp32_statistics():
     torch.testing.assert_close(db, want[3], atol=1e-3, rtol=1e-3)
 
 
+@pytest.mark.skipif(not INTERPRETED, reason="on CUDA, tests/engine/test_gpu.py covers the ensemble")
 @pytest.mark.parametrize("members", [1, 3])
 def test_fused_ensemble_trains_like_the_eager_one(members):
     data = _data()

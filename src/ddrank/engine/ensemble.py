@@ -64,13 +64,20 @@ class Ensemble:
             )
         return vmap(self._call, in_dims=(0, 0, 0 if x.dim() == 5 else None))(params, buffers, x)
 
-    def logits(self, images: Tensor, members: Sequence[int]) -> Tensor:
-        """Eval-mode logits of the selected members on shared images [B, C, H, W]."""
-        if len(members) == len(next(iter(self.params.values()))):
-            return self.forward(self.params, self.buffers, images, training=False)
+    def logits(
+        self,
+        images: Tensor,
+        members: Sequence[int],
+        state: tuple[dict[str, Tensor], dict[str, Tensor]] | None = None,
+    ) -> Tensor:
+        """Eval-mode logits of the selected members on shared images [B, C, H, W] (with the
+        ensemble's weights, or those of ``state``, a (params, buffers) snapshot)."""
+        params, buffers = state or (self.params, self.buffers)
+        if len(members) == len(next(iter(params.values()))):
+            return self.forward(params, buffers, images, training=False)
         index = torch.tensor(list(members), device=images.device)
-        params = {k: v[index] for k, v in self.params.items()}
-        buffers = {k: v[index] for k, v in self.buffers.items()}
+        params = {k: v[index] for k, v in params.items()}
+        buffers = {k: v[index] for k, v in buffers.items()}
         return self.forward(params, buffers, images, training=False)
 
 
@@ -85,6 +92,16 @@ class _StepGraph:
         self.key.copy_(key)
         self.factor.fill_(factor)
         self.graph.replay()
+
+
+class _Snapshot:
+    """An ensemble's weights at one moment, scored with the trainer's forward."""
+
+    def __init__(self, trainer: EnsembleTrainer, state: tuple[dict[str, Tensor], dict[str, Tensor]]):
+        self.trainer, self.state = trainer, state
+
+    def logits(self, images: Tensor, members: Sequence[int]) -> Tensor:
+        return self.trainer.logits(images, members, self.state)
 
 
 class EnsembleTrainer:
@@ -178,9 +195,15 @@ class EnsembleTrainer:
                     self._train_step(idx, key, factor)
             self.step += 1
 
-    def logits(self, images: Tensor, members: Sequence[int]) -> Tensor:
+    def logits(self, images: Tensor, members: Sequence[int], state: tuple | None = None) -> Tensor:
         with autocast(self.device, self.spec.precision):
-            return self.ensemble.logits(images, members).float()
+            return self.ensemble.logits(images, members, state).float()
+
+    def snapshot(self) -> _Snapshot:
+        with torch.no_grad():
+            params = {k: v.detach().clone() for k, v in self.ensemble.params.items()}
+            buffers = {k: v.clone() for k, v in self.ensemble.buffers.items()}
+        return _Snapshot(self, (params, buffers))
 
     def diverged_epochs(self) -> list[int | None]:
         """The 1-based epoch in which each member diverged, None for members that did not."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ddrank import rng
 from ddrank.engine.batch import StepPipeline
@@ -14,6 +15,16 @@ from ddrank.engine.job import JobResult, RunData, TrainJob
 from ddrank.engine.optim import make_optimizer
 from ddrank.engine.options import autocast
 from ddrank.labels import Target
+
+
+class _Snapshot:
+    """A copy of the student at one moment, scored with the trainer's precision."""
+
+    def __init__(self, trainer: LoopTrainer, net: nn.Module):
+        self.trainer, self.net = trainer, net
+
+    def logits(self, images: Tensor, members: Sequence[int]) -> Tensor:
+        return self.trainer.logits(images, members, self.net)
 
 
 class LoopTrainer:
@@ -91,10 +102,14 @@ class LoopTrainer:
     def diverged_epochs(self) -> list[int | None]:
         return [self.diverged_epoch]
 
-    def logits(self, images: Tensor, members: Sequence[int] = (0,)) -> Tensor:
-        self.net.eval()
+    def logits(self, images: Tensor, members: Sequence[int] = (0,), net: nn.Module | None = None) -> Tensor:
+        net = net or self.net
+        net.eval()
         with autocast(self.device, self.spec.precision):
-            return self.net(images).float()[None].expand(len(members), -1, -1)
+            return net(images).float()[None].expand(len(members), -1, -1)
+
+    def snapshot(self) -> _Snapshot:
+        return _Snapshot(self, copy.deepcopy(self.net))
 
 
 def train_one(

@@ -178,9 +178,28 @@ def run_packed(
     channels_last: bool = False,
     norm_in_bf16: bool = False,
 ) -> Tensor:
-    """Logits [K, B, classes] of K members; x is [K, B, C, H, W] or, shared by all members, [B, C, H, W]."""
+    """Logits [K, B, classes] of K members; x is [K, B, C, H, W] or, shared by all members, [B, C, H, W].
+
+    Shared images (evaluation, teachers) go through the first convolution as one dense
+    convolution with every member's filters stacked: the same sums, without copying the images
+    K times, and a GEMM wide enough for tensor cores instead of K thin grouped ones.
+    """
     k = next(iter(params.values())).shape[0]
-    if x.dim() == 4:
+    first = program[0]
+    if x.dim() == 4 and first.kind == "conv" and first.module.groups == 1:
+        b = x.shape[0]
+        w, bias = params[first.prefix + "weight"], params.get(first.prefix + "bias")
+        layer = first.module
+        h = F.conv2d(
+            x,
+            w.reshape(-1, *w.shape[2:]),
+            None if bias is None else bias.reshape(-1),
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+        )
+        program = program[1:]
+    elif x.dim() == 4:
         b = x.shape[0]
         h = x.repeat(1, k, 1, 1)
     else:

@@ -46,8 +46,7 @@ class Tally:
             return
         k = min(5, logits.shape[-1])
         self.top5 += ((logits.topk(k, dim=-1).indices == labels[:, None]).any(-1) & valid).sum(1)
-        classes = self.class_correct.shape[1]
-        self.class_total += torch.bincount(labels, minlength=classes)
+        self.class_total.scatter_add_(0, labels, torch.ones_like(labels))  # bincount would sync on CUDA
         self.class_correct.scatter_add_(1, labels.expand_as(hit), hit.long())
         conf = logits.float().softmax(-1).amax(-1).double()
         conf = torch.where(valid, conf, 1.0 / logits.shape[-1])
