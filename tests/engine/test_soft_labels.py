@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from ddrank.engine.batch import no_teacher_gradients
+from ddrank.engine.batch import PackedTeachers, no_teacher_gradients
 from ddrank.engine.ensemble import EnsembleTrainer
 from ddrank.engine.job import TrainJob, TrainSpec
 from ddrank.engine.loop import LoopTrainer
@@ -121,3 +121,39 @@ def test_teacher_logit_and_probability_averaging_differ_as_defined():
     torch.testing.assert_close(probs.value, (each / 2.0).softmax(-1).mean(0))
     torch.testing.assert_close(logits.value, each.mean(0))
     assert probs.kind == "probs" and logits.kind == "logits"
+
+
+@pytest.mark.parametrize("model", ["ConvNet-2-W16", "ConvNet-2-W16-BN"])
+def test_same_architecture_teachers_run_as_one_packed_forward(model):
+    from ddrank.models import create_model
+
+    members = []
+    for i in range(3):
+        torch.manual_seed(200 + i)
+        net = create_model(model, 1, 10, 8)
+        if model.endswith("BN"):  # non-trivial running statistics
+            net.train()
+            with torch.no_grad():
+                net(torch.randn(64, 1, 8, 8) * (1 + i))
+        members.append(Teacher(model, freeze(net), f"t{i}", f"fp{i}"))
+    plain = TeacherEnsemble(members)
+    packed = PackedTeachers.of(plain)
+    assert isinstance(packed, PackedTeachers) and packed.fingerprint == plain.fingerprint
+    x = torch.randn(2, 5, 1, 8, 8)
+    flat = x.flatten(0, 1)
+    torch.testing.assert_close(packed.logits(flat), plain.logits(flat), atol=1e-5, rtol=1e-5)
+    want, got = plain.target(x, 4.0), packed.target(x, 4.0)
+    assert got.kind == want.kind == "probs"
+    torch.testing.assert_close(got.value, want.value, atol=1e-6, rtol=1e-5)
+    assert no_teacher_gradients(plain)
+
+
+def test_mixed_architecture_teachers_keep_the_module_forward():
+    from ddrank.models import create_model
+
+    torch.manual_seed(0)
+    members = [
+        Teacher(name, freeze(create_model(name, 1, 10, 8)), name, name) for name in ("ConvNet-2-W16", "MLP")
+    ]
+    plain = TeacherEnsemble(members)
+    assert PackedTeachers.of(plain) is plain
