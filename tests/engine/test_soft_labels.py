@@ -157,3 +157,33 @@ def test_mixed_architecture_teachers_keep_the_module_forward():
     ]
     plain = TeacherEnsemble(members)
     assert PackedTeachers.of(plain) is plain
+
+
+def test_members_sharing_set_and_seed_are_augmented_and_labelled_once():
+    data = _data()
+    teachers = _teachers(2)
+    data.teachers[teachers.fingerprint] = teachers
+    labels = LabelSpec(mode="M", loss="kl", temperature=4.0, teachers=("a", "b"))
+    spec = _spec(
+        labels, AugmentSpec(dsa="color_crop_cutout_scale_rotate", cutmix=1.0), teachers.fingerprint, 2
+    )
+    # An lr grid on one set and seed, the same seed on another set, another seed on the first set.
+    jobs = [
+        TrainJob(spec, "a", "v", 0.05, 1, "a1"),
+        TrainJob(spec, "a", "v", 0.01, 1, "a1'"),
+        TrainJob(spec, "b", "v", 0.02, 1, "b1"),
+        TrainJob(spec, "a", "v", 0.03, 2, "a2"),
+        TrainJob(spec, "a", "v", 0.002, 1, "a1''"),
+    ]
+    ensemble = EnsembleTrainer(jobs, data)
+    assert ensemble.distinct.tolist() == [0, 2, 3] and ensemble.spread.tolist() == [0, 0, 1, 2, 0]
+    labelled = []
+    relabel = ensemble.pipeline.teachers.logits
+    ensemble.pipeline.teachers.logits = lambda images: labelled.append(images.shape[0]) or relabel(images)
+    loops = [LoopTrainer(job, data) for job in jobs]
+    for epoch in range(spec.epochs):
+        ensemble.train_epoch(epoch)
+        for loop in loops:
+            loop.train_epoch(epoch)
+    assert labelled == [3 * 32, 3 * 18] * spec.epochs  # 50 images, batch 32: three distinct batches a step
+    _assert_same_parameters(ensemble, loops)

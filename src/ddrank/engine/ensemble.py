@@ -25,6 +25,7 @@ from ddrank.engine.job import JobResult, RunData, TrainJob
 from ddrank.engine.optim import StackedOptimizer
 from ddrank.engine.options import EngineOptions, autocast
 from ddrank.engine.packed import packed_program, run_packed
+from ddrank.labels import Target
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,16 @@ class EnsembleTrainer:
         self.soft = torch.stack(softs) if all(s is not None for s in softs) else None
         self.set_ids = torch.tensor([names.index(j.train_set) for j in jobs], device=device)[:, None]
         self.keys = rng.key_from_seed([j.seed for j in jobs], device)
+        # Members with one training set and one seed (an lr grid) draw the same batches and
+        # augmentations: prepare (augment, mix, teacher-label) each distinct batch once.
+        first = {(j.train_set, j.seed): i for i, j in reversed(list(enumerate(jobs)))}
+        distinct = sorted(first.values())
+        self.distinct = None
+        if len(distinct) < len(jobs):
+            self.distinct = torch.tensor(distinct, device=device)
+            self.spread = torch.tensor(
+                [distinct.index(first[(j.train_set, j.seed)]) for j in jobs], device=device
+            )
         lrs = torch.tensor([j.lr for j in jobs], device=device)
         self.optimizer = StackedOptimizer(self.params, spec.optimizer, lrs)
         self.pipeline = StepPipeline(spec, data.teachers.get(spec.teachers))
@@ -136,15 +147,25 @@ class EnsembleTrainer:
         self._graphs: dict[int, _StepGraph | None] = {}
         self._eager_steps: dict[int, int] = {}
 
+    def _prepare(self, idx: Tensor, key: Tensor) -> tuple[Tensor, Target, Tensor]:
+        """Every member's augmented batch, target and true labels, each distinct batch made once."""
+        set_ids = self.set_ids
+        if self.distinct is not None:
+            idx, key, set_ids = idx[self.distinct], key[self.distinct], set_ids[self.distinct]
+        soft = self.soft[set_ids, idx] if self.soft is not None else None
+        x, target, truth = self.pipeline.prepare(
+            self.images[set_ids, idx], self.labels[set_ids, idx], soft, key
+        )
+        if self.distinct is None:
+            return x, target, truth
+        return x[self.spread], Target(target.kind, target.value[self.spread]), truth[self.spread]
+
     def _train_step(self, idx: Tensor, key: Tensor, factor: float | Tensor) -> None:
         """One optimiser step of every member on its batch ``idx`` [K, b]."""
-        soft = self.soft[self.set_ids, idx] if self.soft is not None else None
-        with autocast(self.device, self.spec.precision):
-            x, target, truth = self.pipeline.prepare(
-                self.images[self.set_ids, idx], self.labels[self.set_ids, idx], soft, key
-            )
-            logits = self.ensemble.forward(self.ensemble.params, self.ensemble.buffers, x, training=True)
         running = [b.clone() for b in self.ensemble.buffers.values()]
+        with autocast(self.device, self.spec.precision):
+            x, target, truth = self._prepare(idx, key)
+            logits = self.ensemble.forward(self.ensemble.params, self.ensemble.buffers, x, training=True)
         logits = logits.float()
         grads = torch.autograd.grad(self.pipeline.loss(logits, target, truth), self.params)
         ok = self.alive & finite_members(logits, grads)
