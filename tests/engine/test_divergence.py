@@ -93,3 +93,22 @@ def test_non_finite_logits_count_as_wrong_and_never_crash_scoring():
     assert clean.top1 == 1.0 and broken.top1 == 0.25
     assert broken.top5 == 0.25 and broken.per_class == (0.0, 0.5, 0.0)
     assert math.isfinite(broken.ece)
+
+
+def test_a_diverged_member_keeps_its_batch_norm_statistics():
+    data = _data()
+    spec = _spec("ConvNet-2-W16-BN", epochs=8)
+    jobs = [TrainJob(spec, "a", "v", 0.01, 1, "h"), TrainJob(spec, "a", "v", 1e6, 2, "boom")]
+    trainer = EnsembleTrainer(jobs, data)
+    frozen = None
+    for epoch in range(spec.epochs):
+        trainer.train_epoch(epoch)
+        if frozen is None and trainer.diverged_epochs()[1] is not None:
+            frozen = {k: v[1].clone() for k, v in trainer.ensemble.buffers.items()}
+            healthy = {k: v[0].clone() for k, v in trainer.ensemble.buffers.items()}
+    assert frozen is not None and trainer.diverged_epochs()[1] < spec.epochs
+    for name, value in trainer.ensemble.buffers.items():
+        assert torch.equal(value[1], frozen[name]), name
+    assert not torch.equal(
+        trainer.ensemble.buffers["features.1.running_mean"][0], healthy["features.1.running_mean"]
+    )
