@@ -152,3 +152,18 @@ def test_checkpoints_scored_beside_training_match_the_weights_at_that_epoch():
             accs = [m.top1 for m in evaluate(stopped, data.test, [0, 1], 10)]
             for job, acc in zip(jobs, accs, strict=True):
                 assert abs(dict(results[job.key].curve)[epoch + 1] - acc) <= 0.005
+
+
+@pytest.mark.slow  # compiles with inductor (tens of seconds); run in the GPU session's compile step
+def test_compiled_graphed_step_equals_eager_steps():
+    data, names = _digits()
+    spec = _spec(epochs=4, precision="bf16")
+    jobs = [TrainJob(spec, names[0], "v", 0.03, seed, str(seed)) for seed in (1, 2, 3)]
+    eager = EnsembleTrainer(jobs, data, EngineOptions(cuda_graphs=False, fused=False))
+    compiled = EnsembleTrainer(jobs, data, EngineOptions(cuda_graphs=True, compile=True))
+    for epoch in range(spec.epochs):
+        eager.train_epoch(epoch)
+        compiled.train_epoch(epoch)
+    assert compiled._graphs, "the compiled step was captured and replayed"
+    for name, value in eager.ensemble.params.items():
+        torch.testing.assert_close(compiled.ensemble.params[name], value, atol=2e-2, rtol=0)

@@ -41,7 +41,8 @@ class Ensemble:
         self.params = {k: v.detach().to(device).requires_grad_(True) for k, v in params.items()}
         self.buffers = {k: v.to(device) for k, v in buffers.items()}
         self.base = copy.deepcopy(members[0]).to("meta")
-        self.program = None if options.conv == "vmap" else packed_program(self.base, fuse=options.fused)
+        fuse = options.fused and not options.compile
+        self.program = None if options.conv == "vmap" else packed_program(self.base, fuse=fuse)
         self.options = options
 
     def _call(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
@@ -144,6 +145,9 @@ class EnsembleTrainer:
         self.alive = torch.ones(len(jobs), dtype=torch.bool, device=device)
         self.diverged_at = torch.zeros(len(jobs), dtype=torch.float64, device=device)  # 1-based step
         self.use_graphs = self.options.cuda_graphs and device.type == "cuda"
+        self._forward_loss = self._forward_and_loss
+        if self.options.compile:
+            self._forward_loss = torch.compile(self._forward_and_loss, dynamic=False)
         self._graphs: dict[int, _StepGraph | None] = {}
         self._eager_steps: dict[int, int] = {}
 
@@ -160,14 +164,20 @@ class EnsembleTrainer:
             return x, target, truth
         return x[self.spread], Target(target.kind, target.value[self.spread]), truth[self.spread]
 
+    def _forward_and_loss(self, x: Tensor, target: Tensor, truth: Tensor, kind: str) -> tuple[Tensor, Tensor]:
+        """The members' summed loss and their float32 logits (the part ``compile`` compiles)."""
+        with autocast(self.device, self.spec.precision):
+            logits = self.ensemble.forward(self.ensemble.params, self.ensemble.buffers, x, training=True)
+        logits = logits.float()
+        return self.pipeline.loss(logits, Target(kind, target), truth), logits
+
     def _train_step(self, idx: Tensor, key: Tensor, factor: float | Tensor) -> None:
         """One optimiser step of every member on its batch ``idx`` [K, b]."""
         running = [b.clone() for b in self.ensemble.buffers.values()]
         with autocast(self.device, self.spec.precision):
             x, target, truth = self._prepare(idx, key)
-            logits = self.ensemble.forward(self.ensemble.params, self.ensemble.buffers, x, training=True)
-        logits = logits.float()
-        grads = torch.autograd.grad(self.pipeline.loss(logits, target, truth), self.params)
+        loss, logits = self._forward_loss(x, target.value, truth, target.kind)
+        grads = torch.autograd.grad(loss, self.params)
         ok = self.alive & finite_members(logits, grads)
         self.optimizer.step(list(grads), factor, ok)
         for buffer, before in zip(self.ensemble.buffers.values(), running, strict=True):
