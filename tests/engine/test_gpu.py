@@ -157,7 +157,7 @@ def test_checkpoints_scored_beside_training_match_the_weights_at_that_epoch():
 @pytest.mark.slow  # compiles with inductor (tens of seconds); run in the GPU session's compile step
 def test_compiled_graphed_step_equals_eager_steps():
     data, names = _digits()
-    spec = _spec(epochs=4, precision="bf16")
+    spec = _spec(epochs=4)
     jobs = [TrainJob(spec, names[0], "v", 0.03, seed, str(seed)) for seed in (1, 2, 3)]
     eager = EnsembleTrainer(jobs, data, EngineOptions(cuda_graphs=False, fused=False))
     compiled = EnsembleTrainer(jobs, data, EngineOptions(cuda_graphs=True, compile=True))
@@ -166,4 +166,4 @@ def test_compiled_graphed_step_equals_eager_steps():
         compiled.train_epoch(epoch)
     assert compiled._graphs, "the compiled step was captured and replayed"
     for name, value in eager.ensemble.params.items():
-        torch.testing.assert_close(compiled.ensemble.params[name], value, atol=2e-2, rtol=0)
+        torch.testing.assert_close(compiled.ensemble.params[name], value, atol=1e-4, rtol=0)
