@@ -71,3 +71,38 @@ def test_the_cpu_runs_the_same_eager_ops_with_the_fused_option_on():
         off.train_epoch(epoch)
     for name, value in off.ensemble.params.items():
         assert torch.equal(on.ensemble.params[name], value), name
+
+
+@needs_triton
+def test_kernels_compile_for_an_h200_without_one():
+    """Triton's ahead-of-time path lowers the kernels to an sm_90 cubin (ptxas ships with Triton):
+    compiler-only errors, which the interpreter does not see, show up here without a GPU."""
+    triton = fused.triton
+    try:
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+    except ImportError:
+        pytest.skip("this Triton has no ahead-of-time compile API")
+    constants = ("H", "W", "G", "PW", "S")
+    for height, width in ((32, 32), (7, 9), (128, 128)):
+        planes, tile_width, tile, warps = fused._geometry(height, width)
+        values = dict(zip(constants, (height, width, planes, tile_width, tile), strict=True))
+        for kernel in (fused._forward_kernel, fused._backward_kernel):
+            source = ASTSource(
+                fn=kernel,
+                signature={name: _argument_type(name, values) for name in kernel.arg_names},
+                constexprs={(kernel.arg_names.index(k),): v for k, v in values.items()},
+            )
+            compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+            assert compiled.asm["cubin"], (kernel, height, width)
+
+
+def _argument_type(name: str, constants: dict[str, int]) -> str:
+    """Triton's type of a kernel argument as the engine passes it under bf16 autocast."""
+    if name in constants:
+        return "constexpr"
+    if name in ("x_ptr", "y_ptr", "dy_ptr", "dx_ptr"):
+        return "*bf16"
+    if name.endswith("_ptr"):
+        return "*fp32"
+    return "fp32" if name == "eps" else "i32"

@@ -97,8 +97,8 @@ if triton is not None:
         PW: tl.constexpr,
         S: tl.constexpr,
     ):
-        OH: tl.constexpr = H // 2
-        OW: tl.constexpr = W // 2
+        OH = H // 2
+        OW = W // 2
         plane = tl.program_id(0).to(tl.int64) * G + tl.arange(0, G)[:, None]  # [G, 1]
         live = plane < planes
         s = tl.arange(0, S)[None, :]  # pooled position in a power-of-two tile [1, S]
@@ -163,8 +163,8 @@ if triton is not None:
         PW: tl.constexpr,
         S: tl.constexpr,
     ):
-        OH: tl.constexpr = H // 2
-        OW: tl.constexpr = W // 2
+        OH = H // 2
+        OW = W // 2
         plane = tl.program_id(0).to(tl.int64) * G + tl.arange(0, G)[:, None]
         live = plane < planes
         s = tl.arange(0, S)[None, :]
