@@ -50,13 +50,13 @@ class LoopTrainer:
         self.train = data.train_sets[job.train_set]
         self.keys = rng.key_from_seed(job.seed, data.device)
         self.step = 0
-        self.diverged_epoch: int | None = None
+        self.alive = torch.ones((), dtype=torch.bool, device=data.device)
+        self.diverged_at = torch.zeros((), dtype=torch.float64, device=data.device)  # 1-based step
 
     def train_epoch(self, epoch: int) -> None:
-        """One epoch of steps; a step whose logits or gradients are non-finite is not applied and
-        the student stays frozen from then on (divergence, as in the ensemble backend)."""
-        if self.diverged_epoch is not None:
-            return
+        """One epoch of steps. A step whose logits or gradients are non-finite is undone and the
+        student stays frozen from then on (divergence, as in the ensemble backend); the decision
+        stays on the device, so no step waits for the host."""
         spec, model = self.spec, self.model
         for group in self.optimizer.param_groups:
             group["lr"] = self.job.lr * spec.schedule.factor(epoch, spec.epochs)
@@ -64,6 +64,7 @@ class LoopTrainer:
         for idx in epoch_batches(self.keys, len(self.train), spec.batch_size, epoch):
             i = idx[0]
             soft = self.train.soft[i][None] if self.train.soft is not None else None
+            before = [t.detach().clone() for t in self._state()]
             with autocast(self.device, spec.precision):
                 x, target, truth = self.pipeline.prepare(
                     self.train.images[i][None],
@@ -76,31 +77,35 @@ class LoopTrainer:
                     x, truth = x[:, rank::ranks], truth[:, rank::ranks]
                     target = Target(target.kind, target.value[:, rank::ranks])
                 logits = model(x[0])
-            running = [b.clone() for b in self.net.buffers()]
             loss = self.pipeline.loss(logits.float()[None], target, truth)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if not self._finite(logits):
-                for buffer, before in zip(self.net.buffers(), running, strict=True):
-                    buffer.copy_(before)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.diverged_epoch = epoch + 1
-                return
+            ok = self.alive & self._finite(logits)
             self.optimizer.step()
             self.step += 1
+            with torch.no_grad():
+                for value, old in zip(self._state(), before, strict=True):
+                    value.copy_(torch.where(ok, value, old))
+            self.diverged_at = torch.where(self.alive & ~ok, float(self.step), self.diverged_at)
+            self.alive = ok
 
-    def _finite(self, logits: Tensor) -> bool:
-        """Whether this step may be applied: finite gradients and (unsharded) finite logits.
+    def _state(self) -> list[Tensor]:
+        return [*self.net.parameters(), *self.net.buffers()]
+
+    def _finite(self, logits: Tensor) -> Tensor:
+        """Whether this step may be applied (a device bool): finite gradients and (unsharded) logits.
 
         Data-parallel ranks decide on the averaged gradients alone, which every rank shares.
         """
         checks = [torch.isfinite(p.grad).all() for p in self.net.parameters() if p.grad is not None]
         if self.shard is None:
             checks.append(torch.isfinite(logits).all())
-        return bool(torch.stack(checks).all())
+        return torch.stack(checks).all()
 
     def diverged_epochs(self) -> list[int | None]:
-        return [self.diverged_epoch]
+        step = int(self.diverged_at)
+        steps_per_epoch = -(-len(self.train) // self.spec.batch_size)
+        return [None if step == 0 else (step - 1) // steps_per_epoch + 1]
 
     def logits(self, images: Tensor, members: Sequence[int] = (0,), net: nn.Module | None = None) -> Tensor:
         net = net or self.net
