@@ -264,6 +264,8 @@ def instance_norm_relu_pool(
     global _failure
     try:
         return InstanceNormReluPool.apply(x, weight, bias, eps, out_dtype or x.dtype)
+    except torch.OutOfMemoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any Triton compile/launch failure means: stay eager
         _failure = f"{type(exc).__name__}: {exc}".splitlines()[0]
         log.warning("fused norm-ReLU-pool kernel unavailable, running eagerly: %s", _failure)
