@@ -186,11 +186,15 @@ def measure(trainer, members: int, spec: TrainSpec, args: argparse.Namespace, de
     )
     epoch_s /= args.epochs
     steps = math.ceil(trainer_set_size(trainer) / spec.batch_size)
-    teacher_s = teacher_step_seconds(trainer, members, spec, device) * steps
+    # Members sharing a set and a seed share their batches: the teacher labels each distinct one.
+    distinct = getattr(trainer, "distinct", None)
+    labelled = members if distinct is None else int(distinct.numel())
+    teacher_s = teacher_step_seconds(trainer, labelled, spec, device) * steps
     return {
         "epoch_s": epoch_s,
         "images_per_s": members * trainer_set_size(trainer) / epoch_s,
         "teacher_share": min(1.0, teacher_s / epoch_s),
+        "teacher_batches_per_step": labelled,
     }
 
 
@@ -227,6 +231,7 @@ def run_workload(name: str, w: Workload, args: argparse.Namespace, device: torch
         "ensemble_members_per_unit": limit,
         "ensemble_images_per_s": round(ens["images_per_s"]),
         "ensemble_teacher_share": round(ens["teacher_share"], 3),
+        "ensemble_teacher_batches_per_step": ens["teacher_batches_per_step"],
         "ensemble_evaluation_s": round(eval_s, 2),
         "ensemble_workload_s_extrapolated": round(total_images / ens["images_per_s"] + eval_s, 1),
         "peak_device_memory_gib": None if peak is None else round(peak, 2),
