@@ -1,20 +1,46 @@
 #!/usr/bin/env bash
-# One prepared run on a GPU machine: GPU tests, engine variants, the protocol benchmark.
-# Results go to $OUT (default ./out). Usage: bash benchmarks/gpu_session.sh [step ...]
+# One prepared run on a GPU machine. Results go to $OUT (default ./out).
+# Usage: bash benchmarks/gpu_session.sh [step ...]
+#
+# The default steps fit in about 8 minutes of an H200 (each step has a timeout; the sum of the
+# timeouts is 9 minutes, the expected total about 6): the fused kernel on the protocol's shapes,
+# the GPU tests (the compiled kernel's correctness cases, fused-versus-eager accuracy, graphs versus
+# eager), the LRS-hard protocol workload with the fused kernel, the soft-label workloads, and the
+# same protocol workload with the fused kernel off (the comparison, in the same session).
+# Optional steps: compile (torch.compile of the step, compile time counted), reference (the test
+# set scored every 100 epochs, evaluations beside training), variants, speed-mixed, demo, nccl.
 set -uo pipefail
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src:${PYTHONPATH:-}"
-steps=${*:-info tests variants speed}
+steps=${*:-info kernel tests speed soft speed-eager}
 for step in $steps; do
+  echo "=== $step $(date -u +%FT%TZ)" | tee -a "$OUT/steps.txt"
   case $step in
     info) nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv | tee "$OUT/gpu.txt"
-          python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt" ;;
-    tests) timeout 70 python3 -m pytest -q -m gpu -p no:cacheprovider -s tests/engine/test_gpu.py tests/augment \
-             2>&1 | tail -12 | tee "$OUT/gpu_tests.txt" ;;
+          python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" \
+            | tee -a "$OUT/gpu.txt" ;;
+    kernel) timeout 45 python3 benchmarks/fused_kernel.py 2>&1 | tee "$OUT/kernel.txt" ;;
+    tests) timeout 40 python3 -m pytest -q -p no:cacheprovider tests/engine/fused_cases.py > "$OUT/kernel_tests.txt" 2>&1
+           tail -3 "$OUT/kernel_tests.txt"
+           timeout 100 python3 -m pytest -q -p no:cacheprovider -rA -m "gpu and not slow" -s \
+             tests/engine/test_gpu.py tests/augment > "$OUT/gpu_tests.txt" 2>&1
+           grep -E "passed|failed|PASSED|FAILED|ERROR| ± " "$OUT/gpu_tests.txt" | tail -30 ;;
+    speed) timeout 130 python3 benchmarks/protocol_speed.py --json "$OUT/speed.json" 2>&1 | tee "$OUT/speed.txt" ;;
+    soft) timeout 75 python3 benchmarks/soft_label_speed.py --workload convnet --json "$OUT/soft_convnet.json" \
+            2>&1 | tee "$OUT/soft.txt"
+          timeout 75 python3 benchmarks/soft_label_speed.py --workload resnet18 --warmup 2 --epochs 2 \
+            --json "$OUT/soft_resnet18.json" 2>&1 | tee -a "$OUT/soft.txt" ;;
+    speed-eager) timeout 80 python3 benchmarks/protocol_speed.py --no-fused --skip-loop \
+                   --json "$OUT/speed_eager.json" 2>&1 | tee "$OUT/speed_eager.txt" ;;
+    compile) timeout 240 python3 benchmarks/protocol_speed.py --compile --skip-loop \
+               --json "$OUT/speed_compile.json" 2>&1 | tee "$OUT/speed_compile.txt"
+             timeout 120 python3 -m pytest -q -p no:cacheprovider -m "gpu and slow" -k compiled \
+               tests/engine/test_gpu.py 2>&1 | tail -5 | tee -a "$OUT/speed_compile.txt" ;;
+    reference) timeout 120 python3 benchmarks/protocol_speed.py --eval-every 100 --skip-loop \
+                 --json "$OUT/speed_reference.json" 2>&1 | tee "$OUT/speed_reference.txt" ;;
     variants) timeout 110 python3 benchmarks/engine_variants.py --epochs 10 --profile "bf16 eager" 2>&1 \
                 | tee "$OUT/variants.txt" ;;
-    speed) timeout 110 python3 benchmarks/protocol_speed.py --json "$OUT/speed.json" 2>&1 | tee "$OUT/speed.txt" ;;
     speed-mixed) timeout 100 python3 benchmarks/protocol_speed.py --conv mixed --skip-loop \
                 --json "$OUT/speed_mixed.json" 2>&1 | tee "$OUT/speed_mixed.txt" ;;
     demo) timeout 90 python3 -m ddrank demo --quick --no-progress --no-store 2>&1 | tail -16 | tee "$OUT/demo.txt" ;;
@@ -25,3 +51,4 @@ for step in $steps; do
     *) echo "unknown step $step" ;;
   esac
 done
+echo "=== done $(date -u +%FT%TZ)" | tee -a "$OUT/steps.txt"

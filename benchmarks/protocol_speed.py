@@ -24,7 +24,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ddrank import rng
 from ddrank.data.sampling import random_subset, validation_split
-from ddrank.engine.common import init_model
+from ddrank.engine.common import evaluate, init_model
+from ddrank.engine.ensemble import EnsembleTrainer
 from ddrank.engine.job import EvalSet, RunData, TrainingSet, TrainJob, TrainSpec, job_key
 from ddrank.engine.loop import train_one
 from ddrank.engine.options import EngineOptions, default_precision
@@ -62,7 +63,7 @@ def workload(args: argparse.Namespace, device: torch.device) -> tuple[list[Train
         args.epochs,
         256,
         AugmentSpec(dsa=DSA),
-        (),
+        tuple(range(args.eval_every, args.epochs, args.eval_every)) if args.eval_every else (),
         args.precision,
     )
     train_sets, val_sets, jobs = {"syn": syn}, {}, []
@@ -92,6 +93,26 @@ def workload_flops(
     return jobs * (spec.epochs * train_count.get_total_flops() + eval_images * eval_count.get_total_flops())
 
 
+def evaluation_seconds(jobs: list[TrainJob], data: RunData, options: EngineOptions) -> float:
+    """One final evaluation of all members (test set, then each validation split), timed apart."""
+    trainer = EnsembleTrainer(jobs, data, options)
+    classes = jobs[0].spec.num_classes
+
+    def run() -> None:
+        evaluate(trainer, data.test, list(range(len(jobs))), classes, detailed=True)
+        for name in dict.fromkeys(j.val_set for j in jobs):
+            evaluate(
+                trainer, data.val_sets[name], [i for i, j in enumerate(jobs) if j.val_set == name], classes
+            )
+
+    run()  # warm-up: kernel selection and compilation
+    sync(data.device)
+    start = time.perf_counter()
+    run()
+    sync(data.device)
+    return time.perf_counter() - start
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -113,6 +134,11 @@ def main() -> int:
     parser.add_argument("--conv", choices=("grouped", "unfold", "mixed", "vmap"), default="grouped")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--no-graphs", action="store_true")
+    parser.add_argument("--no-fused", action="store_true", help="eager instance norm + ReLU + pooling")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the forward and loss")
+    parser.add_argument(
+        "--eval-every", type=int, help="also score the test set every N epochs (the reference selection)"
+    )
     parser.add_argument("--skip-loop", action="store_true")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
@@ -122,7 +148,13 @@ def main() -> int:
     args.epochs = args.epochs or (30 if args.small else 1000)
     args.pool, args.test = (5000, 1000) if args.small else (50000, 10000)
     args.loop_epochs = args.loop_epochs or (10 if args.small else 20)
-    options = EngineOptions(cuda_graphs=not args.no_graphs, channels_last=args.channels_last, conv=args.conv)
+    options = EngineOptions(
+        cuda_graphs=not args.no_graphs,
+        channels_last=args.channels_last,
+        conv=args.conv,
+        fused=not args.no_fused,
+        compile=args.compile,
+    )
 
     jobs, data = workload(args, device)
     spec = jobs[0].spec
@@ -138,6 +170,7 @@ def main() -> int:
     ensemble_s = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     accs = [results[j.key].test_acc for j in jobs]
+    eval_s = evaluation_seconds(jobs, data, options)
 
     loop_s = None
     if not args.skip_loop:
@@ -165,6 +198,7 @@ def main() -> int:
         "precision": spec.precision,
         "options": vars(options),
         "ensemble_wall_s": round(ensemble_s, 2),
+        "of_which_final_evaluation_s": round(eval_s, 2),
         "trained_images_per_s": round(len(jobs) * spec.epochs * 100 / ensemble_s),
         "loop_wall_s_extrapolated": None if loop_s is None else round(loop_s, 1),
         "ratio_loop_over_ensemble": None if loop_s is None else round(loop_s / ensemble_s, 1),

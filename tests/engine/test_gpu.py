@@ -1,12 +1,15 @@
 """The engine on a CUDA device: same semantics as on the CPU, graphs, no host syncs, bf16."""
 
 import statistics
+from dataclasses import replace
 
 import pytest
 import torch
 
 from ddrank.data.real import load_real, normalize
 from ddrank.data.sampling import random_subset, validation_split
+from ddrank.engine import fused
+from ddrank.engine.common import evaluate
 from ddrank.engine.ensemble import EnsembleTrainer
 from ddrank.engine.job import EvalSet, RunData, TrainingSet, TrainJob, TrainSpec
 from ddrank.engine.loop import LoopTrainer
@@ -63,12 +66,13 @@ def test_ensemble_matches_loop_on_cuda(graphs):
             torch.testing.assert_close(ensemble.ensemble.params[name][k], value, atol=1e-4, rtol=0)
 
 
-def test_graph_replay_equals_eager_steps():
+@pytest.mark.parametrize("fuse", [True, False])
+def test_graph_replay_equals_eager_steps(fuse):
     data, names = _digits()
     spec = _spec(epochs=4)
     jobs = [TrainJob(spec, names[0], "v", 0.03, seed, str(seed)) for seed in (1, 2, 3)]
-    eager = EnsembleTrainer(jobs, data, EngineOptions(cuda_graphs=False))
-    graphed = EnsembleTrainer(jobs, data, EngineOptions(cuda_graphs=True))
+    eager = EnsembleTrainer(jobs, data, EngineOptions(cuda_graphs=False, fused=fuse))
+    graphed = EnsembleTrainer(jobs, data, EngineOptions(cuda_graphs=True, fused=fuse))
     for epoch in range(spec.epochs):
         eager.train_epoch(epoch)
         graphed.train_epoch(epoch)
@@ -107,3 +111,59 @@ def test_bf16_moves_mean_accuracy_less_than_seed_spread():
         f"fp32 {statistics.mean(accs['fp32']):.4f} ± {spread:.4f}, bf16 {statistics.mean(accs['bf16']):.4f}"
     )
     assert shift <= spread
+
+
+def test_fused_kernel_moves_mean_accuracy_less_than_seed_spread():
+    seeds = 8
+    data, names = _digits(seeds)
+    spec = _spec(epochs=300, precision="bf16")
+    jobs = [TrainJob(spec, names[s], "v", 0.03, 100 + s, f"s{s}") for s in range(seeds)]
+    accs = {}
+    for fuse in (False, True):
+        results = run_jobs(jobs, data, backend="ensemble", options=EngineOptions(fused=fuse))
+        accs[fuse] = [results[j.key].test_acc for j in jobs]
+    assert fused.failure() is None, fused.failure()
+    spread = statistics.stdev(accs[False])
+    shift = abs(statistics.mean(accs[True]) - statistics.mean(accs[False]))
+    print(f"eager {statistics.mean(accs[False]):.4f} ± {spread:.4f}, fused {statistics.mean(accs[True]):.4f}")
+    assert shift <= spread
+
+
+def test_fused_path_is_taken_on_cuda():
+    data, names = _digits()
+    spec = _spec(epochs=1, precision="bf16")
+    trainer = EnsembleTrainer([TrainJob(spec, names[0], "v", 0.03, 1, "a")], data, EngineOptions())
+    assert [op.kind for op in trainer.ensemble.program].count("norm_relu_pool") == 2
+    x = torch.randn(4, 16, 8, 8, device=DEVICE, dtype=torch.bfloat16)
+    assert fused.applies(x, torch.ones(16, device=DEVICE))
+    trainer.train_epoch(0)
+    assert fused.failure() is None, fused.failure()
+
+
+def test_checkpoints_scored_beside_training_match_the_weights_at_that_epoch():
+    data, names = _digits()
+    spec = replace(_spec(epochs=6), eval_epochs=(2, 4))
+    jobs = [TrainJob(spec, names[0], "v", lr, 1, str(lr)) for lr in (0.01, 0.05)]
+    results = run_jobs(jobs, data, backend="ensemble")
+    stopped = EnsembleTrainer(jobs, data, EngineOptions())
+    for epoch in range(4):
+        stopped.train_epoch(epoch)
+        if epoch + 1 in (2, 4):
+            accs = [m.top1 for m in evaluate(stopped, data.test, [0, 1], 10)]
+            for job, acc in zip(jobs, accs, strict=True):
+                assert abs(dict(results[job.key].curve)[epoch + 1] - acc) <= 0.005
+
+
+@pytest.mark.slow  # compiles with inductor (tens of seconds); run in the GPU session's compile step
+def test_compiled_graphed_step_equals_eager_steps():
+    data, names = _digits()
+    spec = _spec(epochs=4)
+    jobs = [TrainJob(spec, names[0], "v", 0.03, seed, str(seed)) for seed in (1, 2, 3)]
+    eager = EnsembleTrainer(jobs, data, EngineOptions(cuda_graphs=False, fused=False))
+    compiled = EnsembleTrainer(jobs, data, EngineOptions(cuda_graphs=True, compile=True))
+    for epoch in range(spec.epochs):
+        eager.train_epoch(epoch)
+        compiled.train_epoch(epoch)
+    assert compiled._graphs, "the compiled step was captured and replayed"
+    for name, value in eager.ensemble.params.items():
+        torch.testing.assert_close(compiled.ensemble.params[name], value, atol=1e-4, rtol=0)

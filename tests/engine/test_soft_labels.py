@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from ddrank.engine.batch import no_teacher_gradients
+from ddrank.engine.batch import PackedTeachers, no_teacher_gradients
 from ddrank.engine.ensemble import EnsembleTrainer
 from ddrank.engine.job import TrainJob, TrainSpec
 from ddrank.engine.loop import LoopTrainer
@@ -121,3 +121,69 @@ def test_teacher_logit_and_probability_averaging_differ_as_defined():
     torch.testing.assert_close(probs.value, (each / 2.0).softmax(-1).mean(0))
     torch.testing.assert_close(logits.value, each.mean(0))
     assert probs.kind == "probs" and logits.kind == "logits"
+
+
+@pytest.mark.parametrize("model", ["ConvNet-2-W16", "ConvNet-2-W16-BN"])
+def test_same_architecture_teachers_run_as_one_packed_forward(model):
+    from ddrank.models import create_model
+
+    members = []
+    for i in range(3):
+        torch.manual_seed(200 + i)
+        net = create_model(model, 1, 10, 8)
+        if model.endswith("BN"):  # non-trivial running statistics
+            net.train()
+            with torch.no_grad():
+                net(torch.randn(64, 1, 8, 8) * (1 + i))
+        members.append(Teacher(model, freeze(net), f"t{i}", f"fp{i}"))
+    plain = TeacherEnsemble(members)
+    packed = PackedTeachers.of(plain)
+    assert isinstance(packed, PackedTeachers) and packed.fingerprint == plain.fingerprint
+    x = torch.randn(2, 5, 1, 8, 8)
+    flat = x.flatten(0, 1)
+    torch.testing.assert_close(packed.logits(flat), plain.logits(flat), atol=1e-5, rtol=1e-5)
+    want, got = plain.target(x, 4.0), packed.target(x, 4.0)
+    assert got.kind == want.kind == "probs"
+    torch.testing.assert_close(got.value, want.value, atol=1e-6, rtol=1e-5)
+    assert no_teacher_gradients(plain)
+
+
+def test_mixed_architecture_teachers_keep_the_module_forward():
+    from ddrank.models import create_model
+
+    torch.manual_seed(0)
+    members = [
+        Teacher(name, freeze(create_model(name, 1, 10, 8)), name, name) for name in ("ConvNet-2-W16", "MLP")
+    ]
+    plain = TeacherEnsemble(members)
+    assert PackedTeachers.of(plain) is plain
+
+
+def test_members_sharing_set_and_seed_are_augmented_and_labelled_once():
+    data = _data()
+    teachers = _teachers(2)
+    data.teachers[teachers.fingerprint] = teachers
+    labels = LabelSpec(mode="M", loss="kl", temperature=4.0, teachers=("a", "b"))
+    spec = _spec(
+        labels, AugmentSpec(dsa="color_crop_cutout_scale_rotate", cutmix=1.0), teachers.fingerprint, 2
+    )
+    # An lr grid on one set and seed, the same seed on another set, another seed on the first set.
+    jobs = [
+        TrainJob(spec, "a", "v", 0.05, 1, "a1"),
+        TrainJob(spec, "a", "v", 0.01, 1, "a1'"),
+        TrainJob(spec, "b", "v", 0.02, 1, "b1"),
+        TrainJob(spec, "a", "v", 0.03, 2, "a2"),
+        TrainJob(spec, "a", "v", 0.002, 1, "a1''"),
+    ]
+    ensemble = EnsembleTrainer(jobs, data)
+    assert ensemble.distinct.tolist() == [0, 2, 3] and ensemble.spread.tolist() == [0, 0, 1, 2, 0]
+    labelled = []
+    relabel = ensemble.pipeline.teachers.logits
+    ensemble.pipeline.teachers.logits = lambda images: labelled.append(images.shape[0]) or relabel(images)
+    loops = [LoopTrainer(job, data) for job in jobs]
+    for epoch in range(spec.epochs):
+        ensemble.train_epoch(epoch)
+        for loop in loops:
+            loop.train_epoch(epoch)
+    assert labelled == [3 * 32, 3 * 18] * spec.epochs  # 50 images, batch 32: three distinct batches a step
+    _assert_same_parameters(ensemble, loops)

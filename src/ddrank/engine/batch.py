@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.func import stack_module_state
 
 from ddrank import rng
 from ddrank.augment import DSA, Mix, transforms_from_spec
 from ddrank.engine.job import TrainSpec
+from ddrank.engine.packed import Op, packed_program, run_packed
 from ddrank.labels import Target, get_loss
 from ddrank.labels.teachers import TeacherEnsemble
 
@@ -34,7 +36,7 @@ class StepPipeline:
         self.loss_fn = get_loss(labels.loss)
         if labels.mode == "M" and teachers is None:
             raise ValueError("mode M training needs a teacher ensemble")
-        self.teachers = teachers if labels.mode == "M" else None
+        self.teachers = PackedTeachers.of(teachers) if labels.mode == "M" else None
 
     def prepare(
         self, x: Tensor, labels: Tensor, soft: Tensor | None, key: Tensor
@@ -78,6 +80,45 @@ class StepPipeline:
             ce_weight=labels.ce_weight,
         )
         return value * logits.shape[0]
+
+
+class PackedTeachers(TeacherEnsemble):
+    """A teacher ensemble whose same-architecture chain-shaped teachers (ConvNet, MLP) run as one
+    packed forward: the augmented batches of all students are one batch, the teachers are the
+    packed members, and the first convolution is one dense GEMM over their stacked filters.
+
+    It runs under the students' autocast (bf16 on CUDA by default) and ``no_grad``, not
+    ``inference_mode``: the loss saves the targets for its backward pass.
+    """
+
+    def __init__(
+        self,
+        teachers: TeacherEnsemble,
+        program: list[Op],
+        params: dict[str, Tensor],
+        buffers: dict[str, Tensor],
+    ):
+        super().__init__(teachers.teachers, teachers.mode)
+        self.program, self.params, self.buffers = program, params, buffers
+
+    @classmethod
+    def of(cls, teachers: TeacherEnsemble) -> TeacherEnsemble:
+        """The packed form of ``teachers`` when they allow one, else ``teachers`` itself."""
+        models = [t.model for t in teachers.teachers]
+        first = models[0]
+        program = packed_program(first, fuse=True)
+        same = all(type(m) is type(first) and str(m) == str(first) for m in models)
+        if program is None or not same or any(m.training for m in models):
+            return teachers
+        with torch.no_grad():
+            params, buffers = stack_module_state(models)
+            params = {k: v.detach() for k, v in params.items()}
+        return cls(teachers, program, params, buffers)
+
+    @torch.no_grad()
+    def logits(self, images: Tensor) -> Tensor:
+        """Every teacher's logits [teachers, N, classes] (float32) for images [N, C, H, W]."""
+        return run_packed(self.program, self.params, self.buffers, images, False, norm_in_bf16=True).float()
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ from ddrank.engine.job import JobResult, RunData, TrainJob
 from ddrank.engine.optim import StackedOptimizer
 from ddrank.engine.options import EngineOptions, autocast
 from ddrank.engine.packed import packed_program, run_packed
+from ddrank.labels import Target
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ class Ensemble:
         self.params = {k: v.detach().to(device).requires_grad_(True) for k, v in params.items()}
         self.buffers = {k: v.to(device) for k, v in buffers.items()}
         self.base = copy.deepcopy(members[0]).to("meta")
-        self.program = None if options.conv == "vmap" else packed_program(self.base)
+        fuse = options.fused and not options.compile
+        self.program = None if options.conv == "vmap" else packed_program(self.base, fuse=fuse)
         self.options = options
 
     def _call(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
@@ -64,13 +66,20 @@ class Ensemble:
             )
         return vmap(self._call, in_dims=(0, 0, 0 if x.dim() == 5 else None))(params, buffers, x)
 
-    def logits(self, images: Tensor, members: Sequence[int]) -> Tensor:
-        """Eval-mode logits of the selected members on shared images [B, C, H, W]."""
-        if len(members) == len(next(iter(self.params.values()))):
-            return self.forward(self.params, self.buffers, images, training=False)
+    def logits(
+        self,
+        images: Tensor,
+        members: Sequence[int],
+        state: tuple[dict[str, Tensor], dict[str, Tensor]] | None = None,
+    ) -> Tensor:
+        """Eval-mode logits of the selected members on shared images [B, C, H, W] (with the
+        ensemble's weights, or those of ``state``, a (params, buffers) snapshot)."""
+        params, buffers = state or (self.params, self.buffers)
+        if len(members) == len(next(iter(params.values()))):
+            return self.forward(params, buffers, images, training=False)
         index = torch.tensor(list(members), device=images.device)
-        params = {k: v[index] for k, v in self.params.items()}
-        buffers = {k: v[index] for k, v in self.buffers.items()}
+        params = {k: v[index] for k, v in params.items()}
+        buffers = {k: v[index] for k, v in buffers.items()}
         return self.forward(params, buffers, images, training=False)
 
 
@@ -85,6 +94,16 @@ class _StepGraph:
         self.key.copy_(key)
         self.factor.fill_(factor)
         self.graph.replay()
+
+
+class _Snapshot:
+    """An ensemble's weights at one moment, scored with the trainer's forward."""
+
+    def __init__(self, trainer: EnsembleTrainer, state: tuple[dict[str, Tensor], dict[str, Tensor]]):
+        self.trainer, self.state = trainer, state
+
+    def logits(self, images: Tensor, members: Sequence[int]) -> Tensor:
+        return self.trainer.logits(images, members, self.state)
 
 
 class EnsembleTrainer:
@@ -108,24 +127,63 @@ class EnsembleTrainer:
         self.soft = torch.stack(softs) if all(s is not None for s in softs) else None
         self.set_ids = torch.tensor([names.index(j.train_set) for j in jobs], device=device)[:, None]
         self.keys = rng.key_from_seed([j.seed for j in jobs], device)
+        # Members with one training set and one seed (an lr grid) draw the same batches and
+        # augmentations: prepare (augment, mix, teacher-label) each distinct batch once.
+        first = {(j.train_set, j.seed): i for i, j in reversed(list(enumerate(jobs)))}
+        distinct = sorted(first.values())
+        self.distinct = None
+        if len(distinct) < len(jobs):
+            self.distinct = torch.tensor(distinct, device=device)
+            self.spread = torch.tensor(
+                [distinct.index(first[(j.train_set, j.seed)]) for j in jobs], device=device
+            )
         lrs = torch.tensor([j.lr for j in jobs], device=device)
         self.optimizer = StackedOptimizer(self.params, spec.optimizer, lrs)
         self.pipeline = StepPipeline(spec, data.teachers.get(spec.teachers))
         self.spec, self.n, self.step = spec, sizes.pop(), 0
+        # Per-member divergence: a member whose logits or gradients go non-finite is frozen.
+        self.alive = torch.ones(len(jobs), dtype=torch.bool, device=device)
+        self.diverged_at = torch.zeros(len(jobs), dtype=torch.float64, device=device)  # 1-based step
         self.use_graphs = self.options.cuda_graphs and device.type == "cuda"
+        self._forward_loss = self._forward_and_loss
+        if self.options.compile:
+            self._forward_loss = torch.compile(self._forward_and_loss, dynamic=False)
         self._graphs: dict[int, _StepGraph | None] = {}
         self._eager_steps: dict[int, int] = {}
 
+    def _prepare(self, idx: Tensor, key: Tensor) -> tuple[Tensor, Target, Tensor]:
+        """Every member's augmented batch, target and true labels, each distinct batch made once."""
+        set_ids = self.set_ids
+        if self.distinct is not None:
+            idx, key, set_ids = idx[self.distinct], key[self.distinct], set_ids[self.distinct]
+        soft = self.soft[set_ids, idx] if self.soft is not None else None
+        x, target, truth = self.pipeline.prepare(
+            self.images[set_ids, idx], self.labels[set_ids, idx], soft, key
+        )
+        if self.distinct is None:
+            return x, target, truth
+        return x[self.spread], Target(target.kind, target.value[self.spread]), truth[self.spread]
+
+    def _forward_and_loss(self, x: Tensor, target: Tensor, truth: Tensor, kind: str) -> tuple[Tensor, Tensor]:
+        """The members' summed loss and their float32 logits (the part ``compile`` compiles)."""
+        with autocast(self.device, self.spec.precision):
+            logits = self.ensemble.forward(self.ensemble.params, self.ensemble.buffers, x, training=True)
+        logits = logits.float()
+        return self.pipeline.loss(logits, Target(kind, target), truth), logits
+
     def _train_step(self, idx: Tensor, key: Tensor, factor: float | Tensor) -> None:
         """One optimiser step of every member on its batch ``idx`` [K, b]."""
-        soft = self.soft[self.set_ids, idx] if self.soft is not None else None
+        running = [b.clone() for b in self.ensemble.buffers.values()]
         with autocast(self.device, self.spec.precision):
-            x, target, truth = self.pipeline.prepare(
-                self.images[self.set_ids, idx], self.labels[self.set_ids, idx], soft, key
-            )
-            logits = self.ensemble.forward(self.ensemble.params, self.ensemble.buffers, x, training=True)
-        grads = torch.autograd.grad(self.pipeline.loss(logits.float(), target, truth), self.params)
-        self.optimizer.step(list(grads), factor)
+            x, target, truth = self._prepare(idx, key)
+        loss, logits = self._forward_loss(x, target.value, truth, target.kind)
+        grads = torch.autograd.grad(loss, self.params)
+        ok = self.alive & finite_members(logits, grads)
+        self.optimizer.step(list(grads), factor, ok)
+        for buffer, before in zip(self.ensemble.buffers.values(), running, strict=True):
+            buffer.copy_(torch.where(ok.view(-1, *[1] * (buffer.dim() - 1)), buffer, before))
+        self.diverged_at.copy_(torch.where(self.alive & ~ok, self.optimizer.steps, self.diverged_at))
+        self.alive.copy_(ok)
 
     def _capture(self, idx: Tensor, key: Tensor, factor: float) -> _StepGraph | None:
         """Capture the step for this batch shape; None (eager from now on) if capture fails."""
@@ -168,9 +226,28 @@ class EnsembleTrainer:
                     self._train_step(idx, key, factor)
             self.step += 1
 
-    def logits(self, images: Tensor, members: Sequence[int]) -> Tensor:
+    def logits(self, images: Tensor, members: Sequence[int], state: tuple | None = None) -> Tensor:
         with autocast(self.device, self.spec.precision):
-            return self.ensemble.logits(images, members).float()
+            return self.ensemble.logits(images, members, state).float()
+
+    def snapshot(self) -> _Snapshot:
+        with torch.no_grad():
+            params = {k: v.detach().clone() for k, v in self.ensemble.params.items()}
+            buffers = {k: v.clone() for k, v in self.ensemble.buffers.items()}
+        return _Snapshot(self, (params, buffers))
+
+    def diverged_epochs(self) -> list[int | None]:
+        """The 1-based epoch in which each member diverged, None for members that did not."""
+        steps_per_epoch = -(-self.n // self.spec.batch_size)
+        return [None if s == 0 else (int(s) - 1) // steps_per_epoch + 1 for s in self.diverged_at.tolist()]
+
+
+def finite_members(logits: Tensor, grads: Sequence[Tensor]) -> Tensor:
+    """[K] bool: member k's logits [K, B, classes] and gradients [K, ...] are all finite."""
+    ok = torch.isfinite(logits).flatten(1).all(1)
+    for grad in grads:
+        ok = ok & torch.isfinite(grad).flatten(1).all(1)
+    return ok
 
 
 def train_ensemble(

@@ -113,7 +113,12 @@ def job_key(spec: TrainSpec, train_fp: str, val_fp: str | None, test_fp: str, lr
 
 @dataclass(frozen=True)
 class JobResult:
-    """Final-epoch accuracies (fractions), the test curve at the spec's eval epochs, and how it ran."""
+    """Final-epoch accuracies (fractions), the test curve at the spec's eval epochs, and how it ran.
+
+    ``diverged``: the student's loss, logits or gradients went non-finite; its parameters were
+    frozen from that step on (``diverged_epoch``, 1-based, the epoch of that step) and its
+    accuracies are what the frozen model predicts, non-finite logits counting as wrong.
+    """
 
     test_acc: float
     val_acc: float | None
@@ -123,6 +128,8 @@ class JobResult:
     test_top5: float | None = None
     test_per_class: tuple[float, ...] = ()
     test_ece: float | None = None
+    diverged: bool = False
+    diverged_epoch: int | None = None
 
 
 class JobCache(Protocol):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from ddrank import rng
 from ddrank.engine.batch import StepPipeline
@@ -13,6 +15,16 @@ from ddrank.engine.job import JobResult, RunData, TrainJob
 from ddrank.engine.optim import make_optimizer
 from ddrank.engine.options import autocast
 from ddrank.labels import Target
+
+
+class _Snapshot:
+    """A copy of the student at one moment, scored with the trainer's precision."""
+
+    def __init__(self, trainer: LoopTrainer, net: nn.Module):
+        self.trainer, self.net = trainer, net
+
+    def logits(self, images: Tensor, members: Sequence[int]) -> Tensor:
+        return self.trainer.logits(images, members, self.net)
 
 
 class LoopTrainer:
@@ -38,8 +50,13 @@ class LoopTrainer:
         self.train = data.train_sets[job.train_set]
         self.keys = rng.key_from_seed(job.seed, data.device)
         self.step = 0
+        self.alive = torch.ones((), dtype=torch.bool, device=data.device)
+        self.diverged_at = torch.zeros((), dtype=torch.float64, device=data.device)  # 1-based step
 
     def train_epoch(self, epoch: int) -> None:
+        """One epoch of steps. A step whose logits or gradients are non-finite is undone and the
+        student stays frozen from then on (divergence, as in the ensemble backend); the decision
+        stays on the device, so no step waits for the host."""
         spec, model = self.spec, self.model
         for group in self.optimizer.param_groups:
             group["lr"] = self.job.lr * spec.schedule.factor(epoch, spec.epochs)
@@ -47,6 +64,7 @@ class LoopTrainer:
         for idx in epoch_batches(self.keys, len(self.train), spec.batch_size, epoch):
             i = idx[0]
             soft = self.train.soft[i][None] if self.train.soft is not None else None
+            before = [t.detach().clone() for t in self._state()]
             with autocast(self.device, spec.precision):
                 x, target, truth = self.pipeline.prepare(
                     self.train.images[i][None],
@@ -62,13 +80,41 @@ class LoopTrainer:
             loss = self.pipeline.loss(logits.float()[None], target, truth)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            ok = self.alive & self._finite(logits)
             self.optimizer.step()
             self.step += 1
+            with torch.no_grad():
+                for value, old in zip(self._state(), before, strict=True):
+                    value.copy_(torch.where(ok, value, old))
+            self.diverged_at = torch.where(self.alive & ~ok, float(self.step), self.diverged_at)
+            self.alive = ok
 
-    def logits(self, images: Tensor, members: Sequence[int] = (0,)) -> Tensor:
-        self.net.eval()
+    def _state(self) -> list[Tensor]:
+        return [*self.net.parameters(), *self.net.buffers()]
+
+    def _finite(self, logits: Tensor) -> Tensor:
+        """Whether this step may be applied (a device bool): finite gradients and (unsharded) logits.
+
+        Data-parallel ranks decide on the averaged gradients alone, which every rank shares.
+        """
+        checks = [torch.isfinite(p.grad).all() for p in self.net.parameters() if p.grad is not None]
+        if self.shard is None:
+            checks.append(torch.isfinite(logits).all())
+        return torch.stack(checks).all()
+
+    def diverged_epochs(self) -> list[int | None]:
+        step = int(self.diverged_at)
+        steps_per_epoch = -(-len(self.train) // self.spec.batch_size)
+        return [None if step == 0 else (step - 1) // steps_per_epoch + 1]
+
+    def logits(self, images: Tensor, members: Sequence[int] = (0,), net: nn.Module | None = None) -> Tensor:
+        net = net or self.net
+        net.eval()
         with autocast(self.device, self.spec.precision):
-            return self.net(images).float()[None].expand(len(members), -1, -1)
+            return net(images).float()[None].expand(len(members), -1, -1)
+
+    def snapshot(self) -> _Snapshot:
+        return _Snapshot(self, copy.deepcopy(self.net))
 
 
 def train_one(

@@ -40,7 +40,8 @@ class StackedOptimizer:
         return (self.lrs * factor).view(-1, *([1] * (p.dim() - 1)))
 
     @torch.no_grad()
-    def step(self, grads: list[Tensor], factor: float | Tensor = 1.0) -> None:
+    def step(self, grads: list[Tensor], factor: float | Tensor = 1.0, keep: Tensor | None = None) -> None:
+        """One update of every member; members where ``keep`` [K] is False are left exactly as they are."""
         spec = self.spec
         self.steps.add_(1)
         if spec.name != "sgd":
@@ -49,19 +50,26 @@ class StackedOptimizer:
             correction2_sqrt = (1 - beta2**self.steps).sqrt().float()
         for p, g, state in zip(self.params, grads, self.state, strict=True):
             lr = self._lr(p, factor)
+            mask = None if keep is None else keep.view(-1, *([1] * (p.dim() - 1)))
             if spec.name == "sgd":
                 d = g.add(p, alpha=spec.weight_decay) if spec.weight_decay else g
                 if spec.momentum:
                     buf = state["momentum"].mul_(spec.momentum).add_(d)
                     d = d.add(buf, alpha=spec.momentum) if spec.nesterov else buf
-                p.sub_(lr * d)
+                p.sub_(_masked(lr * d, mask, 0.0))
                 continue
             if spec.name == "adamw":
-                p.mul_(1 - lr * spec.weight_decay)
+                p.mul_(_masked(1 - lr * spec.weight_decay, mask, 1.0))
             elif spec.weight_decay:
                 g = g.add(p, alpha=spec.weight_decay)
             m, v = state["exp_avg"], state["exp_avg_sq"]
             m.lerp_(g, 1 - beta1)
             v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
             denom = (v.sqrt() / correction2_sqrt).add_(spec.eps)
-            p.sub_((lr / correction1) * m / denom)
+            p.sub_(_masked((lr / correction1) * m / denom, mask, 0.0))
+
+
+def _masked(update: Tensor, mask: Tensor | None, identity: float) -> Tensor:
+    """``update`` where ``mask`` holds, the operation's identity elsewhere (so a frozen member,
+    even one with non-finite gradients or state, keeps its parameters bit for bit)."""
+    return update if mask is None else torch.where(mask, update, identity)

@@ -18,6 +18,14 @@ class EngineOptions:
     into channels, one grouped conv per layer), ``unfold`` (packed, im2col + one batched matmul
     per layer), ``mixed`` (unfold for the first, thin-input convolution, grouped after) or
     ``vmap`` (torch.func.vmap of the module, as for every other model).
+
+    ``fused``: packed instance norm + ReLU + 2x2 average pooling run as one Triton kernel where it
+    applies (CUDA); elsewhere, and with ``fused=False``, they run eagerly.
+
+    ``compile``: the ensemble's forward and loss go through ``torch.compile`` (inductor fuses the
+    norm/ReLU/pool tail itself, so the hand-written kernel is not used for the student then).
+    Compiled graphs are cached on disk by inductor and reused by later ensembles and processes.
+    Off until it is measured to win on a device with its compile time counted.
     """
 
     cuda_graphs: bool = True
@@ -25,6 +33,8 @@ class EngineOptions:
     channels_last: bool = False
     norm_in_bf16: bool = True  # under bf16 autocast, run norms on bf16 activations (fp32 statistics)
     conv: Literal["grouped", "unfold", "mixed", "vmap"] = "grouped"
+    fused: bool = True
+    compile: bool = False
     max_members: int | None = None
     memory_fraction: float = 0.5  # share of free device memory an ensemble may take
     data_parallel_images: int = (

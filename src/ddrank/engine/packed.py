@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ddrank.engine import fused
 from ddrank.models.convnet import ConvNet
 from ddrank.models.mlp import MLP
 
@@ -59,13 +60,55 @@ def _mlp_program(model: MLP) -> list[Op]:
     ]
 
 
-def packed_program(model: nn.Module) -> list[Op] | None:
-    """The packed program of a model, or None when it must run through vmap."""
+def packed_program(model: nn.Module, fuse: bool = False) -> list[Op] | None:
+    """The packed program of a model, or None when it must run through vmap.
+
+    With ``fuse``, each instance norm + ReLU + 2x2 average pooling becomes one ``norm_relu_pool``
+    step, run by the fused kernel where it applies (see :mod:`ddrank.engine.fused`), eagerly elsewhere.
+    """
     if type(model) is ConvNet:
-        return _convnet_program(model)
+        program = _convnet_program(model)
+        return _fuse_block_tails(program) if fuse else program
     if type(model) is MLP:
         return _mlp_program(model)
     return None
+
+
+_SQUARE_POOL = nn.AvgPool2d(2)
+
+
+def _is_square_pool(module: nn.Module | None) -> bool:
+    return (
+        isinstance(module, nn.AvgPool2d)
+        and _pair(module.kernel_size) == _pair(module.stride) == (2, 2)
+        and _pair(module.padding) == (0, 0)
+        and not module.ceil_mode
+    )
+
+
+def _pair(value: int | tuple[int, ...]) -> tuple[int, ...]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _fuse_block_tails(program: list[Op]) -> list[Op]:
+    out, i = [], 0
+    while i < len(program):
+        op = program[i]
+        tail = program[i + 1 : i + 3]
+        norm = op.module
+        if (
+            op.kind == "group_norm"
+            and norm.num_groups == norm.num_channels
+            and norm.affine
+            and [t.kind for t in tail] == ["relu", "avg_pool"]
+            and _is_square_pool(tail[1].module)
+        ):
+            out.append(Op("norm_relu_pool", op.prefix, norm))
+            i += 3
+        else:
+            out.append(op)
+            i += 1
+    return out
 
 
 def _conv_unfold(h: Tensor, weight: Tensor, bias: Tensor | None, conv: nn.Conv2d) -> Tensor:
@@ -97,6 +140,28 @@ def _avg_pool(h: Tensor, pool: nn.AvgPool2d) -> Tensor:
     return F.avg_pool2d(h, pool.kernel_size, pool.stride, pool.padding)
 
 
+def _norm_relu_pool(
+    h: Tensor, norm: nn.GroupNorm, weight: Tensor, bias: Tensor, k: int, norm_in_bf16: bool
+) -> Tensor:
+    """Instance norm, ReLU and 2x2 average pooling: one fused kernel where it applies, else eagerly."""
+    if fused.applies(h, weight):
+        upcast = h.dtype == torch.bfloat16 and not norm_in_bf16  # plain autocast runs norms in fp32
+        return fused.instance_norm_relu_pool(h, weight, bias, norm.eps, torch.float32 if upcast else h.dtype)
+    h = _group_norm(h, k * norm.num_groups, weight, bias, norm.eps, norm_in_bf16)
+    return _avg_pool(F.relu(h), _SQUARE_POOL)
+
+
+def _group_norm(
+    h: Tensor, groups: int, weight: Tensor, bias: Tensor, eps: float, norm_in_bf16: bool
+) -> Tensor:
+    if norm_in_bf16 and h.dtype == torch.bfloat16:
+        # Autocast would upcast the activation to fp32 (twice the memory traffic); the
+        # kernel keeps its statistics in fp32 either way.
+        with torch.autocast(h.device.type, enabled=False):
+            return F.group_norm(h, groups, weight.to(h.dtype), bias.to(h.dtype), eps)
+    return F.group_norm(h, groups, weight, bias, eps)
+
+
 def _thin_input(module: nn.Module) -> bool:
     """A convolution over image channels (3 or fewer), where grouped kernels use tensor cores poorly."""
     return isinstance(module, nn.Conv2d) and module.in_channels <= 4
@@ -113,9 +178,28 @@ def run_packed(
     channels_last: bool = False,
     norm_in_bf16: bool = False,
 ) -> Tensor:
-    """Logits [K, B, classes] of K members; x is [K, B, C, H, W] or, shared by all members, [B, C, H, W]."""
+    """Logits [K, B, classes] of K members; x is [K, B, C, H, W] or, shared by all members, [B, C, H, W].
+
+    Shared images (evaluation, teachers) go through the first convolution as one dense
+    convolution with every member's filters stacked: the same sums, without copying the images
+    K times, and a GEMM wide enough for tensor cores instead of K thin grouped ones.
+    """
     k = next(iter(params.values())).shape[0]
-    if x.dim() == 4:
+    first = program[0]
+    if x.dim() == 4 and first.kind == "conv" and first.module.groups == 1:
+        b = x.shape[0]
+        w, bias = params[first.prefix + "weight"], params.get(first.prefix + "bias")
+        layer = first.module
+        h = F.conv2d(
+            x,
+            w.reshape(-1, *w.shape[2:]),
+            None if bias is None else bias.reshape(-1),
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+        )
+        program = program[1:]
+    elif x.dim() == 4:
         b = x.shape[0]
         h = x.repeat(1, k, 1, 1)
     else:
@@ -145,13 +229,10 @@ def run_packed(
         elif op.kind == "group_norm":
             norm = op.module
             weight, bias = params[p + "weight"].reshape(-1), params[p + "bias"].reshape(-1)
-            if norm_in_bf16 and h.dtype == torch.bfloat16:
-                # Autocast would upcast the activation to fp32 (twice the memory traffic); the
-                # kernel keeps its statistics in fp32 either way.
-                with torch.autocast(h.device.type, enabled=False):
-                    h = F.group_norm(h, k * norm.num_groups, weight.to(h.dtype), bias.to(h.dtype), norm.eps)
-            else:
-                h = F.group_norm(h, k * norm.num_groups, weight, bias, norm.eps)
+            h = _group_norm(h, k * norm.num_groups, weight, bias, norm.eps, norm_in_bf16)
+        elif op.kind == "norm_relu_pool":
+            weight, bias = params[p + "weight"].reshape(-1), params[p + "bias"].reshape(-1)
+            h = _norm_relu_pool(h, op.module, weight, bias, k, norm_in_bf16)
         elif op.kind == "batch_norm":
             norm = op.module
             if training:

@@ -36,19 +36,21 @@ class Tally:
             self.bin_correct = torch.zeros(members, ECE_BINS, dtype=torch.float64, device=device)
 
     def add(self, logits: Tensor, labels: Tensor) -> None:
-        """logits [K, B, classes], labels [B]."""
+        """logits [K, B, classes], labels [B]; a row with a non-finite logit (a diverged student)
+        is a wrong prediction with uniform confidence."""
         self.n += int(labels.shape[0])
-        hit = logits.argmax(-1) == labels
+        valid = torch.isfinite(logits).all(-1)
+        hit = (logits.argmax(-1) == labels) & valid
         self.top1 += hit.sum(1)
         if not self.detailed:
             return
         k = min(5, logits.shape[-1])
-        self.top5 += (logits.topk(k, dim=-1).indices == labels[:, None]).any(-1).sum(1)
-        classes = self.class_correct.shape[1]
-        self.class_total += torch.bincount(labels, minlength=classes)
+        self.top5 += ((logits.topk(k, dim=-1).indices == labels[:, None]).any(-1) & valid).sum(1)
+        self.class_total.scatter_add_(0, labels, torch.ones_like(labels))  # bincount would sync on CUDA
         self.class_correct.scatter_add_(1, labels.expand_as(hit), hit.long())
         conf = logits.float().softmax(-1).amax(-1).double()
-        bins = (conf * ECE_BINS).long().clamp_(max=ECE_BINS - 1)
+        conf = torch.where(valid, conf, 1.0 / logits.shape[-1])
+        bins = (conf * ECE_BINS).long().clamp_(0, ECE_BINS - 1)
         self.bin_count.scatter_add_(1, bins, torch.ones_like(conf))
         self.bin_conf.scatter_add_(1, bins, conf)
         self.bin_correct.scatter_add_(1, bins, hit.double())
