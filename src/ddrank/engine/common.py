@@ -48,7 +48,7 @@ EVAL_BUDGET = {"cuda": 1 << 28, "cpu": 1 << 26}
 
 
 @torch.inference_mode()
-def evaluate(
+def held_out_metrics(
     trainer: Trainer, data: EvalSet, members: Sequence[int], num_classes: int, detailed: bool = False
 ) -> list[EvalMetrics]:
     """Accuracy of the selected members on one evaluation set, in memory-bounded chunks."""
@@ -79,17 +79,17 @@ def fit(
         trainer.train_epoch(epoch)
         if epoch + 1 in spec.eval_epochs and epoch + 1 < spec.epochs:
             for curve, m in zip(
-                curves, evaluate(trainer, data.test, everyone, spec.num_classes), strict=True
+                curves, held_out_metrics(trainer, data.test, everyone, spec.num_classes), strict=True
             ):
                 curve.append((epoch + 1, m.top1))
         if on_epoch is not None:
             on_epoch(len(jobs))
-    test = evaluate(trainer, data.test, everyone, spec.num_classes, detailed=True)
+    test = held_out_metrics(trainer, data.test, everyone, spec.num_classes, detailed=True)
     val_acc: list[float | None] = [None] * len(jobs)
     for name in dict.fromkeys(j.val_set for j in jobs if j.val_set is not None):
         chosen = [i for i, j in enumerate(jobs) if j.val_set == name]
         for i, m in zip(
-            chosen, evaluate(trainer, data.val_sets[name], chosen, spec.num_classes), strict=True
+            chosen, held_out_metrics(trainer, data.val_sets[name], chosen, spec.num_classes), strict=True
         ):
             val_acc[i] = m.top1
     seconds = (time.perf_counter() - start) / len(jobs)
