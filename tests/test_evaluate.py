@@ -18,18 +18,19 @@ import torch
 import yaml
 from rich.console import Console
 
-import ddrank.evaluate
-from ddrank import __version__, rng
+import ddrank.evaluation.evaluator
+from ddrank import RunSettings, __version__, rng
 from ddrank.baselines import generate
 from ddrank.cli import main
 from ddrank.data.real import load_real
 from ddrank.data.synthetic import SyntheticSet, load_synthetic
 from ddrank.engine.job import MemoryCache
 from ddrank.errors import ConfigError
-from ddrank.evaluate import Evaluator, evaluate
+from ddrank.evaluation import Evaluation, Evaluator, evaluate
 from ddrank.metrics import label_robust_score
 from ddrank.protocols import load_protocol
-from ddrank.report.table import lrs_table
+from ddrank.report.leaderboard import build_leaderboard
+from ddrank.report.render import leaderboard_table
 
 LR_GRID = [0.01, 0.1]
 TINY = {
@@ -227,8 +228,8 @@ def test_python_api_takes_tensors_and_protocol_objects(workdir):
     evaluation = evaluate(saved["images"], saved["labels"], protocol=proto, method="api", device="cpu")
     row = evaluation.row()
     assert (row["method"], row["ipc"], row["rounds"], row["protocol"]) == ("api", 5, 1, "digits")
-    assert evaluation.protocol == proto.model_copy(update={"ipc": 5})  # resolved for the set's IPC
-    assert row["protocol_hash"] == evaluation.protocol.content_hash() != proto.content_hash()
+    resolved = proto.model_copy(update={"ipc": 5})  # resolved for the set's IPC
+    assert row["protocol_hash"] == evaluation.protocol_hash == resolved.content_hash() != proto.content_hash()
     assert row["lrs_std"] is None and row["lrs_ci_low"] is None  # one round: no spread
     (only,) = evaluation.to_dict()["per_round"]
     assert only["lr_syn"] == only["lr_random"] == 0.05
@@ -251,7 +252,7 @@ def test_given_real_accuracy_is_used_as_is_and_nothing_full_data_trains(workdir,
 def test_real_accuracy_in_percent_is_refused_with_a_hint(workdir, capsys):
     assert main(cli_args(workdir, workdir / "percent.json", "--real-acc", "90")) == 2
     err = capsys.readouterr().err
-    assert err.startswith("ddrank: error: --real-acc takes a fraction in [0, 1]")
+    assert err.startswith("ddrank: error: --real-acc must be a fraction in [0, 1]")
     assert "not percentages: 90% is 0.9" in err
     assert not (workdir / "percent.json").exists()
 
@@ -285,18 +286,21 @@ def write_fake_cifar10(root: Path, per_class: int = 10, test_per_class: int = 2)
 def test_published_real_accuracy_of_a_preset_is_used_and_labelled(tmp_path, monkeypatch):
     write_fake_cifar10(tmp_path)
     cells: list[str] = []
-    run_jobs = ddrank.evaluate.run_jobs
+    run_jobs = ddrank.evaluation.evaluator.run_jobs
 
     def spy(jobs, *args, **kwargs):
         cells.extend(job.cell for job in jobs)
         return run_jobs(jobs, *args, **kwargs)
 
-    monkeypatch.setattr(ddrank.evaluate, "run_jobs", spy)
+    monkeypatch.setattr(ddrank.evaluation.evaluator, "run_jobs", spy)
     proto = load_protocol("dsa", dataset="cifar10").with_overrides(
         model="ConvNet-1-W8", epochs=2, lr_grid=[0.01], rounds=2
     )
     assert proto.full_data.published_acc == 0.848
-    evaluator = Evaluator("cifar10", proto, data_root=tmp_path, real_acc="published", device="cpu")
+    settings = RunSettings(
+        dataset="cifar10", protocol=proto, data_root=tmp_path, real_acc="published", device="cpu"
+    )
+    evaluator = Evaluator(settings)
     syn = torch.randn(10, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     evaluation = evaluator.evaluate_sets({"noise": evaluator.validate(evaluator_set(syn), ipc=1)})[0]
     row = evaluation.row()
@@ -304,7 +308,7 @@ def test_published_real_accuracy_of_a_preset_is_used_and_labelled(tmp_path, monk
     assert row["acc_real_source"] == (
         "published: ConvNet-3 on CIFAR-10, 84.8 ± 0.1 (DD-Ranking full-data baseline)"
     )
-    assert all(r.acc_real == 0.848 and "real" not in r.runs for r in evaluation.rounds)
+    assert all(r.values["acc_real"] == 0.848 and "real" not in r.runs for r in evaluation.rounds)
     assert cells and "real" not in cells and set(cells) == {"syn", "random"}
 
 
@@ -334,7 +338,7 @@ def test_reference_selection_is_labelled_optimistic_in_json_and_table(workdir, c
 def test_reference_selection_reports_the_best_test_checkpoint_over_lrs(workdir):
     proto = load_protocol(workdir / "tiny.yaml").with_overrides(selection="reference", eval_every=5, rounds=1)
     cache = MemoryCache()
-    evaluator = Evaluator("digits", proto, device="cpu", cache=cache)
+    evaluator = Evaluator(RunSettings(protocol=proto, device="cpu"), store=cache)
     syn = torch.load(workdir / "herding.pt", weights_only=True)
     validated = evaluator.validate(evaluator_set(syn["images"]), ipc=5)
     evaluation = evaluator.evaluate_sets({"herding": validated})[0]
@@ -347,21 +351,23 @@ def test_reference_selection_reports_the_best_test_checkpoint_over_lrs(workdir):
     assert all(epochs == [5, 10, 15, 20] for epochs in curves.values())
     for run in only.runs["syn"] + only.runs["random"]:
         assert (run.test_acc, run.best_test_acc) in curves
-    assert only.acc_syn == max(run.best_test_acc for run in only.runs["syn"])
-    assert only.acc_random == max(run.best_test_acc for run in only.runs["random"])
-    rendered = io.StringIO()
-    Console(file=rendered, width=200).print(lrs_table([evaluation.row()]))
-    assert "herding (optimistic)" in rendered.getvalue()
+    assert only.values["acc_syn"] == max(run.best_test_acc for run in only.runs["syn"])
+    assert only.values["acc_random"] == max(run.best_test_acc for run in only.runs["random"])
+    rows = build_leaderboard([evaluation])
+    rendered = Console(file=io.StringIO(), width=200)
+    rendered.print(leaderboard_table(rows))
+    assert "herding (optimistic)" in rendered.file.getvalue()
     honest = Console(file=io.StringIO(), width=200)
-    honest.print(lrs_table([dict(evaluation.row(), optimistic=False)]))
+    honest.print(leaderboard_table([dict(rows[0], optimistic=False)]))
     assert "optimistic" not in honest.file.getvalue()
+    assert Evaluation.from_dict(json.loads(json.dumps(evaluation.to_dict()))) == evaluation
 
 
 # --- protocol objects -----------------------------------------------------------------------------
 
 
 def test_protocol_objects_resolve_like_presets():
-    evaluator = Evaluator("digits", load_protocol("digits"), device="cpu")
+    evaluator = Evaluator(RunSettings(protocol=load_protocol("digits"), device="cpu"))
     for ipc in (1, 10):
         preset = load_protocol("digits", dataset="digits", ipc=ipc)
         assert evaluator.protocol_for(ipc) == preset
@@ -373,7 +379,7 @@ def test_protocol_objects_for_another_dataset_or_ipc_are_refused(monkeypatch):
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("training started on a mismatched protocol")
 
-    monkeypatch.setattr(ddrank.evaluate, "run_jobs", refuse)
+    monkeypatch.setattr(ddrank.evaluation.evaluator, "run_jobs", refuse)
     syn = torch.zeros(10, 1, 8, 8)
     with pytest.raises(ConfigError, match="protocol 'dsa' was resolved for dataset 'cifar10', not 'digits'"):
         evaluate(syn, protocol=load_protocol("dsa", dataset="cifar10"), device="cpu")

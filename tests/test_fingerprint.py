@@ -10,6 +10,7 @@ import torch
 from ddrank import fingerprint as fingerprint_module
 from ddrank.augment import zca
 from ddrank.data import real
+from ddrank.evaluation.space import set_fingerprint
 from ddrank.fingerprint import fingerprint
 from ddrank.labels import teachers
 from ddrank.models import create_model
@@ -51,6 +52,12 @@ def test_it_reproduces_the_dataset_zca_teacher_and_set_fingerprints():
         digest.update(key.encode() + str(state[key].dtype).encode())
         digest.update(state[key].view(torch.uint8).numpy().tobytes() if state[key].numel() else b"")
     assert teachers._state_fingerprint(state) == digest.hexdigest()[:16]
+
+    indices = torch.tensor([3, 1, 2])
+    assert set_fingerprint("base", "subset", "normalized", indices) == fingerprint(
+        "base:subset:normalized", indices.numpy().astype(np.int64)
+    )
+    assert set_fingerprint("a", "b", "c") == fingerprint("a:b:c")
 
 
 def test_batchnorm_teachers_have_a_fingerprint_that_tracks_their_counters():

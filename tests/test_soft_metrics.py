@@ -12,9 +12,10 @@ from ddrank.baselines import generate
 from ddrank.data import real as real_module
 from ddrank.data.real import RealData, dataset_info, load_real
 from ddrank.data.synthetic import SyntheticSet
-from ddrank.evaluate import Evaluator
+from ddrank.evaluation import Evaluator
 from ddrank.metrics import augmentation_robust_score, label_robust_score
 from ddrank.protocols import load_protocol, preset, preset_names
+from ddrank.settings import RunSettings
 
 
 def tiny(protocol, epochs: int = 30, lr: float = 0.1, **labels):
@@ -37,7 +38,7 @@ def herding10(digits) -> SyntheticSet:
 
 def test_ars_is_the_formula_of_its_four_cells(digits, herding10):
     protocol = tiny(load_protocol("digits-kd", dataset="digits"))
-    evaluator = Evaluator("digits", protocol, metric="ars")
+    evaluator = Evaluator(RunSettings(protocol=protocol, metric="ars"))
     (result,) = evaluator.evaluate_sets({"herding": evaluator.validate(herding10, ipc=10)})
     row = result.to_dict()
     assert row["metric"] == "ars"
@@ -54,7 +55,7 @@ def test_ars_is_the_formula_of_its_four_cells(digits, herding10):
 
 def test_mode_s_labels_the_random_baseline_with_the_teacher(digits, herding10):
     protocol = tiny(load_protocol("digits-kd", dataset="digits"), mode="S", loss="sce", temperature=1.0)
-    evaluator = Evaluator("digits", protocol)
+    evaluator = Evaluator(RunSettings(protocol=protocol))
     teachers = evaluator.teachers_for(protocol)
     soft = teachers.stored_labels(herding10.images)
     syn = SyntheticSet(herding10.images, soft, None, "normalized", "<memory>", "tensor")
@@ -79,7 +80,7 @@ def test_mode_m_with_a_two_teacher_ensemble_runs_end_to_end(digits, herding10):
         lr=0.3,
         teachers=("ConvNet-2-W32", "ConvNet-2-W16"),
     )
-    evaluator = Evaluator("digits", protocol)
+    evaluator = Evaluator(RunSettings(protocol=protocol))
     (result,) = evaluator.evaluate_sets({"herding": evaluator.validate(herding10, ipc=10)})
     row = result.to_dict()
     assert len(row["provenance"]["teachers"]) == 2
@@ -88,7 +89,7 @@ def test_mode_m_with_a_two_teacher_ensemble_runs_end_to_end(digits, herding10):
 
 def test_general_evaluation_trains_only_the_synthetic_cell(digits, herding10):
     protocol = tiny(load_protocol("digits", dataset="digits"))
-    evaluator = Evaluator("digits", protocol, metric="acc")
+    evaluator = Evaluator(RunSettings(protocol=protocol, metric="acc"))
     jobs, _, _ = evaluator.plan({"herding": evaluator.validate(herding10, ipc=10)})
     assert {job.cell for job in jobs} == {"syn"}
     (result,) = evaluator.evaluate_sets({"herding": evaluator.validate(herding10, ipc=10)})
@@ -148,8 +149,8 @@ PRESET_CASES = [
 def test_every_preset_builds_a_runnable_plan(monkeypatch, name, dataset, ipc):
     stand_in = _stand_in(dataset)
     monkeypatch.setattr(real_module, "load_real", lambda *a, **k: stand_in)
-    monkeypatch.setattr("ddrank.evaluate.load_real", lambda *a, **k: stand_in)
-    monkeypatch.setattr("ddrank.evaluate.fitted_zca", lambda *a, **k: _IdentityZCA())
+    monkeypatch.setattr("ddrank.evaluation.evaluator.load_real", lambda *a, **k: stand_in)
+    monkeypatch.setattr("ddrank.evaluation.evaluator.fitted_zca", lambda *a, **k: _IdentityZCA())
     info = stand_in.info
     protocol = load_protocol(name, dataset=dataset, ipc=ipc)
     classes = info.num_classes
@@ -157,14 +158,11 @@ def test_every_preset_builds_a_runnable_plan(monkeypatch, name, dataset, ipc):
     soft = torch.randn(classes * ipc, classes) if protocol.labels.mode == "S" else None
     syn = SyntheticSet(images, soft, None, None, "<memory>", "tensor")
     for metric in ("lrs", "ars"):
-        evaluator = Evaluator(
-            dataset,
-            name,
-            metric=metric,
-            rounds=2,
-            device="cpu",
-            real_acc="published" if protocol.full_data.published_acc is not None else None,
+        published = "published" if protocol.full_data.published_acc is not None else None
+        settings = RunSettings(
+            dataset=dataset, protocol=name, metric=metric, rounds=2, device="cpu", real_acc=published
         )
+        evaluator = Evaluator(settings)
         jobs, data, plans = evaluator.plan({"set": evaluator.validate(syn, ipc=ipc)}, dry_run=True)
         lrs = 1 if protocol.lr is not None else len(protocol.lr_grid)
         per_round = {"lrs": 3 if protocol.labels.mode == "hard" else 4, "ars": 4}[metric]
