@@ -1,14 +1,17 @@
 """End-to-end evaluation on digits with a tiny protocol: the JSON is complete, internally consistent,
-reproducible across processes, and the options for acc(real, hard) and reference selection behave."""
+reproducible across processes, and the options for acc(real, hard) and reference selection behave.
+
+In-process runs share one results store, so a run reuses every job an earlier one finished (as a
+user's reruns do); the reproducibility test recomputes everything in a separate process.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +27,13 @@ from ddrank.baselines import generate
 from ddrank.cli import main
 from ddrank.data.real import load_real
 from ddrank.data.synthetic import SyntheticSet, load_synthetic
-from ddrank.engine.job import MemoryCache
 from ddrank.errors import ConfigError
 from ddrank.evaluation import Evaluation, Evaluator, evaluate
 from ddrank.metrics import label_robust_score
 from ddrank.protocols import load_protocol
 from ddrank.report.leaderboard import build_leaderboard
 from ddrank.report.render import leaderboard_table
+from ddrank.store import ResultStore
 
 LR_GRID = [0.01, 0.1]
 TINY = {
@@ -81,7 +84,10 @@ def workdir(tmp_path_factory) -> Path:
     return folder
 
 
-def cli_args(workdir: Path, out: Path, *extra: str, protocol: str = "tiny.yaml") -> list[str]:
+def cli_args(
+    workdir: Path, out: Path, *extra: str, protocol: str = "tiny.yaml", store: str | None = "shared.sqlite"
+) -> list[str]:
+    """``ddrank evaluate`` of the herding set; ``store`` is a results store in ``workdir`` (None: none)."""
     return [
         "evaluate",
         "--images",
@@ -93,7 +99,7 @@ def cli_args(workdir: Path, out: Path, *extra: str, protocol: str = "tiny.yaml")
         "--device",
         "cpu",
         "--no-progress",
-        "--no-store",
+        *(["--store", str(workdir / store)] if store else ["--no-store"]),
         "--json",
         str(out),
         *extra,
@@ -191,32 +197,22 @@ def test_the_tiny_protocol_learns_something(result):
 # --- reproducibility ------------------------------------------------------------------------------
 
 
-def test_same_seed_gives_byte_identical_json_in_separate_processes(result, workdir):
-    outs = [workdir / f"process{i}.json" for i in range(2)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "ddrank", *cli_args(workdir, out, "--seed", "0")],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for out in outs
-    ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err.decode()
-    first, second = (out.read_bytes() for out in outs)
-    assert first == second
-    # and the in-process run of the same command wrote the same numbers
-    assert json.loads(first) == result
+def test_same_seed_gives_byte_identical_json_in_separate_processes(result, workdir, ddrank_processes):
+    out = workdir / "process.json"
+    ddrank_processes().run(*cli_args(workdir, out, "--seed", "0", store=None))  # trains everything anew
+    assert out.read_bytes() == (workdir / "seed0.json").read_bytes()  # as this process wrote it
+    assert json.loads(out.read_bytes()) == result
 
 
 def test_a_different_seed_changes_the_numbers(result, workdir):
     out = workdir / "seed1.json"
-    assert main(cli_args(workdir, out, "--seed", "1")) == 0
+    assert main(cli_args(workdir, out, "--seed", "1", "--rounds", "1")) == 0
     other = json.loads(out.read_text())
-    assert [r["seed"] for r in other["per_round"]] != [r["seed"] for r in result["per_round"]]
-    accuracies = [(r["acc_syn"], r["acc_random"], r["acc_real"]) for r in result["per_round"]]
-    assert [(r["acc_syn"], r["acc_random"], r["acc_real"]) for r in other["per_round"]] != accuracies
+    (first,) = other["per_round"]
+    assert first["seed"] == rng.derive_seed(1, 0) != result["per_round"][0]["seed"]
+    same_round = result["per_round"][0]
+    for name in ("acc_syn", "acc_random", "acc_real"):
+        assert first[name] != same_round[name], name
     assert other["provenance"]["base_seed"] == 1
 
 
@@ -319,13 +315,25 @@ def evaluator_set(images: torch.Tensor) -> SyntheticSet:
 # --- reference selection --------------------------------------------------------------------------
 
 
-def test_reference_selection_is_labelled_optimistic_in_json_and_table(workdir, capsys):
+@pytest.fixture(scope="module")
+def reference(workdir) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
+    """One round under reference selection through the command line: its JSON, its terminal output and
+    every job it stored."""
     write_protocol(workdir / "reference.yaml", selection="reference", eval_every=5)
-    out = workdir / "reference.json"
-    assert main(cli_args(workdir, out, protocol="reference.yaml")) == 0
-    table = capsys.readouterr().out
+    out, printed = workdir / "reference.json", io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert (
+            main(cli_args(workdir, out, "--rounds", "1", protocol="reference.yaml", store="reference.sqlite"))
+            == 0
+        )
+    with ResultStore(workdir / "reference.sqlite") as store:
+        jobs = store.jobs()
+    return json.loads(out.read_text()), printed.getvalue(), jobs
+
+
+def test_reference_selection_is_labelled_optimistic_in_json_and_table(reference):
+    row, table, _ = reference
     assert "herding" in table and "(optimistic)" in table
-    row = json.loads(out.read_text())
     assert (row["selection"], row["optimistic"]) == ("reference", True)
     for r in row["per_round"]:
         for cell, reported in (("syn", r["acc_syn"]), ("random", r["acc_random"])):
@@ -333,34 +341,25 @@ def test_reference_selection_is_labelled_optimistic_in_json_and_table(workdir, c
             assert all(run["val_acc"] is None for run in runs)  # no validation split is used
             assert all(run["best_test_acc"] >= run["test_acc"] for run in runs)
             assert reported == max(run["best_test_acc"] for run in runs)
+    rows = build_leaderboard([Evaluation.from_dict(row)])
+    honest = Console(file=io.StringIO(), width=200)
+    honest.print(leaderboard_table([dict(rows[0], optimistic=False)]))
+    assert "optimistic" not in honest.file.getvalue()
 
 
-def test_reference_selection_reports_the_best_test_checkpoint_over_lrs(workdir):
-    proto = load_protocol(workdir / "tiny.yaml").with_overrides(selection="reference", eval_every=5, rounds=1)
-    cache = MemoryCache()
-    evaluator = Evaluator(RunSettings(protocol=proto, device="cpu"), store=cache)
-    syn = torch.load(workdir / "herding.pt", weights_only=True)
-    validated = evaluator.validate(evaluator_set(syn["images"]), ipc=5)
-    evaluation = evaluator.evaluate_sets({"herding": validated})[0]
-    (only,) = evaluation.rounds
+def test_reference_selection_reports_the_best_test_checkpoint_over_lrs(reference):
+    row, _, jobs = reference
+    (only,) = Evaluation.from_dict(row).rounds
     curves = {
-        (result.test_acc, max(acc for _, acc in result.curve)): [epoch for epoch, _ in result.curve]
-        for result in cache.results.values()
-        if len(result.curve) > 1
+        (job["test_acc"], max(acc for _, acc in job["curve"])): [epoch for epoch, _ in job["curve"]]
+        for job in jobs
+        if job["cell"] in ("syn", "random")
     }
     assert all(epochs == [5, 10, 15, 20] for epochs in curves.values())
     for run in only.runs["syn"] + only.runs["random"]:
         assert (run.test_acc, run.best_test_acc) in curves
     assert only.values["acc_syn"] == max(run.best_test_acc for run in only.runs["syn"])
     assert only.values["acc_random"] == max(run.best_test_acc for run in only.runs["random"])
-    rows = build_leaderboard([evaluation])
-    rendered = Console(file=io.StringIO(), width=200)
-    rendered.print(leaderboard_table(rows))
-    assert "herding (optimistic)" in rendered.file.getvalue()
-    honest = Console(file=io.StringIO(), width=200)
-    honest.print(leaderboard_table([dict(rows[0], optimistic=False)]))
-    assert "optimistic" not in honest.file.getvalue()
-    assert Evaluation.from_dict(json.loads(json.dumps(evaluation.to_dict()))) == evaluation
 
 
 # --- protocol objects -----------------------------------------------------------------------------
