@@ -19,13 +19,14 @@ import torch
 
 from ddrank.demo import DemoSettings, run_demo
 from ddrank.progress import Silent
+from ddrank.settings import RunSettings
 
 
 def timed_demo(backend: str, quick: bool) -> tuple[float, list[dict]]:
     with tempfile.TemporaryDirectory() as cache:
         os.environ["DDRANK_CACHE_DIR"] = cache
         start = time.perf_counter()
-        sections = run_demo(DemoSettings(quick=quick, backend=backend), Silent())
+        sections = run_demo(DemoSettings(quick=quick, run=RunSettings(backend=backend)), Silent())
         seconds = time.perf_counter() - start
     rows = [r.row() | {"labels": s} for s, results in sections.items() for r in results]
     return seconds, rows

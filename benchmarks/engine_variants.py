@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import torch
 
-from ddrank.engine.common import evaluate
+from ddrank.engine.common import held_out_metrics
 from ddrank.engine.ensemble import EnsembleTrainer
 from ddrank.engine.options import EngineOptions
 
@@ -81,7 +81,7 @@ def main() -> int:
             torch.cuda.synchronize(device)
             per_epoch = (time.perf_counter() - start) / args.epochs
             start = time.perf_counter()
-            evaluate(trainer, data.test, list(range(len(jobs))), 10)
+            held_out_metrics(trainer, data.test, list(range(len(jobs))), 10)
             torch.cuda.synchronize(device)
             eval_s = time.perf_counter() - start
             peak = torch.cuda.max_memory_allocated(device) / 2**30

@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ddrank import rng
 from ddrank.data.sampling import random_subset, validation_split
-from ddrank.engine.common import evaluate, init_model
+from ddrank.engine.common import held_out_metrics, init_model
 from ddrank.engine.ensemble import EnsembleTrainer
 from ddrank.engine.job import EvalSet, RunData, TrainingSet, TrainJob, TrainSpec, job_key
 from ddrank.engine.loop import train_one
@@ -99,9 +99,9 @@ def evaluation_seconds(jobs: list[TrainJob], data: RunData, options: EngineOptio
     classes = jobs[0].spec.num_classes
 
     def run() -> None:
-        evaluate(trainer, data.test, list(range(len(jobs))), classes, detailed=True)
+        held_out_metrics(trainer, data.test, list(range(len(jobs))), classes, detailed=True)
         for name in dict.fromkeys(j.val_set for j in jobs):
-            evaluate(
+            held_out_metrics(
                 trainer, data.val_sets[name], [i for i, j in enumerate(jobs) if j.val_set == name], classes
             )
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ddrank import rng
-from ddrank.engine.common import evaluate
+from ddrank.engine.common import held_out_metrics
 from ddrank.engine.ensemble import EnsembleTrainer
 from ddrank.engine.job import EvalSet, RunData, TrainingSet, TrainJob, TrainSpec, job_key
 from ddrank.engine.loop import LoopTrainer
@@ -169,10 +169,10 @@ def final_evaluation_seconds(trainer, jobs: list[TrainJob], data: RunData, class
     """One final evaluation of the trainer's members: the test set, then each validation set."""
 
     def run() -> None:
-        evaluate(trainer, data.test, list(range(len(jobs))), classes, detailed=True)
+        held_out_metrics(trainer, data.test, list(range(len(jobs))), classes, detailed=True)
         for name in dict.fromkeys(j.val_set for j in jobs):
             chosen = [i for i, j in enumerate(jobs) if j.val_set == name]
-            evaluate(trainer, data.val_sets[name], chosen, classes)
+            held_out_metrics(trainer, data.val_sets[name], chosen, classes)
 
     return timed(run, data.device)
 

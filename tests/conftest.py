@@ -1,4 +1,13 @@
-"""Shared test set-up: every test gets its own cache directory and deterministic torch."""
+"""Shared test set-up: every test gets its own cache directory and deterministic torch; tests that run
+the ``ddrank`` command in separate processes share one way to start them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -8,3 +17,48 @@ import torch
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DDRANK_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     torch.manual_seed(0)
+
+
+class DDRankProcesses:
+    """Starts ``python -m ddrank`` (or ``torchrun``) in subprocesses.
+
+    With a ``root`` they share the cache ``root/cache`` and run one thread each (so that several
+    processes on a 2-core machine do not oversubscribe it); without, they inherit this test's cache
+    and threads.
+    """
+
+    def __init__(self, root: Path | None = None):
+        self.root = root
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.root is not None:
+            env |= {"OMP_NUM_THREADS": "1", "DDRANK_CACHE_DIR": str(self.root / "cache")}
+        env.pop("WORLD_SIZE", None)  # never inherit a torchrun world
+        return env
+
+    def command(self, *args: Any) -> list[str]:
+        return [sys.executable, "-m", "ddrank", *(str(a) for a in args)]
+
+    def torchrun(self, *args: Any, nproc: int = 2, port: int) -> list[str]:
+        launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
+        return [*launcher, f"--master_port={port}", "-m", "ddrank", *(str(a) for a in args)]
+
+    def run(self, *args: Any, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``ddrank args`` to completion, output captured; with ``check``, a failure shows its stderr."""
+        done = subprocess.run(self.command(*args), env=self.env(), capture_output=True, text=True)
+        if check:
+            assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    def start(self, command: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+        """A command of :meth:`command` or :meth:`torchrun` started in the background."""
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        return subprocess.Popen(command, env=self.env(), text=True, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def ddrank_processes() -> type[DDRankProcesses]:
+    """``ddrank_processes(root)``: runs the ddrank command in subprocesses (see DDRankProcesses)."""
+    return DDRankProcesses

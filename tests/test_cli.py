@@ -13,14 +13,14 @@ import torch
 import yaml
 
 import ddrank.engine.runner
-import ddrank.evaluate
+import ddrank.evaluation.evaluator
 from ddrank import __version__
 from ddrank.baselines import BASELINES
 from ddrank.cli import main
 from ddrank.data.real import DATASETS
 from ddrank.data.synthetic import FORMATS
 from ddrank.errors import ConfigError, DDRankError, InputError, UnknownNameError
-from ddrank.evaluate import evaluate
+from ddrank.evaluation import evaluate
 from ddrank.models import describe_models
 from ddrank.protocols import load_protocol, preset_names
 
@@ -48,7 +48,7 @@ def no_training(monkeypatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("training started on bad input")
 
-    monkeypatch.setattr(ddrank.evaluate, "run_jobs", refuse)
+    monkeypatch.setattr(ddrank.evaluation.evaluator, "run_jobs", refuse)
     monkeypatch.setattr(ddrank.engine.runner, "run_jobs", refuse)
 
 

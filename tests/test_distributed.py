@@ -49,16 +49,8 @@ def workdir(tmp_path_factory) -> Path:
     return root
 
 
-def _env(root: Path) -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", DDRANK_CACHE_DIR=str(root / "cache"), PYTHONUNBUFFERED="1")
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
 def _evaluate_args(root: Path, store: str, out: str, *extra: str) -> list[str]:
     return [
-        "-m",
-        "ddrank",
         "evaluate",
         "--images",
         str(root / "herding.pt"),
@@ -77,22 +69,8 @@ def _evaluate_args(root: Path, store: str, out: str, *extra: str) -> list[str]:
     ]
 
 
-def _torchrun(root: Path, args: list[str], **kwargs) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
-    ]
-    return subprocess.Popen(
-        command + args,
-        env=_env(root),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
-    )
+def _torchrun(root: Path, args: list[str], processes) -> subprocess.Popen:
+    return processes.start(processes.torchrun(*args, port=_free_port()))
 
 
 def _scores(path: Path) -> dict:
@@ -101,17 +79,18 @@ def _scores(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def single(workdir) -> dict:
-    subprocess.run(
-        [sys.executable, *_evaluate_args(workdir, "single.sqlite", "single.json")],
-        env=_env(workdir),
-        check=True,
-    )
+def processes(workdir, ddrank_processes):
+    return ddrank_processes(workdir)
+
+
+@pytest.fixture(scope="module")
+def single(workdir, processes) -> dict:
+    processes.run(*_evaluate_args(workdir, "single.sqlite", "single.json"))
     return _scores(workdir / "single.json")
 
 
-def test_two_ranks_give_the_single_process_scores_with_every_job_trained_once(workdir, single):
-    proc = _torchrun(workdir, _evaluate_args(workdir, "dist.sqlite", "dist.json"))
+def test_two_ranks_give_the_single_process_scores_with_every_job_trained_once(workdir, single, processes):
+    proc = _torchrun(workdir, _evaluate_args(workdir, "dist.sqlite", "dist.json"), processes)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     assert _scores(workdir / "dist.json") == single
@@ -141,10 +120,10 @@ def _rank_pids(parent: int) -> dict[int, int]:
     return found
 
 
-def test_a_killed_rank_stops_the_run_and_the_rerun_resumes(workdir, single):
+def test_a_killed_rank_stops_the_run_and_the_rerun_resumes(workdir, single, processes):
     store_path = workdir / "killed.sqlite"
     args = _evaluate_args(workdir, "killed.sqlite", "killed.json")
-    proc = _torchrun(workdir, args)
+    proc = _torchrun(workdir, args, processes)
     deadline = time.time() + 300
     while time.time() < deadline:
         if store_path.exists():
@@ -163,17 +142,16 @@ def test_a_killed_rank_stops_the_run_and_the_rerun_resumes(workdir, single):
         total = store.job_count()
     assert 0 < finished < total, (finished, total)
     # the rerun trains only what was missing and gives the uninterrupted scores
-    rerun = subprocess.run([sys.executable, *args], env=_env(workdir), capture_output=True, text=True)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    processes.run(*args)
     assert _scores(workdir / "killed.json") == single
     with ResultStore(store_path) as store:
         assert store.job_count() == total
 
 
-def test_data_parallel_job_on_two_ranks(workdir, single):
+def test_data_parallel_job_on_two_ranks(workdir, single, processes):
     # The full-data job (1,257 images) trains on both ranks with DistributedDataParallel.
     args = _evaluate_args(workdir, "dp.sqlite", "dp.json", "--data-parallel-images", "1000")
-    proc = _torchrun(workdir, args)
+    proc = _torchrun(workdir, args, processes)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     with ResultStore(workdir / "dp.sqlite") as store:
@@ -185,7 +163,7 @@ def test_data_parallel_job_on_two_ranks(workdir, single):
     assert dp["acc_syn_mean"] == single["acc_syn_mean"]
 
 
-def test_plan_estimate_is_within_30_percent_of_a_measured_run(workdir):
+def test_plan_estimate_is_within_30_percent_of_a_measured_run(workdir, processes):
     digits = load_protocol("digits")
     doc = digits.with_overrides(rounds=2, lr_grid=[0.03, 0.1]).model_dump(mode="json")
     for key in ("dataset", "ipc"):
@@ -199,24 +177,12 @@ def test_plan_estimate_is_within_30_percent_of_a_measured_run(workdir):
         "--device",
         "cpu",
     ]
-    plan = subprocess.run(
-        [sys.executable, "-m", "ddrank", "plan", *common, "--world-size", "1,2"],
-        env=_env(workdir),
-        capture_output=True,
-        text=True,
-    )
-    assert plan.returncode == 0, plan.stderr[-2000:]
+    plan = processes.run("plan", *common, "--world-size", "1,2")
     estimate = _seconds(
         re.search(r"world size 1: .*estimated wall time ([\d.]+ (?:s|min|h))", plan.stdout).group(1)
     )
     assert "world size 2" in plan.stdout and "rank 1:" in plan.stdout
-    run = subprocess.run(
-        [sys.executable, "-m", "ddrank", "evaluate", *common, "--no-store", "--no-progress"],
-        env=_env(workdir),
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
+    run = processes.run("evaluate", *common, "--no-store", "--no-progress")
     measured = float(re.search(r"done in ([\d.]+) s", run.stderr).group(1))
     print(f"plan estimate {estimate:.1f} s, measured {measured:.1f} s")
     assert abs(estimate - measured) <= 0.3 * measured, (estimate, measured)

@@ -1,14 +1,17 @@
 """End-to-end evaluation on digits with a tiny protocol: the JSON is complete, internally consistent,
-reproducible across processes, and the options for acc(real, hard) and reference selection behave."""
+reproducible across processes, and the options for acc(real, hard) and reference selection behave.
+
+In-process runs share one results store, so a run reuses every job an earlier one finished (as a
+user's reruns do); the reproducibility test recomputes everything in a separate process.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +21,19 @@ import torch
 import yaml
 from rich.console import Console
 
-import ddrank.evaluate
-from ddrank import __version__, rng
+import ddrank.evaluation.evaluator
+from ddrank import RunSettings, __version__, rng
 from ddrank.baselines import generate
 from ddrank.cli import main
 from ddrank.data.real import load_real
 from ddrank.data.synthetic import SyntheticSet, load_synthetic
-from ddrank.engine.job import MemoryCache
 from ddrank.errors import ConfigError
-from ddrank.evaluate import Evaluator, evaluate
+from ddrank.evaluation import Evaluation, Evaluator, evaluate
 from ddrank.metrics import label_robust_score
 from ddrank.protocols import load_protocol
-from ddrank.report.table import lrs_table
+from ddrank.report.leaderboard import build_leaderboard
+from ddrank.report.render import leaderboard_table
+from ddrank.store import ResultStore
 
 LR_GRID = [0.01, 0.1]
 TINY = {
@@ -80,7 +84,10 @@ def workdir(tmp_path_factory) -> Path:
     return folder
 
 
-def cli_args(workdir: Path, out: Path, *extra: str, protocol: str = "tiny.yaml") -> list[str]:
+def cli_args(
+    workdir: Path, out: Path, *extra: str, protocol: str = "tiny.yaml", store: str | None = "shared.sqlite"
+) -> list[str]:
+    """``ddrank evaluate`` of the herding set; ``store`` is a results store in ``workdir`` (None: none)."""
     return [
         "evaluate",
         "--images",
@@ -92,7 +99,7 @@ def cli_args(workdir: Path, out: Path, *extra: str, protocol: str = "tiny.yaml")
         "--device",
         "cpu",
         "--no-progress",
-        "--no-store",
+        *(["--store", str(workdir / store)] if store else ["--no-store"]),
         "--json",
         str(out),
         *extra,
@@ -190,32 +197,22 @@ def test_the_tiny_protocol_learns_something(result):
 # --- reproducibility ------------------------------------------------------------------------------
 
 
-def test_same_seed_gives_byte_identical_json_in_separate_processes(result, workdir):
-    outs = [workdir / f"process{i}.json" for i in range(2)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "ddrank", *cli_args(workdir, out, "--seed", "0")],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for out in outs
-    ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err.decode()
-    first, second = (out.read_bytes() for out in outs)
-    assert first == second
-    # and the in-process run of the same command wrote the same numbers
-    assert json.loads(first) == result
+def test_same_seed_gives_byte_identical_json_in_separate_processes(result, workdir, ddrank_processes):
+    out = workdir / "process.json"
+    ddrank_processes().run(*cli_args(workdir, out, "--seed", "0", store=None))  # trains everything anew
+    assert out.read_bytes() == (workdir / "seed0.json").read_bytes()  # as this process wrote it
+    assert json.loads(out.read_bytes()) == result
 
 
 def test_a_different_seed_changes_the_numbers(result, workdir):
     out = workdir / "seed1.json"
-    assert main(cli_args(workdir, out, "--seed", "1")) == 0
+    assert main(cli_args(workdir, out, "--seed", "1", "--rounds", "1")) == 0
     other = json.loads(out.read_text())
-    assert [r["seed"] for r in other["per_round"]] != [r["seed"] for r in result["per_round"]]
-    accuracies = [(r["acc_syn"], r["acc_random"], r["acc_real"]) for r in result["per_round"]]
-    assert [(r["acc_syn"], r["acc_random"], r["acc_real"]) for r in other["per_round"]] != accuracies
+    (first,) = other["per_round"]
+    assert first["seed"] == rng.derive_seed(1, 0) != result["per_round"][0]["seed"]
+    same_round = result["per_round"][0]
+    for name in ("acc_syn", "acc_random", "acc_real"):
+        assert first[name] != same_round[name], name
     assert other["provenance"]["base_seed"] == 1
 
 
@@ -227,8 +224,8 @@ def test_python_api_takes_tensors_and_protocol_objects(workdir):
     evaluation = evaluate(saved["images"], saved["labels"], protocol=proto, method="api", device="cpu")
     row = evaluation.row()
     assert (row["method"], row["ipc"], row["rounds"], row["protocol"]) == ("api", 5, 1, "digits")
-    assert evaluation.protocol == proto.model_copy(update={"ipc": 5})  # resolved for the set's IPC
-    assert row["protocol_hash"] == evaluation.protocol.content_hash() != proto.content_hash()
+    resolved = proto.model_copy(update={"ipc": 5})  # resolved for the set's IPC
+    assert row["protocol_hash"] == evaluation.protocol_hash == resolved.content_hash() != proto.content_hash()
     assert row["lrs_std"] is None and row["lrs_ci_low"] is None  # one round: no spread
     (only,) = evaluation.to_dict()["per_round"]
     assert only["lr_syn"] == only["lr_random"] == 0.05
@@ -251,7 +248,7 @@ def test_given_real_accuracy_is_used_as_is_and_nothing_full_data_trains(workdir,
 def test_real_accuracy_in_percent_is_refused_with_a_hint(workdir, capsys):
     assert main(cli_args(workdir, workdir / "percent.json", "--real-acc", "90")) == 2
     err = capsys.readouterr().err
-    assert err.startswith("ddrank: error: --real-acc takes a fraction in [0, 1]")
+    assert err.startswith("ddrank: error: --real-acc must be a fraction in [0, 1]")
     assert "not percentages: 90% is 0.9" in err
     assert not (workdir / "percent.json").exists()
 
@@ -285,18 +282,21 @@ def write_fake_cifar10(root: Path, per_class: int = 10, test_per_class: int = 2)
 def test_published_real_accuracy_of_a_preset_is_used_and_labelled(tmp_path, monkeypatch):
     write_fake_cifar10(tmp_path)
     cells: list[str] = []
-    run_jobs = ddrank.evaluate.run_jobs
+    run_jobs = ddrank.evaluation.evaluator.run_jobs
 
     def spy(jobs, *args, **kwargs):
         cells.extend(job.cell for job in jobs)
         return run_jobs(jobs, *args, **kwargs)
 
-    monkeypatch.setattr(ddrank.evaluate, "run_jobs", spy)
+    monkeypatch.setattr(ddrank.evaluation.evaluator, "run_jobs", spy)
     proto = load_protocol("dsa", dataset="cifar10").with_overrides(
         model="ConvNet-1-W8", epochs=2, lr_grid=[0.01], rounds=2
     )
     assert proto.full_data.published_acc == 0.848
-    evaluator = Evaluator("cifar10", proto, data_root=tmp_path, real_acc="published", device="cpu")
+    settings = RunSettings(
+        dataset="cifar10", protocol=proto, data_root=tmp_path, real_acc="published", device="cpu"
+    )
+    evaluator = Evaluator(settings)
     syn = torch.randn(10, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     evaluation = evaluator.evaluate_sets({"noise": evaluator.validate(evaluator_set(syn), ipc=1)})[0]
     row = evaluation.row()
@@ -304,7 +304,7 @@ def test_published_real_accuracy_of_a_preset_is_used_and_labelled(tmp_path, monk
     assert row["acc_real_source"] == (
         "published: ConvNet-3 on CIFAR-10, 84.8 ± 0.1 (DD-Ranking full-data baseline)"
     )
-    assert all(r.acc_real == 0.848 and "real" not in r.runs for r in evaluation.rounds)
+    assert all(r.values["acc_real"] == 0.848 and "real" not in r.runs for r in evaluation.rounds)
     assert cells and "real" not in cells and set(cells) == {"syn", "random"}
 
 
@@ -315,13 +315,25 @@ def evaluator_set(images: torch.Tensor) -> SyntheticSet:
 # --- reference selection --------------------------------------------------------------------------
 
 
-def test_reference_selection_is_labelled_optimistic_in_json_and_table(workdir, capsys):
+@pytest.fixture(scope="module")
+def reference(workdir) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
+    """One round under reference selection through the command line: its JSON, its terminal output and
+    every job it stored."""
     write_protocol(workdir / "reference.yaml", selection="reference", eval_every=5)
-    out = workdir / "reference.json"
-    assert main(cli_args(workdir, out, protocol="reference.yaml")) == 0
-    table = capsys.readouterr().out
+    out, printed = workdir / "reference.json", io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert (
+            main(cli_args(workdir, out, "--rounds", "1", protocol="reference.yaml", store="reference.sqlite"))
+            == 0
+        )
+    with ResultStore(workdir / "reference.sqlite") as store:
+        jobs = store.jobs()
+    return json.loads(out.read_text()), printed.getvalue(), jobs
+
+
+def test_reference_selection_is_labelled_optimistic_in_json_and_table(reference):
+    row, table, _ = reference
     assert "herding" in table and "(optimistic)" in table
-    row = json.loads(out.read_text())
     assert (row["selection"], row["optimistic"]) == ("reference", True)
     for r in row["per_round"]:
         for cell, reported in (("syn", r["acc_syn"]), ("random", r["acc_random"])):
@@ -329,39 +341,32 @@ def test_reference_selection_is_labelled_optimistic_in_json_and_table(workdir, c
             assert all(run["val_acc"] is None for run in runs)  # no validation split is used
             assert all(run["best_test_acc"] >= run["test_acc"] for run in runs)
             assert reported == max(run["best_test_acc"] for run in runs)
+    rows = build_leaderboard([Evaluation.from_dict(row)])
+    honest = Console(file=io.StringIO(), width=200)
+    honest.print(leaderboard_table([dict(rows[0], optimistic=False)]))
+    assert "optimistic" not in honest.file.getvalue()
 
 
-def test_reference_selection_reports_the_best_test_checkpoint_over_lrs(workdir):
-    proto = load_protocol(workdir / "tiny.yaml").with_overrides(selection="reference", eval_every=5, rounds=1)
-    cache = MemoryCache()
-    evaluator = Evaluator("digits", proto, device="cpu", cache=cache)
-    syn = torch.load(workdir / "herding.pt", weights_only=True)
-    validated = evaluator.validate(evaluator_set(syn["images"]), ipc=5)
-    evaluation = evaluator.evaluate_sets({"herding": validated})[0]
-    (only,) = evaluation.rounds
+def test_reference_selection_reports_the_best_test_checkpoint_over_lrs(reference):
+    row, _, jobs = reference
+    (only,) = Evaluation.from_dict(row).rounds
     curves = {
-        (result.test_acc, max(acc for _, acc in result.curve)): [epoch for epoch, _ in result.curve]
-        for result in cache.results.values()
-        if len(result.curve) > 1
+        (job["test_acc"], max(acc for _, acc in job["curve"])): [epoch for epoch, _ in job["curve"]]
+        for job in jobs
+        if job["cell"] in ("syn", "random")
     }
     assert all(epochs == [5, 10, 15, 20] for epochs in curves.values())
     for run in only.runs["syn"] + only.runs["random"]:
         assert (run.test_acc, run.best_test_acc) in curves
-    assert only.acc_syn == max(run.best_test_acc for run in only.runs["syn"])
-    assert only.acc_random == max(run.best_test_acc for run in only.runs["random"])
-    rendered = io.StringIO()
-    Console(file=rendered, width=200).print(lrs_table([evaluation.row()]))
-    assert "herding (optimistic)" in rendered.getvalue()
-    honest = Console(file=io.StringIO(), width=200)
-    honest.print(lrs_table([dict(evaluation.row(), optimistic=False)]))
-    assert "optimistic" not in honest.file.getvalue()
+    assert only.values["acc_syn"] == max(run.best_test_acc for run in only.runs["syn"])
+    assert only.values["acc_random"] == max(run.best_test_acc for run in only.runs["random"])
 
 
 # --- protocol objects -----------------------------------------------------------------------------
 
 
 def test_protocol_objects_resolve_like_presets():
-    evaluator = Evaluator("digits", load_protocol("digits"), device="cpu")
+    evaluator = Evaluator(RunSettings(protocol=load_protocol("digits"), device="cpu"))
     for ipc in (1, 10):
         preset = load_protocol("digits", dataset="digits", ipc=ipc)
         assert evaluator.protocol_for(ipc) == preset
@@ -373,7 +378,7 @@ def test_protocol_objects_for_another_dataset_or_ipc_are_refused(monkeypatch):
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("training started on a mismatched protocol")
 
-    monkeypatch.setattr(ddrank.evaluate, "run_jobs", refuse)
+    monkeypatch.setattr(ddrank.evaluation.evaluator, "run_jobs", refuse)
     syn = torch.zeros(10, 1, 8, 8)
     with pytest.raises(ConfigError, match="protocol 'dsa' was resolved for dataset 'cifar10', not 'digits'"):
         evaluate(syn, protocol=load_protocol("dsa", dataset="cifar10"), device="cpu")

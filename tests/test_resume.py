@@ -4,10 +4,8 @@ and a second method reuses the random-subset and full-data jobs of the first."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -60,17 +58,14 @@ def _args(root: Path, method: str, store: str, out: str, *extra: str) -> list[st
     ]
 
 
-def _env(root: Path) -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS="1", DDRANK_CACHE_DIR=str(root / "cache"))
-
-
 def _scores(path: Path) -> dict:
     return {k: v for k, v in json.loads(path.read_text()).items() if k != "provenance"}
 
 
-def test_sigkill_then_rerun_trains_only_the_unfinished_jobs(workdir):
+def test_sigkill_then_rerun_trains_only_the_unfinished_jobs(workdir, ddrank_processes):
+    processes = ddrank_processes(workdir)
     args = _args(workdir, "herding", "killed.sqlite", "killed.json", "--max-members", "1")
-    proc = subprocess.Popen([sys.executable, "-m", "ddrank", *args], env=_env(workdir))
+    proc = processes.start(processes.command(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store_path = workdir / "killed.sqlite"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -86,14 +81,14 @@ def test_sigkill_then_rerun_trains_only_the_unfinished_jobs(workdir):
     assert before, "nothing finished before the kill"
     assert not (workdir / "killed.json").exists()
 
-    subprocess.run([sys.executable, "-m", "ddrank", *args], env=_env(workdir), check=True)
+    processes.run(*args)
     with ResultStore(store_path) as store:
         after = {row["key"]: row["created"] for row in store.jobs()}
     assert len(after) > len(before)
     assert all(after[key] == created for key, created in before.items())  # finished jobs were not retrained
 
     clean = _args(workdir, "herding", "clean.sqlite", "clean.json", "--max-members", "1")
-    subprocess.run([sys.executable, "-m", "ddrank", *clean], env=_env(workdir), check=True)
+    processes.run(*clean)
     assert _scores(workdir / "killed.json") == _scores(workdir / "clean.json")
     with ResultStore(workdir / "clean.sqlite") as store:
         assert store.job_count() == len(after)
@@ -114,11 +109,15 @@ def test_a_second_method_reuses_the_random_and_full_data_jobs(workdir):
 
 
 def test_cross_architecture_matrix_in_one_call(workdir, capsys):
+    # In the store of the test above, the protocol's own student (ConvNet-2-W16) is already trained.
     out = workdir / "students.json"
-    args = _args(workdir, "herding", "students.sqlite", "students.json", "--students", "ConvNet-2-W16,MLP")
+    args = _args(workdir, "herding", "shared.sqlite", "students.json", "--students", "ConvNet-2-W16,MLP")
     assert main(args) == 0
     rows = json.loads(out.read_text())
     assert [r["student"] for r in rows] == ["ConvNet-2-W16", "MLP"]
     assert rows[0]["acc_syn_mean"] != rows[1]["acc_syn_mean"]
     table = capsys.readouterr().out
-    assert "ConvNet-2-W16" in table and "MLP" in table
+    # each student's name sits in the row of its own score (rows are ranked, names may wrap)
+    names = [table.index(row["student"]) for row in rows]
+    scores = [table.index(f"{100 * row['lrs_mean']:.2f}") for row in rows]
+    assert (names[0] < names[1]) == (scores[0] < scores[1])

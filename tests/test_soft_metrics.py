@@ -1,5 +1,9 @@
 """Soft-label protocols, ARS and general accuracy end to end on digits, and a dry-run plan of
-every shipped preset."""
+every shipped preset.
+
+The teachers are trained once for the module and given as checkpoints; the automatic path (no
+checkpoints: trained with the protocol's full-data recipe and cached) runs in the demo's soft section.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,11 @@ from ddrank.baselines import generate
 from ddrank.data import real as real_module
 from ddrank.data.real import RealData, dataset_info, load_real
 from ddrank.data.synthetic import SyntheticSet
-from ddrank.evaluate import Evaluator
+from ddrank.evaluation import Evaluator
+from ddrank.evaluation.teachers import train_teacher
 from ddrank.metrics import augmentation_robust_score, label_robust_score
 from ddrank.protocols import load_protocol, preset, preset_names
+from ddrank.settings import RunSettings
 
 
 def tiny(protocol, epochs: int = 30, lr: float = 0.1, **labels):
@@ -35,9 +41,20 @@ def herding10(digits) -> SyntheticSet:
     return generate("herding", digits, 10, seed=0)
 
 
-def test_ars_is_the_formula_of_its_four_cells(digits, herding10):
+@pytest.fixture(scope="module")
+def teachers(digits, tmp_path_factory) -> dict[str, str]:
+    """Teacher checkpoints by model, trained on digits with a short full-data recipe."""
+    folder = tmp_path_factory.mktemp("teachers")
+    recipe = tiny(load_protocol("digits-kd", dataset="digits")).full_data
+    return {
+        name: str(train_teacher(digits, name, recipe, folder / name / "ckpt_best.pt").path)
+        for name in ("ConvNet-2-W16", "ConvNet-2-W32")
+    }
+
+
+def test_ars_is_the_formula_of_its_four_cells(herding10, teachers):
     protocol = tiny(load_protocol("digits-kd", dataset="digits"))
-    evaluator = Evaluator("digits", protocol, metric="ars")
+    evaluator = Evaluator(RunSettings(protocol=protocol, metric="ars", teachers=[teachers["ConvNet-2-W16"]]))
     (result,) = evaluator.evaluate_sets({"herding": evaluator.validate(herding10, ipc=10)})
     row = result.to_dict()
     assert row["metric"] == "ars"
@@ -52,9 +69,9 @@ def test_ars_is_the_formula_of_its_four_cells(digits, herding10):
         assert 0 <= row[f"{name}_mean"] <= 1 and f"{name}_ci_low" in row
 
 
-def test_mode_s_labels_the_random_baseline_with_the_teacher(digits, herding10):
+def test_mode_s_labels_the_random_baseline_with_the_teacher(herding10, teachers):
     protocol = tiny(load_protocol("digits-kd", dataset="digits"), mode="S", loss="sce", temperature=1.0)
-    evaluator = Evaluator("digits", protocol)
+    evaluator = Evaluator(RunSettings(protocol=protocol, teachers=[teachers["ConvNet-2-W16"]]))
     teachers = evaluator.teachers_for(protocol)
     soft = teachers.stored_labels(herding10.images)
     syn = SyntheticSet(herding10.images, soft, None, "normalized", "<memory>", "tensor")
@@ -72,23 +89,19 @@ def test_mode_s_labels_the_random_baseline_with_the_teacher(digits, herding10):
     assert row["labels"] == "S" and 0.5 < row["acc_syn_mean"] <= 1
 
 
-def test_mode_m_with_a_two_teacher_ensemble_runs_end_to_end(digits, herding10):
-    protocol = tiny(
-        load_protocol("digits-kd", dataset="digits"),
-        epochs=60,
-        lr=0.3,
-        teachers=("ConvNet-2-W32", "ConvNet-2-W16"),
-    )
-    evaluator = Evaluator("digits", protocol)
+def test_mode_m_with_a_two_teacher_ensemble_runs_end_to_end(herding10, teachers):
+    names = ("ConvNet-2-W32", "ConvNet-2-W16")
+    protocol = tiny(load_protocol("digits-kd", dataset="digits"), epochs=60, lr=0.3, teachers=names)
+    evaluator = Evaluator(RunSettings(protocol=protocol, teachers=[teachers[name] for name in names]))
     (result,) = evaluator.evaluate_sets({"herding": evaluator.validate(herding10, ipc=10)})
     row = result.to_dict()
-    assert len(row["provenance"]["teachers"]) == 2
+    assert row["provenance"]["teachers"] == [teachers[name] for name in names]
     assert row["acc_syn_mean"] > 0.6 and not math.isnan(row["lrs_mean"])
 
 
-def test_general_evaluation_trains_only_the_synthetic_cell(digits, herding10):
+def test_general_evaluation_trains_only_the_synthetic_cell(herding10):
     protocol = tiny(load_protocol("digits", dataset="digits"))
-    evaluator = Evaluator("digits", protocol, metric="acc")
+    evaluator = Evaluator(RunSettings(protocol=protocol, metric="acc"))
     jobs, _, _ = evaluator.plan({"herding": evaluator.validate(herding10, ipc=10)})
     assert {job.cell for job in jobs} == {"syn"}
     (result,) = evaluator.evaluate_sets({"herding": evaluator.validate(herding10, ipc=10)})
@@ -148,8 +161,8 @@ PRESET_CASES = [
 def test_every_preset_builds_a_runnable_plan(monkeypatch, name, dataset, ipc):
     stand_in = _stand_in(dataset)
     monkeypatch.setattr(real_module, "load_real", lambda *a, **k: stand_in)
-    monkeypatch.setattr("ddrank.evaluate.load_real", lambda *a, **k: stand_in)
-    monkeypatch.setattr("ddrank.evaluate.fitted_zca", lambda *a, **k: _IdentityZCA())
+    monkeypatch.setattr("ddrank.evaluation.evaluator.load_real", lambda *a, **k: stand_in)
+    monkeypatch.setattr("ddrank.evaluation.evaluator.fitted_zca", lambda *a, **k: _IdentityZCA())
     info = stand_in.info
     protocol = load_protocol(name, dataset=dataset, ipc=ipc)
     classes = info.num_classes
@@ -157,14 +170,11 @@ def test_every_preset_builds_a_runnable_plan(monkeypatch, name, dataset, ipc):
     soft = torch.randn(classes * ipc, classes) if protocol.labels.mode == "S" else None
     syn = SyntheticSet(images, soft, None, None, "<memory>", "tensor")
     for metric in ("lrs", "ars"):
-        evaluator = Evaluator(
-            dataset,
-            name,
-            metric=metric,
-            rounds=2,
-            device="cpu",
-            real_acc="published" if protocol.full_data.published_acc is not None else None,
+        published = "published" if protocol.full_data.published_acc is not None else None
+        settings = RunSettings(
+            dataset=dataset, protocol=name, metric=metric, rounds=2, device="cpu", real_acc=published
         )
+        evaluator = Evaluator(settings)
         jobs, data, plans = evaluator.plan({"set": evaluator.validate(syn, ipc=ipc)}, dry_run=True)
         lrs = 1 if protocol.lr is not None else len(protocol.lr_grid)
         per_round = {"lrs": 3 if protocol.labels.mode == "hard" else 4, "ars": 4}[metric]

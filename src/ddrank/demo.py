@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from ddrank.baselines import generate
 from ddrank.data.real import load_real
 from ddrank.engine.job import JobCache, MemoryCache
-from ddrank.engine.options import EngineOptions
-from ddrank.engine.runner import Backend
-from ddrank.evaluate import Evaluation, Evaluator
+from ddrank.evaluation import Evaluation, Evaluator
 from ddrank.progress import Reporter
 from ddrank.protocols import Protocol, load_protocol
+from ddrank.settings import RunSettings
 
 DEMO_METHODS = ("noise", "random", "herding", "kcenter", "dm")
 DEMO_IPCS = (1, 10)
@@ -29,14 +28,14 @@ SOFT_SECTION = {"rounds": 3, "lr_grid": (0.1, 0.3)}
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Full demo: the digits presets as shipped; quick: fewer epochs, rounds and learning rates."""
+    """Full demo: the digits presets as shipped; quick: fewer epochs, rounds and learning rates.
+
+    ``run`` holds the seed and how students train (backend, device, precision, engine options).
+    """
 
     quick: bool = False
-    seed: int = 0
-    backend: Backend = "auto"
-    device: str | None = None
     soft: bool = True
-    options: EngineOptions = field(default_factory=EngineOptions)
+    run: RunSettings = field(default_factory=RunSettings)
 
     def protocol(self, section: str) -> Protocol:
         proto = load_protocol(SECTIONS[section], dataset="digits")
@@ -47,33 +46,30 @@ class DemoSettings:
             proto = proto.with_overrides(epochs=100, rounds=3, lr_grid=proto.lr_grid[-2:], full_data=recipe)
         return proto
 
+    def section(self, section: str) -> RunSettings:
+        """The run settings of a section: LRS on digits under the section's protocol."""
+        return self.run.replace(dataset="digits", protocol=self.protocol(section), metric="lrs")
+
 
 def run_demo(
-    settings: DemoSettings, reporter: Reporter, cache: JobCache | None = None
+    settings: DemoSettings, reporter: Reporter, store: JobCache | None = None
 ) -> dict[str, list[Evaluation]]:
-    """Build each baseline at each IPC and score it with LRS over several rounds, per label section."""
+    """Build each baseline at each IPC and score it with LRS over several rounds, per label section;
+    a results store records every evaluation."""
     real = load_real("digits")
     results: dict[str, list[Evaluation]] = {}
     sets = {}
-    cache = MemoryCache() if cache is None else cache  # hard-label runs are shared by both sections
+    store = MemoryCache() if store is None else store  # hard-label runs are shared by both sections
+    seed = settings.run.seed
     for section in SECTIONS:
         if section == "soft" and not settings.soft:
             continue
-        evaluator = Evaluator(
-            "digits",
-            settings.protocol(section),
-            seed=settings.seed,
-            backend=settings.backend,
-            device=settings.device,
-            options=settings.options,
-            cache=cache,
-            reporter=reporter,
-        )
+        evaluator = Evaluator(settings.section(section), store=store, reporter=reporter)
         results[section] = []
         for ipc in DEMO_IPCS:
             if ipc not in sets:
                 reporter.log(f"building {len(DEMO_METHODS)} reference sets at IPC {ipc}")
-                sets[ipc] = {m: generate(m, real, ipc, seed=settings.seed) for m in DEMO_METHODS}
+                sets[ipc] = {m: generate(m, real, ipc, seed=seed) for m in DEMO_METHODS}
             validated = {m: evaluator.validate(syn, ipc=ipc) for m, syn in sets[ipc].items()}
             results[section] += evaluator.evaluate_sets(validated)
     return results

@@ -1,6 +1,10 @@
 """Sizing a run before asking for machines: the work units, their measured costs, and how they
 split over W ranks (``ddrank plan``).
 
+An evaluation is planned by its evaluator (a dry run: real data, no teachers); a sweep by the same
+job planner on stand-in sets sized from the presets and the datasets' shapes, so a cluster can be
+sized before any data is at hand.
+
 Each distinct kind of unit is timed for a few optimiser steps on this machine's device, on
 stand-in images of the unit's shape, with its members and batch capped so one probe stays
 short (then scaled linearly). A unit's time is its steps times that step time plus its
@@ -12,20 +16,28 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import torch
 
-from ddrank.data.real import DATASETS
+from ddrank.data.real import DATASETS, dataset_info
+from ddrank.data.synthetic import SyntheticSet
 from ddrank.engine.allocator import keep_freed_memory
 from ddrank.engine.common import augment_key, epoch_batches
 from ddrank.engine.ensemble import EnsembleTrainer
-from ddrank.engine.job import EvalSet, RunData, TrainingSet, TrainSpec
+from ddrank.engine.job import EvalSet, RunData, TrainingSet, TrainJob, TrainSpec
 from ddrank.engine.options import EngineOptions
-from ddrank.engine.runner import image_cost
-from ddrank.engine.units import Unit, assign
+from ddrank.engine.runner import image_cost, max_members
+from ddrank.engine.units import Unit, assign, make_units
+from ddrank.errors import InputError
+from ddrank.evaluation import Evaluator
+from ddrank.evaluation.jobs import PlanEntry, plan_jobs
 from ddrank.labels.teachers import Teacher, TeacherEnsemble, freeze
 from ddrank.models import create_model
+from ddrank.protocols import load_protocol
+from ddrank.settings import RunSettings
+from ddrank.sweep import SweepEntry
 
 PROBE_ELEMENTS = 5e7  # members x batch x activation elements per image, for one probe step
 PROBE_STEPS = 5  # at least this many timed steps ...
@@ -91,8 +103,6 @@ class StepTimer:
                 for name in spec.labels.teachers
             ]
             data.teachers[spec.teachers] = TeacherEnsemble(stand_ins, spec.labels.ensemble).to(device)
-        from ddrank.engine.job import TrainJob
-
         jobs = [TrainJob(spec, "probe", None, 0.01, seed, f"probe{seed}") for seed in range(members)]
         trainer = EnsembleTrainer(jobs, data, self.options)
         idx = epoch_batches(trainer.keys, batch, batch, 0)[0]
@@ -131,3 +141,144 @@ def split(estimates: list[UnitEstimate], world_size: int) -> tuple[list[list[Uni
     shared = sum(e.seconds for e in estimates if e.unit.kind == "data_parallel") / world_size
     shares = assign([e.seconds for e in own], world_size)
     return [[own[i] for i in share] for share in shares], shared
+
+
+# -- what to size --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run to size: what it is, its jobs, its training-set sizes, and the images each student is
+    evaluated on (validation + test)."""
+
+    what: str
+    jobs: list[TrainJob]
+    set_sizes: dict[str, int]
+    eval_images: int
+
+
+def plan_evaluation(settings: RunSettings, syn: SyntheticSet | None, method: str = "synthetic") -> PlannedRun:
+    """The jobs of one evaluation, planned by its evaluator without teachers; without a set, a stand-in
+    of ``settings.ipc`` images per class."""
+    evaluator = Evaluator(settings)
+    if syn is None:
+        if settings.ipc is None:
+            raise InputError("planning without a synthetic set needs its images per class (settings.ipc)")
+        info = evaluator.real.info
+        n = info.num_classes * settings.ipc
+        images = torch.zeros(n, info.channels, info.size, info.size)
+        syn = SyntheticSet(images, None, None, "normalized", "<stand-in>", "tensor")
+    validated = evaluator.validate(syn)
+    jobs, data, _ = evaluator.plan({method: validated}, dry_run=True)
+    set_sizes = {name: len(t) for name, t in data.train_sets.items()}
+    eval_images = data.test.images.shape[0] + next(iter(data.val_sets.values())).images.shape[0]
+    protocol = evaluator.protocol_for(validated.ipc).name
+    what = f"{evaluator.info.name} · protocol {protocol} · IPC {validated.ipc}"
+    return PlannedRun(what, jobs, set_sizes, eval_images)
+
+
+def train_images(dataset: str) -> int:
+    """The training-set size of a named dataset, for planning without its data."""
+    info = dataset_info(dataset)
+    return TRAIN_IMAGES.get(info.name, info.num_classes * 1000)
+
+
+class _ShapeSets:
+    """Stand-in sets named after what they would hold and sized from the datasets' shapes."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[str, int] = {}
+
+    def _sized(self, name: str, size: int) -> tuple[str, str]:
+        self.sizes[name] = size
+        return name, name
+
+    def test(self, entry: PlanEntry) -> tuple[str, str]:
+        return "test", f"test:{entry.info.name}"
+
+    def validation(self, entry: PlanEntry, round: int, seed: int) -> tuple[str, str]:
+        name = f"val:{entry.info.name}:{round}"
+        return name, name
+
+    def synthetic(self, entry: PlanEntry) -> tuple[str, str]:
+        return self._sized(f"syn:{entry.name}", entry.info.num_classes * entry.ipc)
+
+    def random(self, entry: PlanEntry, round: int, seed: int) -> tuple[str, str]:
+        # shared by every method with the same dataset, IPC, round and label mode
+        name = f"random:{entry.info.name}:{entry.ipc}:{round}:{entry.protocol.labels.mode}"
+        return self._sized(name, entry.info.num_classes * entry.ipc)
+
+    def real(self, entry: PlanEntry) -> tuple[str, str]:
+        return self._sized(f"real:{entry.info.name}", train_images(entry.info.name))
+
+
+def plan_sweep(entries: Sequence[SweepEntry], settings: RunSettings) -> PlannedRun:
+    """The jobs of every entry from presets and dataset shapes alone (each shared job once), with
+    ``settings``' metric, rounds, seed and acc(real, hard) choice."""
+    planned: list[PlanEntry] = []
+    eval_images = 0
+    for entry in entries:
+        info = dataset_info(entry.dataset)
+        protocol = load_protocol(entry.protocol or entry.method, dataset=info.name, ipc=entry.ipc)
+        given = settings.real_acc
+        train_real = given is None or (given == "published" and protocol.full_data.published_acc is None)
+        rounds = settings.rounds or protocol.rounds
+        planned.append(PlanEntry(entry.name, protocol, info, entry.ipc, rounds, train_real=train_real))
+        n = train_images(info.name)
+        eval_images = max(eval_images, int(n * protocol.val_fraction) + n // 5)
+    sets = _ShapeSets()
+    jobs, _ = plan_jobs(
+        planned, sets, metric=settings.metric, base_seed=settings.seed, precision=settings.train_precision
+    )
+    unique: dict[str, TrainJob] = {}
+    for job in jobs:
+        unique.setdefault(job.key, job)
+    return PlannedRun(f"{len(entries)} evaluations", list(unique.values()), sets.sizes, eval_images)
+
+
+def plan_report(run: PlannedRun, world_sizes: Sequence[int], settings: RunSettings) -> Iterator[str]:
+    """Lines of the plan: the job count, then per world size its units, estimated wall time and total
+    work (and each rank's share up to 8 ranks). Units are timed on ``settings``' device as they come."""
+    device, options = settings.torch_device, settings.options
+    limits: dict[tuple, int] = {}
+
+    def limit(job: TrainJob, n: int) -> int:
+        key = (job.spec, n)
+        if key not in limits:
+            limits[key] = max_members(job.spec, min(n, job.spec.batch_size), device, options)
+        return limits[key]
+
+    yield f"{run.what}: {len(run.jobs)} jobs; timing each kind of unit on {device} …"
+    timer = StepTimer(device, options)
+    for world_size in world_sizes:
+        units = make_units(
+            run.jobs,
+            run.set_sizes.__getitem__,
+            backend=settings.backend,
+            member_limit=limit,
+            data_parallel_images=options.data_parallel_images if world_size > 1 else None,
+        )
+        labels = [f"{u.jobs[0].spec.model} ×{len(u.jobs)}" for u in units]
+        estimates = estimate_units(units, labels, timer, run.eval_images)
+        shares, shared = split(estimates, world_size)
+        loads = [shared + sum(e.seconds for e in share) for share in shares]
+        total = sum(e.seconds for e in estimates)
+        kinds = {k: sum(u.kind == k for u in units) for k in ("ensemble", "loop", "data_parallel")}
+        yield (
+            f"world size {world_size}: {len(units)} units ({kinds['ensemble']} ensembles, "
+            f"{kinds['loop']} single, {kinds['data_parallel']} data-parallel); estimated wall time "
+            f"{duration(max(loads))} (total work {duration(total)}, idlest rank {duration(min(loads))})"
+        )
+        if world_size <= 8:
+            for rank, (share, load) in enumerate(zip(shares, loads, strict=True)):
+                jobs_here = sum(len(e.unit.jobs) for e in share)
+                yield f"  rank {rank}: {len(share)} units, {jobs_here} jobs, {duration(load)}"
+
+
+def duration(seconds: float) -> str:
+    """Seconds, minutes or hours, whichever reads best."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

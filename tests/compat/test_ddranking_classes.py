@@ -1,11 +1,14 @@
-"""The DD-Ranking-compatible classes run on digits with DD-Ranking's argument names and return
-DD-Ranking's keys, as fractions."""
+"""The DD-Ranking-compatible classes: one real run on digits with DD-Ranking's argument names and keys (as
+fractions), and, without training, that each class turns its arguments into the run settings and its
+evaluation into DD-Ranking's keys."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+import ddrank.compat.ddranking
 from ddrank.baselines import generate
 from ddrank.compat import (
     AugmentationRobustScore,
@@ -15,8 +18,12 @@ from ddrank.compat import (
     LabelRobustScoreSoft,
 )
 from ddrank.data.real import load_real
+from ddrank.data.synthetic import SyntheticSet
 from ddrank.errors import ConfigError, InputError
+from ddrank.evaluation import Evaluation, RoundResult
 from ddrank.metrics import label_robust_score
+from ddrank.metrics.definitions import metric_definition
+from ddrank.settings import RunSettings
 
 COMMON = {
     "dataset": "Digits",
@@ -35,6 +42,14 @@ LRS_KEYS = {
     "label_robust_score_mean",
     "label_robust_score_std",
 }
+ARS_KEYS = {
+    "with_aug_scores_mean",
+    "with_aug_scores_std",
+    "without_aug_scores_mean",
+    "without_aug_scores_std",
+    "augmentation_robust_score_mean",
+    "augmentation_robust_score_std",
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +59,10 @@ def images():
 
 def test_label_robust_score_hard(images, tmp_path):
     config_file = tmp_path / "lrs_hard.yaml"
-    config_file.write_text("\n".join(f"{k}: {v}" for k, v in COMMON.items()) + "\neval_full_data: true\n")
+    full_data = "eval_full_data: true\nreal_batch_size: 1024\n"  # the whole digits set in two steps
+    config_file.write_text("\n".join(f"{k}: {v}" for k, v in COMMON.items()) + "\n" + full_data)
     metric = LabelRobustScoreHard(Config.from_file(config_file))
+    assert metric.config.protocol.full_data.batch_size == 1024
     result = metric.compute_metrics(image_tensor=images, lrs_lambda=0.5)
     assert set(result) == LRS_KEYS
     rounds = metric.last_evaluation.rounds
@@ -57,7 +74,42 @@ def test_label_robust_score_hard(images, tmp_path):
     assert 0 <= result["label_robust_score_mean"] <= 1  # a fraction, unlike DD-Ranking's percentages
 
 
-def test_label_robust_score_soft_with_online_teacher(images):
+# -- argument translation, without training ---------------------------------------------------------
+
+
+class _Recorded:
+    """Stands in for the Evaluator: keeps the settings and set it is given, returns fixed round values."""
+
+    calls: list[tuple[RunSettings, SyntheticSet]] = []
+
+    def __init__(self, settings: RunSettings, **kwargs):
+        self.settings = settings
+
+    def evaluate_set(self, syn: SyntheticSet, method: str = "synthetic", **kwargs) -> Evaluation:
+        _Recorded.calls.append((self.settings, syn))
+        definition = metric_definition(self.settings.metric)
+        rounds = []
+        for r, acc in enumerate((0.70, 0.74, 0.77)):
+            values = {f"acc_{c.name}": acc - 0.1 * (c.source == "random") for c in definition.cells}
+            values |= {"acc_real": 0.95, "acc_syn_noaug": acc - 0.2}
+            rounds.append(RoundResult(r, r, values | definition.scores(values, self.settings.weight), {}, {}))
+        args = ("digits", 10, self.settings.metric, self.settings.weight, "p", "hash", "m", "hard", "honest")
+        return Evaluation(method, *args, rounds, None, {})
+
+
+@pytest.fixture
+def recorded(monkeypatch) -> list[tuple[RunSettings, SyntheticSet]]:
+    monkeypatch.setattr(ddrank.compat.ddranking, "Evaluator", _Recorded)
+    _Recorded.calls = []
+    return _Recorded.calls
+
+
+def _expected(metric, name: str, per_round) -> dict[str, float]:
+    values = [per_round(r.values) for r in metric.last_evaluation.rounds]
+    return {f"{name}_mean": float(np.mean(values)), f"{name}_std": float(np.std(values))}
+
+
+def test_label_robust_score_soft_runs_its_teacher_protocol(images, recorded):
     metric = LabelRobustScoreSoft(
         **COMMON,
         eval_full_data=True,
@@ -66,26 +118,46 @@ def test_label_robust_score_soft_with_online_teacher(images):
         teacher_model_names=["ConvNet-2-W16"],
         loss_fn_kwargs={"temperature": 4.0},
     )
-    assert metric.config.protocol.labels.mode == "M"
-    result = metric.compute_metrics(image_tensor=images)
-    assert set(result) == LRS_KEYS and 0 <= result["label_robust_score_mean"] <= 1
-
-
-def test_augmentation_robust_score_and_general_evaluator(images):
-    ars = AugmentationRobustScore(**COMMON, label_type="hard").compute_metrics(
-        image_tensor=images, ars_lambda=0.5
+    result = metric.compute_metrics(image_tensor=images, syn_lr=torch.tensor(0.02), lrs_lambda=0.3)
+    ((settings, syn),) = recorded
+    labels = settings.protocol.labels
+    assert (labels.mode, labels.loss, labels.temperature, labels.teachers) == (
+        "M",
+        "kl",
+        4.0,
+        ("ConvNet-2-W16",),
     )
-    assert set(ars) == {
-        "with_aug_scores_mean",
-        "with_aug_scores_std",
-        "without_aug_scores_mean",
-        "without_aug_scores_std",
-        "augmentation_robust_score_mean",
-        "augmentation_robust_score_std",
-    }
-    assert -1 <= ars["with_aug_scores_mean"] <= 1 and 0 <= ars["augmentation_robust_score_mean"] <= 1
-    acc = GeneralEvaluator(**COMMON).compute_metrics(image_tensor=images)
-    assert set(acc) == {"acc_mean", "acc_std"} and 0.5 < acc["acc_mean"] <= 1
+    assert (settings.metric, settings.weight, settings.rounds, settings.ipc) == ("lrs", 0.3, 2, 10)
+    assert settings.dataset == "digits" and settings.device == "cpu" and settings.protocol.epochs == 20
+    assert syn.lr == pytest.approx(0.02) and torch.equal(syn.images, images)
+    assert set(result) == LRS_KEYS
+    expected: dict[str, float] = {}
+    for name, field in (("hard_label_recovery", "hlr"), ("improvement_over_random", "ior")):
+        expected |= _expected(metric, name, lambda v, f=field: v[f])
+    assert result == expected | _expected(metric, "label_robust_score", lambda v: v["lrs"])
+
+
+def test_augmentation_robust_score_returns_the_gaps_with_and_without_augmentation(images, recorded):
+    metric = AugmentationRobustScore(**COMMON, label_type="hard")
+    soft = torch.randn(100, 10)
+    result = metric.compute_metrics(image_path=None, image_tensor=images, soft_labels=soft, ars_lambda=0.7)
+    ((settings, syn),) = recorded
+    assert (settings.metric, settings.weight) == ("ars", 0.7) and torch.equal(syn.labels, soft)
+    assert set(result) == ARS_KEYS
+    gap = _expected(metric, "with_aug_scores", lambda v: v["acc_syn_aug"] - v["acc_random_aug"])
+    assert result["with_aug_scores_mean"] == pytest.approx(gap["with_aug_scores_mean"])
+    assert result["augmentation_robust_score_std"] == pytest.approx(
+        _expected(metric, "augmentation_robust_score", lambda v: v["ars"])["augmentation_robust_score_std"]
+    )
+
+
+def test_general_evaluator_returns_the_synthetic_accuracy(images, recorded):
+    metric = GeneralEvaluator(**COMMON)
+    labels = torch.arange(10).repeat_interleave(10)
+    result = metric.compute_metrics(image_tensor=images, labels=labels)
+    ((settings, syn),) = recorded
+    assert settings.metric == "acc" and torch.equal(syn.labels, labels)
+    assert result == _expected(metric, "acc", lambda v: v["acc_syn"])
 
 
 def test_bad_arguments_are_named():
@@ -93,3 +165,6 @@ def test_bad_arguments_are_named():
         LabelRobustScoreHard(**COMMON, model_nam="ConvNet-3")
     with pytest.raises(InputError, match="image_tensor or image_path"):
         GeneralEvaluator(**COMMON).compute_metrics()
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            GeneralEvaluator(**COMMON | {"device": "cuda"})

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ddrank.engine.common import evaluate
+from ddrank.engine.common import held_out_metrics
 from ddrank.engine.ensemble import EnsembleTrainer, train_ensemble
 from ddrank.engine.job import TrainJob, TrainSpec
 from ddrank.engine.options import EngineOptions
@@ -37,6 +37,6 @@ def test_checkpoint_accuracies_are_those_of_the_weights_at_that_epoch():
     for epoch in range(4):
         stopped.train_epoch(epoch)
         if epoch + 1 in (2, 4):
-            accs = [m.top1 for m in evaluate(stopped, data.test, [0, 1], 10)]
+            accs = [m.top1 for m in held_out_metrics(stopped, data.test, [0, 1], 10)]
             assert [dict(r.curve)[epoch + 1] for r in results] == accs
     assert [r.curve[-1] for r in results] == [(6, r.test_acc) for r in results]

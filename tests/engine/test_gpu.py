@@ -9,7 +9,7 @@ import torch
 from ddrank.data.real import load_real, normalize
 from ddrank.data.sampling import random_subset, validation_split
 from ddrank.engine import fused
-from ddrank.engine.common import evaluate
+from ddrank.engine.common import held_out_metrics
 from ddrank.engine.ensemble import EnsembleTrainer
 from ddrank.engine.job import EvalSet, RunData, TrainingSet, TrainJob, TrainSpec
 from ddrank.engine.loop import LoopTrainer
@@ -149,7 +149,7 @@ def test_checkpoints_scored_beside_training_match_the_weights_at_that_epoch():
     for epoch in range(4):
         stopped.train_epoch(epoch)
         if epoch + 1 in (2, 4):
-            accs = [m.top1 for m in evaluate(stopped, data.test, [0, 1], 10)]
+            accs = [m.top1 for m in held_out_metrics(stopped, data.test, [0, 1], 10)]
             for job, acc in zip(jobs, accs, strict=True):
                 assert abs(dict(results[job.key].curve)[epoch + 1] - acc) <= 0.005
 

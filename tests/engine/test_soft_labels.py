@@ -88,6 +88,8 @@ def test_soft_label_training_is_the_same_on_both_backends(labels, augment, n_tea
                 assert torch.equal(value, state[key])
 
 
+@pytest.mark.slow  # trains teachers and students for 150 epochs; the default suite distils a two-teacher
+# ensemble end to end in tests/test_soft_metrics.py
 def test_mode_m_with_two_teachers_learns_from_them():
     data = _data(n_per_class=10)
     teacher_spec = _spec(LabelSpec(), AugmentSpec(), epochs=150)

@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ddrank.metrics import hard_label_recovery, improvement_over_random, label_robust_score, summarize
-from ddrank.report.leaderboard import build_leaderboard, render
+from ddrank.evaluation import Evaluation, RoundResult, Run
+from ddrank.metrics import hard_label_recovery, improvement_over_random, label_robust_score
+from ddrank.report.leaderboard import build_leaderboard
+from ddrank.report.render import render
 
 XSS = "<script>alert(1)</script>"
 SEEDS = (11, 22, 33, 44, 55)
@@ -36,31 +38,19 @@ CHROMIUM_FLAGS = (
 )
 
 
-def evaluation(
-    method: str, acc_syn: float, acc_random: float = 0.62, acc_real: float = 0.95
-) -> dict[str, Any]:
-    """A demo-like LRS evaluation dict (digits, IPC 10, five rounds)."""
+def evaluation(method: str, acc_syn: float, acc_random: float = 0.62, acc_real: float = 0.95) -> Evaluation:
+    """A demo-like LRS evaluation (digits, IPC 10, five rounds)."""
     wiggle = np.random.default_rng(zlib.crc32(method.encode())).uniform(-0.004, 0.004, len(SEEDS))
     rounds = []
     for r, seed in enumerate(SEEDS):
         syn = acc_syn + float(wiggle[r])
         hlr, ior = hard_label_recovery(acc_real, syn), improvement_over_random(syn, acc_random)
-        rounds.append(
-            {"round": r, "seed": seed, "acc_syn": syn, "acc_random": acc_random, "acc_real": acc_real}
-            | {"hlr": hlr, "ior": ior, "lrs": label_robust_score(hlr, ior), "lr_syn": 0.01, "lr_random": 0.01}
-        )
-    out: dict[str, Any] = {"method": method, "dataset": "digits", "ipc": 10}
-    for name in ("acc_syn", "acc_random", "acc_real", "hlr", "ior", "lrs"):
-        d = summarize([r[name] for r in rounds]).as_dict()
-        out |= {f"{name}_{k}": d[k] for k in ("mean", "std", "ci_low", "ci_high")}
-    return out | {
-        "rounds": len(SEEDS),
-        "protocol": "digits",
-        "protocol_hash": "5f1c0ffee0ddba11",
-        "selection": "honest",
-        "optimistic": False,
-        "per_round": rounds,
-    }
+        values = {"acc_syn": syn, "acc_random": acc_random, "acc_real": acc_real, "hlr": hlr, "ior": ior}
+        runs = {"syn": [Run(0.01, syn, 0.5, syn)], "random": [Run(0.01, acc_random, 0.5, acc_random)]}
+        rates = {"syn": 0.01, "random": 0.01}
+        rounds.append(RoundResult(r, seed, values | {"lrs": label_robust_score(hlr, ior)}, rates, runs))
+    protocol = ("digits", "5f1c0ffee0ddba11", "ConvNet-2-W16", "hard", "honest")
+    return Evaluation(method, "digits", 10, "lrs", 0.5, *protocol, rounds, "trained", {"base_seed": 0})
 
 
 def _require(*names: str) -> str:

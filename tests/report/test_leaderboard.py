@@ -16,21 +16,17 @@ import numpy as np
 import pytest
 
 from ddrank.cli import main
-from ddrank.errors import DDRankError, UnknownNameError
+from ddrank.errors import DDRankError, InputError, UnknownNameError
+from ddrank.evaluation import Evaluation, RoundResult, Run, recorded_evaluations
 from ddrank.metrics import (
     augmentation_robust_score,
     hard_label_recovery,
     improvement_over_random,
     label_robust_score,
-    summarize,
 )
 from ddrank.report.html import render_html
-from ddrank.report.leaderboard import (
-    LeaderboardError,
-    build_leaderboard,
-    compare_methods,
-    render,
-)
+from ddrank.report.leaderboard import LeaderboardError, build_leaderboard, compare_methods
+from ddrank.report.render import render
 from ddrank.store import ResultStore
 
 SEEDS = (101, 202, 303, 404, 505)
@@ -41,10 +37,41 @@ def _jitter(method: str, n: int, scale: float) -> np.ndarray:
     return np.random.default_rng(zlib.crc32(method.encode())).uniform(-scale, scale, n)
 
 
-def _summaries(out: dict[str, Any], rounds: list[dict[str, Any]], names: Sequence[str]) -> None:
-    for name in names:
-        d = summarize([r[name] for r in rounds]).as_dict()
-        out |= {f"{name}_{k}": d[k] for k in ("mean", "std", "ci_low", "ci_high")}
+def _lrs_round(r: int, seed: int, syn: float, rand: float, acc_real: float) -> RoundResult:
+    hlr, ior = hard_label_recovery(acc_real, syn), improvement_over_random(syn, rand)
+    values = {"acc_syn": syn, "acc_random": rand, "acc_real": acc_real, "hlr": hlr, "ior": ior}
+    runs = {cell: [Run(0.01, acc, 0.5, acc)] for cell, acc in (("syn", syn), ("random", rand))}
+    return RoundResult(
+        r, seed, values | {"lrs": label_robust_score(hlr, ior)}, {"syn": 0.01, "random": 0.01}, runs
+    )
+
+
+def _evaluation(method: str, rounds: list[RoundResult], *, metric: str = "lrs", **fields: Any) -> Evaluation:
+    """An Evaluation as the evaluator builds it (digits, IPC 10, honest selection unless given)."""
+    fields = {
+        "dataset": "digits",
+        "ipc": 10,
+        "protocol": "digits",
+        "protocol_hash": "5f1c0ffee0ddba11",
+        "selection": "honest",
+        "base_seed": 0,
+    } | fields
+    provenance = {"base_seed": fields.pop("base_seed"), "synthetic_fingerprint": f"fp-{method}"}
+    return Evaluation(
+        method,
+        fields["dataset"],
+        fields["ipc"],
+        metric,
+        0.5,
+        fields["protocol"],
+        fields["protocol_hash"],
+        "ConvNet-2-W16",
+        "hard",
+        fields["selection"],
+        rounds,
+        "trained" if metric == "lrs" else None,
+        provenance,
+    )
 
 
 def evaluation(
@@ -52,66 +79,22 @@ def evaluation(
     acc_syn: float | Sequence[float],
     acc_random: float = 0.60,
     *,
-    dataset: str = "digits",
-    ipc: int = 10,
     seeds: Sequence[int] = SEEDS,
     acc_real: float = 0.95,
-    protocol: str = "digits",
-    protocol_hash: str = "5f1c0ffee0ddba11",
-    selection: str = "honest",
-    base_seed: int = 0,
     jitter: float = 0.004,
-) -> dict[str, Any]:
-    """An ``Evaluation.to_dict()``-shaped LRS evaluation with per-round values around the given accuracies."""
+    **fields: Any,
+) -> Evaluation:
+    """An LRS evaluation with per-round values around the given accuracies."""
     n = len(seeds)
     syn = (
         np.asarray(acc_syn, dtype=float) if not np.isscalar(acc_syn) else acc_syn + _jitter(method, n, jitter)
     )
     rand = acc_random + _jitter(method + "/random", n, jitter)
-    rounds = []
-    for r, seed in enumerate(seeds):
-        hlr = hard_label_recovery(acc_real, float(syn[r]))
-        ior = improvement_over_random(float(syn[r]), float(rand[r]))
-        rounds.append(
-            {
-                "round": r,
-                "seed": seed,
-                "acc_syn": float(syn[r]),
-                "acc_random": float(rand[r]),
-                "acc_real": acc_real,
-                "lr_syn": 0.01,
-                "lr_random": 0.01,
-                "hlr": hlr,
-                "ior": ior,
-                "lrs": label_robust_score(hlr, ior),
-                "runs": {
-                    "syn": [{"lr": 0.01, "test_acc": float(syn[r]), "val_acc": 0.5, "best_test_acc": 0.6}]
-                },
-            }
-        )
-    out: dict[str, Any] = {"method": method, "dataset": dataset, "ipc": ipc}
-    _summaries(out, rounds, ("acc_syn", "acc_random", "acc_real", "hlr", "ior", "lrs"))
-    out |= {
-        "rounds": n,
-        "weight": 0.5,
-        "protocol": protocol,
-        "protocol_hash": protocol_hash,
-        "selection": selection,
-        "optimistic": selection == "reference",
-        "acc_real_source": "trained",
-        "std_ddof": 1,
-        "confidence": 0.95,
-        "per_round": rounds,
-        "provenance": {
-            "base_seed": base_seed,
-            "synthetic_fingerprint": f"fp-{method}",
-            "ddrank_version": "0.1.0",
-        },
-    }
-    return out
+    rounds = [_lrs_round(r, seed, float(syn[r]), float(rand[r]), acc_real) for r, seed in enumerate(seeds)]
+    return _evaluation(method, rounds, **fields)
 
 
-def ars_evaluation(method: str, gap: float, *, ipc: int = 10) -> dict[str, Any]:
+def ars_evaluation(method: str, gap: float, *, ipc: int = 10) -> Evaluation:
     """An ARS evaluation: synthetic beats random by ``gap`` with augmentation and by half of it without."""
     rounds = []
     for r, seed in enumerate(SEEDS):
@@ -125,21 +108,13 @@ def ars_evaluation(method: str, gap: float, *, ipc: int = 10) -> dict[str, Any]:
         ars = augmentation_robust_score(
             cells["acc_syn_aug"] - cells["acc_random_aug"], cells["acc_syn_noaug"] - cells["acc_random_noaug"]
         )
-        rounds.append({"round": r, "seed": seed, **cells, "ars": ars})
-    out: dict[str, Any] = {"method": method, "dataset": "digits", "ipc": ipc, "metric": "ars"}
-    _summaries(out, rounds, ("ars", "acc_syn_aug", "acc_random_aug", "acc_syn_noaug", "acc_random_noaug"))
-    return out | {
-        "rounds": len(SEEDS),
-        "protocol": "digits",
-        "protocol_hash": "5f1c0ffee0ddba11",
-        "selection": "honest",
-        "optimistic": False,
-        "per_round": rounds,
-        "provenance": {"base_seed": 0, "synthetic_fingerprint": f"fp-{method}"},
-    }
+        runs = {name.removeprefix("acc_"): [Run(0.01, acc, 0.5, acc)] for name, acc in cells.items()}
+        rates = {cell: 0.01 for cell in runs}
+        rounds.append(RoundResult(r, seed, cells | {"ars": ars}, rates, runs))
+    return _evaluation(method, rounds, metric="ars", ipc=ipc)
 
 
-def demo_like() -> list[dict[str, Any]]:
+def demo_like() -> list[Evaluation]:
     """Five methods, best first by construction: dm > kcenter > herding > random > noise."""
     accuracies = {"dm": 0.80, "kcenter": 0.74, XSS: 0.70, "random": 0.62, "noise": 0.20}
     return [evaluation(method, acc) for method, acc in accuracies.items()]
@@ -155,11 +130,12 @@ def test_methods_are_ranked_by_mean_lrs_best_first():
     means = [r["mean"] for r in rows]
     assert means == sorted(means, reverse=True)
     first = rows[0]
-    source = demo_like()[0]
+    source = demo_like()[0].row()
     assert first["mean"] == source["lrs_mean"]
     assert (first["ci_low"], first["ci_high"]) == (source["lrs_ci_low"], source["lrs_ci_high"])
     assert first["hlr"] == source["hlr_mean"] and first["ior"] == source["ior_mean"]
     assert first["acc_syn"] == source["acc_syn_mean"] and first["acc_random"] == source["acc_random_mean"]
+    assert first["acc_real"] == source["acc_real_mean"]
     assert first["rounds"] == 5 and first["metric"] == "lrs"
     assert first["protocol"] == "digits" and first["protocol_hash"] == "5f1c0ffee0ddba11"
     assert first["optimistic"] is False
@@ -199,11 +175,14 @@ def test_rank_stability_is_omitted_when_round_counts_differ():
 
 def test_newest_evaluation_of_a_method_wins(tmp_path):
     with ResultStore(tmp_path / "results.sqlite") as store:
-        store.record_evaluation(evaluation("dm", 0.50, base_seed=0))
-        store.record_evaluation(evaluation("random", 0.62, base_seed=0))
-        store.record_evaluation(evaluation("dm", 0.85, base_seed=1))  # another measurement, recorded later
+        store.record_evaluation(evaluation("dm", 0.50, base_seed=0).to_dict())
+        store.record_evaluation(evaluation("random", 0.62, base_seed=0).to_dict())
+        later = evaluation("dm", 0.85, base_seed=1)  # another measurement, recorded later
+        store.record_evaluation(later.to_dict())
         assert len(store.evaluations(method="dm")) == 2
-        rows = build_leaderboard(store.evaluations())
+        recorded = recorded_evaluations(store)
+        rows = build_leaderboard(recorded)
+    assert recorded[0] == later  # the store gives back the evaluation it was given
     assert [r["method"] for r in rows] == ["dm", "random"]
     assert rows[0]["acc_syn"] == pytest.approx(0.85, abs=0.01)
 
@@ -246,17 +225,27 @@ def test_ars_leaderboard_ranks_ars_evaluations_with_their_four_cells():
     rows = build_leaderboard(evaluations, metric="ars")
     assert [r["method"] for r in rows] == ["large", "small"]
     for key in ("acc_syn_aug", "acc_random_aug", "acc_syn_noaug", "acc_random_noaug"):
-        assert rows[0][key] == evaluations[1][f"{key}_mean"]
+        assert rows[0][key] == evaluations[1].summaries[key].mean
+    assert rows[0]["acc_syn"] == rows[0]["acc_syn_aug"] and rows[0]["acc_real"] is None
     assert rows[0]["boot_ci_low"] < rows[0]["mean"] < rows[0]["boot_ci_high"]
     assert [r["method"] for r in build_leaderboard(evaluations)] == ["lrs-only"]  # ARS rows are not LRS
     assert "ARS %" in render(rows, "md")
 
 
-def test_accuracy_leaderboard_and_missing_metric_key_means_lrs():
+def test_accuracy_leaderboard_ranks_every_evaluation_with_acc_syn():
     evaluations = [evaluation("a", 0.7, acc_random=0.1), evaluation("b", 0.8, acc_random=0.79)]
-    assert all("metric" not in e for e in evaluations)
-    assert [r["method"] for r in build_leaderboard(evaluations, metric="acc")] == ["b", "a"]
+    evaluations.append(ars_evaluation("no-acc-syn", 0.05))
+    rows = build_leaderboard(evaluations, metric="acc")
+    assert [r["method"] for r in rows] == ["b", "a"]
+    assert rows[0]["acc_random"] == evaluations[1].summaries["acc_random"].mean  # the LRS evaluation's
     assert [r["method"] for r in build_leaderboard(evaluations, metric="lrs")] == ["a", "b"]
+
+
+def test_a_record_that_is_not_an_evaluation_is_refused_naming_what_it_lacks():
+    record = evaluation("a", 0.7).to_dict()
+    del record["metric"], record["per_round"]
+    with pytest.raises(InputError, match="lacks metric, per_round"):
+        Evaluation.from_dict(record)
 
 
 def test_unknown_metric_and_format_name_the_valid_ones():
@@ -365,7 +354,7 @@ def test_html_table_has_rows_sortable_values_and_stable_ids():
 
 def test_every_user_string_is_escaped_in_html():
     evaluations = demo_like()
-    evaluations[0]["protocol"] = '"><img src=x onerror=alert(2)>'
+    evaluations[0].protocol = '"><img src=x onerror=alert(2)>'
     page = render_html(build_leaderboard(evaluations))
     assert XSS not in page and "<img" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -380,7 +369,7 @@ def test_every_user_string_is_escaped_in_html():
 
 def test_html_labels_optimistic_rows_and_allows_only_its_own_script():
     evaluations = demo_like()
-    evaluations[1] |= {"selection": "reference", "optimistic": True}
+    evaluations[1].selection = "reference"
     page = render_html(build_leaderboard(evaluations))
     assert page.count('class="badge">optimistic') >= 2  # the warning and the row
     assert "Content-Security-Policy" in page and "script-src 'sha256-" in page
@@ -409,7 +398,7 @@ def store_path(tmp_path):
     path = tmp_path / "results.sqlite"
     with ResultStore(path) as store:
         for e in demo_like():
-            store.record_evaluation(e)
+            store.record_evaluation(e.to_dict())
     return path
 
 
@@ -443,9 +432,8 @@ def test_compare_detects_a_planted_difference(capsys, tmp_path):
     base = 0.70 + _jitter("base", len(SEEDS), 0.01)
     path = tmp_path / "results.sqlite"
     with ResultStore(path) as store:
-        store.record_evaluation(evaluation("better", base + 0.03))
-        store.record_evaluation(evaluation("worse", base))
-        store.record_evaluation(evaluation("twin", base))
+        for e in (evaluation("better", base + 0.03), evaluation("worse", base), evaluation("twin", base)):
+            store.record_evaluation(e.to_dict())
     code, out, err = run_cli(capsys, "compare", "better", "worse", "--store", path)
     assert code == 0, err
     assert "5 rounds matched by seed" in out and "better scores higher" in out
@@ -459,11 +447,11 @@ def test_compare_detects_a_planted_difference(capsys, tmp_path):
 def test_compare_matches_rounds_by_seed():
     a = evaluation("a", [0.80, 0.81, 0.79, 0.90], seeds=(1, 2, 3, 4))
     b = evaluation("b", [0.70, 0.71, 0.69], seeds=(3, 1, 2))
-    b["per_round"].reverse()
+    b.rounds.reverse()
     result = compare_methods([a, b], "a", "b")
     assert result.seeds == (1, 2, 3) and result.result.n == 3
-    lrs_a = {r["seed"]: r["lrs"] for r in a["per_round"]}
-    lrs_b = {r["seed"]: r["lrs"] for r in b["per_round"]}
+    lrs_a = {r.seed: r.values["lrs"] for r in a.rounds}
+    lrs_b = {r.seed: r.values["lrs"] for r in b.rounds}
     expected = np.mean([lrs_a[s] - lrs_b[s] for s in (1, 2, 3)])
     assert result.result.mean_difference == pytest.approx(expected)
 
@@ -471,9 +459,9 @@ def test_compare_matches_rounds_by_seed():
 def test_compare_errors(capsys, tmp_path):
     path = tmp_path / "results.sqlite"
     with ResultStore(path) as store:
-        store.record_evaluation(evaluation("a", 0.8, seeds=(1, 2, 3)))
-        store.record_evaluation(evaluation("b", 0.7, seeds=(3, 4, 5)))
-        store.record_evaluation(evaluation("c", 0.7, seeds=(1, 2, 3), ipc=1))
+        store.record_evaluation(evaluation("a", 0.8, seeds=(1, 2, 3)).to_dict())
+        store.record_evaluation(evaluation("b", 0.7, seeds=(3, 4, 5)).to_dict())
+        store.record_evaluation(evaluation("c", 0.7, seeds=(1, 2, 3), ipc=1).to_dict())
     code, _, err = run_cli(capsys, "compare", "a", "nope", "--store", path)
     assert code == 2 and "'nope'" in err and "recorded methods: a, b, c" in err and err.count("\n") == 1
     code, _, err = run_cli(capsys, "compare", "a", "b", "--store", path)

@@ -3,7 +3,11 @@
 They return DD-Ranking's dictionary keys, with one deliberate difference: accuracies and scores
 are **fractions** in [0, 1] (DD-Ranking passes percentages to ``exp``, so its LRS and ARS leave
 [0, 1]). As in DD-Ranking, ``*_std`` is the population standard deviation (ddof 0); the full
-:class:`~ddrank.evaluate.Evaluation` (sample std, 95% CIs, every run) is kept as ``last_evaluation``.
+:class:`~ddrank.evaluation.Evaluation` (sample std, 95% CIs, every run) is kept as ``last_evaluation``.
+
+The four classes differ only in their metric and argument names: each builds one
+:class:`~ddrank.settings.RunSettings` from its configuration, and its result keys come from the
+metric's definition (:data:`ddrank.metrics.definitions.METRICS`).
 """
 
 from __future__ import annotations
@@ -12,16 +16,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from ddrank.compat.ddranking_config import Config, TranslatedConfig, translate_ddranking_config
 from ddrank.data.synthetic import load_synthetic
 from ddrank.errors import InputError
-from ddrank.evaluate import Evaluation, Evaluator
-
-# Settings of how DD-Ranking runs, not of what it computes.
-_RUN_KEYS = ("device", "dist", "num_workers", "save_path")
+from ddrank.evaluation import Evaluation, Evaluator
+from ddrank.metrics.definitions import metric_definition
+from ddrank.settings import RunSettings
 
 
 class _DDRankingMetric:
@@ -30,47 +32,35 @@ class _DDRankingMetric:
     def __init__(self, config: Config | Mapping[str, Any] | None = None, **kwargs: Any):
         raw = dict(config) if config is not None else {}
         raw.update({key: value for key, value in kwargs.items() if value is not None})
-        self.device = raw.get("device")
-        if self.device is not None and str(self.device).startswith("cuda") and not torch.cuda.is_available():
-            raise InputError(
-                f"device {self.device!r} was asked for but CUDA is not available; pass device='cpu'"
-            )
         self.config: TranslatedConfig = translate_ddranking_config(raw, metric=self.metric)
+        self.settings = RunSettings.from_translated(self.config, metric=self.metric, device=raw.get("device"))
         self.last_evaluation: Evaluation | None = None
 
-    def _evaluate(
+    @property
+    def device(self) -> str | None:
+        return self.settings.device
+
+    def _compute(
         self,
         image_tensor: Tensor | None,
         image_path: str | None,
         labels: Tensor | None,
         syn_lr: float | Tensor | None,
         weight: float,
-    ) -> Evaluation:
+    ) -> dict[str, float]:
+        """Score the set and return DD-Ranking's ``<name>_mean`` / ``<name>_std`` (ddof 0) per value."""
         if image_tensor is None and image_path is None:
             raise InputError("either image_tensor or image_path must be provided")
         if isinstance(syn_lr, Tensor):
             syn_lr = float(syn_lr)
-        c = self.config
-        evaluator = Evaluator(
-            c.dataset,
-            c.protocol,
-            metric=self.metric,
-            data_root=c.data_root,
-            rounds=c.rounds,
-            seed=c.seed or 0,
-            weight=weight,
-            real_acc=c.real_acc,
-            teacher_dir=c.teacher_dir,
-            device=self.device,
-        )
+        evaluator = Evaluator(self.settings.replace(weight=weight))
         source = image_tensor if image_tensor is not None else image_path
-        validated = evaluator.validate(load_synthetic(source, labels, lr=syn_lr), ipc=c.ipc)
-        self.last_evaluation = evaluator.evaluate_sets({"synthetic": validated})[0]
-        return self.last_evaluation
-
-    @staticmethod
-    def _stats(values: list[float], name: str) -> dict[str, float]:
-        return {f"{name}_mean": float(np.mean(values)), f"{name}_std": float(np.std(values))}
+        self.last_evaluation = evaluator.evaluate_set(load_synthetic(source, labels, lr=syn_lr))
+        out: dict[str, float] = {}
+        for name, quantity in metric_definition(self.metric).ddranking:
+            values = [quantity.of(r.values) for r in self.last_evaluation.rounds]
+            out |= {f"{name}_mean": float(np.mean(values)), f"{name}_std": float(np.std(values))}
+        return out
 
 
 class LabelRobustScoreHard(_DDRankingMetric):
@@ -86,7 +76,7 @@ class LabelRobustScoreHard(_DDRankingMetric):
         syn_lr: float | None = None,
         lrs_lambda: float = 0.5,
     ) -> dict[str, float]:
-        return _lrs_dict(self._evaluate(image_tensor, image_path, hard_labels, syn_lr, lrs_lambda))
+        return self._compute(image_tensor, image_path, hard_labels, syn_lr, lrs_lambda)
 
 
 class LabelRobustScoreSoft(_DDRankingMetric):
@@ -102,7 +92,7 @@ class LabelRobustScoreSoft(_DDRankingMetric):
         syn_lr: float | None = None,
         lrs_lambda: float = 0.5,
     ) -> dict[str, float]:
-        return _lrs_dict(self._evaluate(image_tensor, image_path, soft_labels, syn_lr, lrs_lambda))
+        return self._compute(image_tensor, image_path, soft_labels, syn_lr, lrs_lambda)
 
 
 class AugmentationRobustScore(_DDRankingMetric):
@@ -118,14 +108,7 @@ class AugmentationRobustScore(_DDRankingMetric):
         syn_lr: float | None = None,
         ars_lambda: float = 0.5,
     ) -> dict[str, float]:
-        rounds = self._evaluate(image_tensor, image_path, soft_labels, syn_lr, ars_lambda).rounds
-        with_aug = [r.values["acc_syn_aug"] - r.values["acc_random_aug"] for r in rounds]
-        without_aug = [r.values["acc_syn_noaug"] - r.values["acc_random_noaug"] for r in rounds]
-        return (
-            self._stats(with_aug, "with_aug_scores")
-            | self._stats(without_aug, "without_aug_scores")
-            | self._stats([r.values["ars"] for r in rounds], "augmentation_robust_score")
-        )
+        return self._compute(image_tensor, image_path, soft_labels, syn_lr, ars_lambda)
 
 
 class GeneralEvaluator(_DDRankingMetric):
@@ -140,15 +123,4 @@ class GeneralEvaluator(_DDRankingMetric):
         labels: Tensor | None = None,
         syn_lr: float | None = None,
     ) -> dict[str, float]:
-        rounds = self._evaluate(image_tensor, image_path, labels, syn_lr, 0.5).rounds
-        return self._stats([r.values["acc_syn"] for r in rounds], "acc")
-
-
-def _lrs_dict(evaluation: Evaluation) -> dict[str, float]:
-    rounds = evaluation.rounds
-    stats = _DDRankingMetric._stats
-    return (
-        stats([r.values["hlr"] for r in rounds], "hard_label_recovery")
-        | stats([r.values["ior"] for r in rounds], "improvement_over_random")
-        | stats([r.values["lrs"] for r in rounds], "label_robust_score")
-    )
+        return self._compute(image_tensor, image_path, labels, syn_lr, 0.5)

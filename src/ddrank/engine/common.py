@@ -76,7 +76,7 @@ def tally(
     return counts
 
 
-def evaluate(
+def held_out_metrics(
     model: Scorer, data: EvalSet, members: Sequence[int], num_classes: int, detailed: bool = False
 ) -> list[EvalMetrics]:
     """Accuracy of the selected members on one evaluation set."""
@@ -142,12 +142,12 @@ def fit(
         if on_epoch is not None:
             on_epoch(len(jobs))
     curves = checkpoints.curves()
-    test = evaluate(trainer, data.test, everyone, spec.num_classes, detailed=True)
+    test = held_out_metrics(trainer, data.test, everyone, spec.num_classes, detailed=True)
     val_acc: list[float | None] = [None] * len(jobs)
     for name in dict.fromkeys(j.val_set for j in jobs if j.val_set is not None):
         chosen = [i for i, j in enumerate(jobs) if j.val_set == name]
         for i, m in zip(
-            chosen, evaluate(trainer, data.val_sets[name], chosen, spec.num_classes), strict=True
+            chosen, held_out_metrics(trainer, data.val_sets[name], chosen, spec.num_classes), strict=True
         ):
             val_acc[i] = m.top1
     seconds = (time.perf_counter() - start) / len(jobs)

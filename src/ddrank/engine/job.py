@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor
 
-from ddrank.labels.teachers import TeacherEnsemble
 from ddrank.protocols.protocol import AugmentSpec, FullDataRecipe, LabelSpec, OptimizerSpec, ScheduleSpec
+
+if TYPE_CHECKING:
+    from ddrank.labels.teachers import TeacherEnsemble
 
 # Sub-stream tags of a job's random key (see ddrank.rng.fold).
 STREAM_ORDER = 1

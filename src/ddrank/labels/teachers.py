@@ -6,7 +6,6 @@ layout) or given explicitly, loaded with ``weights_only=True`` and checked again
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ddrank.errors import CheckpointError
+from ddrank.fingerprint import fingerprint
 from ddrank.labels.losses import Target
 from ddrank.models import canonical_model_name, create_model, load_state_dict_checked
 
@@ -35,13 +35,10 @@ class Teacher:
 
 
 def _state_fingerprint(state: dict[str, Tensor]) -> str:
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        value = state[key].detach().cpu().contiguous()
-        digest.update(key.encode())
-        digest.update(str(value.dtype).encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
-    return digest.hexdigest()[:16]
+    """Every tensor's name, dtype and bytes, in name order (0-d counters such as BatchNorm's included)."""
+    return fingerprint(
+        *(part for key in sorted(state) for part in (key, str(state[key].dtype), state[key])), length=16
+    )
 
 
 def _unwrap(loaded: object, source: str) -> dict[str, Tensor]:
@@ -134,9 +131,7 @@ class TeacherEnsemble:
         if not teachers:
             raise CheckpointError("a teacher ensemble needs at least one teacher")
         self.teachers, self.mode = list(teachers), mode
-        self.fingerprint = hashlib.sha256(
-            ("|".join(t.fingerprint for t in self.teachers) + mode).encode()
-        ).hexdigest()[:16]
+        self.fingerprint = fingerprint("|".join(t.fingerprint for t in self.teachers) + mode, length=16)
 
     def to(self, device: torch.device) -> TeacherEnsemble:
         for teacher in self.teachers:

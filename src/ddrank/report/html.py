@@ -15,7 +15,8 @@ from html import escape
 from typing import Any
 
 from ddrank import __version__
-from ddrank.report.leaderboard import Column, cell_text, columns, metric_spec
+from ddrank.metrics.definitions import metric_definition
+from ddrank.report.columns import Column, cell_text, columns
 from ddrank.report.plots import group_plots
 
 _STYLE = """
@@ -168,7 +169,7 @@ def _summary(rows: Sequence[Mapping[str, Any]], metric: str, generated: datetime
         f"Generated {escape(generated.isoformat(timespec='seconds'))} by ddrank {escape(__version__)}",
         f"dataset: {listed(r['dataset'] for r in rows)}",
         f"IPC: {listed(sorted({r['ipc'] for r in rows}))}",
-        f"metric: {escape(metric_spec(metric).label)}",
+        f"metric: {escape(metric_definition(metric).label)}",
         f"protocol: {listed(protocols)}",
         f"{len(rows)} rows",
     ]
@@ -181,9 +182,10 @@ def render_html(
     title: str = "ddrank leaderboard",
     generated: datetime | None = None,
 ) -> str:
-    """The leaderboard rows of ``build_leaderboard`` as one self-contained HTML document."""
+    """The leaderboard rows of :func:`~ddrank.report.leaderboard.build_leaderboard` as one self-contained
+    HTML document."""
     metric = rows[0]["metric"] if rows else "lrs"
-    spec = metric_spec(metric)
+    spec = metric_definition(metric)
     generated = generated or datetime.now(UTC)
     shown = columns(metric)
     groups: dict[tuple[str, int], list[Mapping[str, Any]]] = {}

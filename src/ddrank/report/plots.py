@@ -16,7 +16,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from ddrank.report.leaderboard import metric_spec
+from ddrank.metrics.definitions import Quantity, metric_definition
 
 _RC = {"svg.fonttype": "none", "text.parse_math": False, "font.size": 9}
 _COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52")
@@ -55,7 +55,7 @@ def _figure(rows: int) -> tuple[Figure, Any]:
 
 def score_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
     """The score of each method (best on top) with its 95% t-interval as error bars."""
-    spec = metric_spec(rows[0]["metric"])
+    definition = metric_definition(rows[0]["metric"])
     with matplotlib.rc_context(_RC):
         figure, ax = _figure(len(rows))
         mean = _pct([r["mean"] for r in rows])
@@ -65,23 +65,25 @@ def score_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
         ax.errorbar(mean, y, xerr=errors, fmt="o", color=_COLORS[0], ecolor="#444444", capsize=3)
         ax.set_yticks(y, [r["method"] for r in rows])
         ax.invert_yaxis()
-        ax.set_xlabel(f"{spec.label} (%), 95% CI over rounds")
+        ax.set_xlabel(f"{definition.label} (%), 95% CI over rounds")
         ax.grid(axis="x", alpha=0.3)
     return figure
 
 
+def _axis(rows: Sequence[Mapping[str, Any]], quantity: Quantity) -> np.ndarray:
+    """A quantity of every row in percent (NaN where missing)."""
+    values = _pct([r.get(quantity.field) for r in rows])
+    return values if quantity.minus is None else values - _pct([r.get(quantity.minus) for r in rows])
+
+
 def components_figure(rows: Sequence[Mapping[str, Any]]) -> Figure | None:
-    """LRS: HLR against IOR; ARS: synthetic minus random accuracy with against without augmentation."""
-    metric = rows[0]["metric"]
-    if metric == "lrs":
-        x, y = _pct([r.get("hlr") for r in rows]), _pct([r.get("ior") for r in rows])
-        labels = ("HLR (%), lower is better", "IOR (%), higher is better")
-    elif metric == "ars":
-        x = _pct([r.get("acc_syn_noaug") for r in rows]) - _pct([r.get("acc_random_noaug") for r in rows])
-        y = _pct([r.get("acc_syn_aug") for r in rows]) - _pct([r.get("acc_random_aug") for r in rows])
-        labels = ("syn − rand without augmentation (%)", "syn − rand with augmentation (%)")
-    else:
+    """The metric's two components against each other (LRS: HLR against IOR; ARS: synthetic minus
+    random accuracy with against without augmentation); None for a metric without them."""
+    scatter = metric_definition(rows[0]["metric"]).scatter
+    if scatter is None:
         return None
+    x_axis, y_axis, _ = scatter
+    x, y = _axis(rows, x_axis), _axis(rows, y_axis)
     if np.isnan(x).all() or np.isnan(y).all():
         return None
     with matplotlib.rc_context(_RC):
@@ -91,8 +93,8 @@ def components_figure(rows: Sequence[Mapping[str, Any]]) -> Figure | None:
         for row, xi, yi in zip(rows, x, y, strict=True):
             if not (np.isnan(xi) or np.isnan(yi)):
                 ax.annotate(row["method"], (xi, yi), xytext=(4, 4), textcoords="offset points")
-        ax.set_xlabel(labels[0])
-        ax.set_ylabel(labels[1])
+        ax.set_xlabel(x_axis.label)
+        ax.set_ylabel(y_axis.label)
         ax.axhline(0.0, color="#888888", linewidth=0.8)
         ax.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
         ax.grid(alpha=0.3)
@@ -101,15 +103,7 @@ def components_figure(rows: Sequence[Mapping[str, Any]]) -> Figure | None:
 
 def accuracy_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
     """Grouped bars per method: the synthetic set against the random real subset (each protocol cell)."""
-    if rows[0]["metric"] == "ars":
-        series = [
-            ("acc_syn_aug", "synthetic, +aug"),
-            ("acc_random_aug", "random, +aug"),
-            ("acc_syn_noaug", "synthetic, −aug"),
-            ("acc_random_noaug", "random, −aug"),
-        ]
-    else:
-        series = [("acc_syn", "synthetic"), ("acc_random", "random real")]
+    series = [(q.field, q.label) for q in metric_definition(rows[0]["metric"]).accuracy_bars]
     with matplotlib.rc_context(_RC):
         figure, ax = _figure(len(rows) * len(series) // 2 + 1)
         y = np.arange(len(rows))
@@ -128,15 +122,10 @@ def accuracy_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
 
 def group_plots(rows: Sequence[Mapping[str, Any]], prefix: str) -> list[tuple[str, str]]:
     """(caption, inline SVG) of every plot for one (dataset, IPC) group of leaderboard rows."""
-    spec = metric_spec(rows[0]["metric"])
-    figures = [(f"{spec.label} per method with 95% confidence intervals", score_figure(rows))]
+    definition = metric_definition(rows[0]["metric"])
+    figures = [(f"{definition.label} per method with 95% confidence intervals", score_figure(rows))]
     components = components_figure(rows)
-    if components is not None:
-        caption = (
-            "HLR against IOR"
-            if spec.name == "lrs"
-            else "improvement over random with and without augmentation"
-        )
-        figures.append((caption, components))
+    if components is not None and definition.scatter is not None:
+        figures.append((definition.scatter[2], components))
     figures.append(("synthetic against random real accuracy", accuracy_figure(rows)))
     return [(caption, svg(figure, f"{prefix}-{i}")) for i, (caption, figure) in enumerate(figures)]

@@ -1,8 +1,8 @@
-"""Training teachers on the real training set with a full-data recipe, for users without checkpoints."""
+"""Teachers of soft-label protocols: loaded from checkpoints, or trained on the real training set with a
+full-data recipe (for users without checkpoints, and cached on first use for the embedded dataset)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -15,11 +15,12 @@ from ddrank.data.real import RealData, normalize
 from ddrank.engine.common import fit
 from ddrank.engine.job import EvalSet, RunData, TrainingSet, TrainJob, TrainSpec
 from ddrank.engine.loop import LoopTrainer
-from ddrank.labels.teachers import CHECKPOINT_NAME
+from ddrank.fingerprint import fingerprint
+from ddrank.labels.teachers import CHECKPOINT_NAME, TeacherEnsemble, load_teacher, resolve_teachers
 from ddrank.models import canonical_model_name
 from ddrank.paths import cache_dir
 from ddrank.progress import Reporter, Silent
-from ddrank.protocols.protocol import FullDataRecipe
+from ddrank.protocols.protocol import FullDataRecipe, Protocol
 
 
 @dataclass(frozen=True)
@@ -92,18 +93,47 @@ def cached_teacher(
     reporter: Reporter | None = None,
 ) -> Path:
     """A teacher checkpoint in the cache, trained on first use (for the embedded dataset)."""
-    payload = [
-        real.fingerprint,
-        canonical_model_name(model),
-        recipe.model_dump(mode="json"),
-        space_tag,
-        precision,
-    ]
-    tag = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
-    path = cache_dir("teachers", real.info.name, f"{canonical_model_name(model)}-{tag}") / CHECKPOINT_NAME
+    name = canonical_model_name(model)
+    payload = [real.fingerprint, name, recipe.model_dump(mode="json"), space_tag, precision]
+    tag = fingerprint(json.dumps(payload, sort_keys=True), length=12)
+    path = cache_dir("teachers", real.info.name, f"{name}-{tag}") / CHECKPOINT_NAME
     if not path.is_file():
-        (reporter or Silent()).log(
-            f"training a {canonical_model_name(model)} teacher on {real.info.name} (cached)"
-        )
+        (reporter or Silent()).log(f"training a {name} teacher on {real.info.name} (cached)")
         train_teacher(real, model, recipe, path, device=device, precision=precision, reporter=reporter)
     return path
+
+
+def teacher_key(protocol: Protocol) -> tuple[str, ...]:
+    """What makes two protocols share one loaded teacher ensemble."""
+    return (*protocol.labels.teachers, protocol.labels.ensemble, str(protocol.zca))
+
+
+def protocol_teachers(
+    protocol: Protocol,
+    real: RealData,
+    *,
+    teacher_dir: str | None,
+    checkpoints: tuple[str, ...],
+    device: torch.device,
+    reporter: Reporter,
+) -> TeacherEnsemble | None:
+    """The protocol's teacher ensemble on ``device``; None for hard labels.
+
+    Checkpoints are the explicit ones, else ``teacher_dir``'s; on the embedded dataset without
+    either, teachers are trained with the protocol's full-data recipe and cached.
+    """
+    names = protocol.labels.teachers
+    if not names or protocol.labels.mode == "hard":
+        return None
+    info = real.info
+    if not checkpoints and teacher_dir is None and info.name == "digits" and not protocol.zca:
+        paths = [
+            cached_teacher(real, name, protocol.full_data, device=device, reporter=reporter) for name in names
+        ]
+    else:
+        paths = resolve_teachers(names, dataset=info.name, teacher_dir=teacher_dir, explicit=checkpoints)
+    loaded = [
+        load_teacher(n, p, info.channels, info.num_classes, info.size)
+        for n, p in zip(names, paths, strict=True)
+    ]
+    return TeacherEnsemble(loaded, protocol.labels.ensemble).to(device)

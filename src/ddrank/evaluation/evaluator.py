@@ -1,0 +1,427 @@
+"""The evaluator: synthetic sets scored against random real subsets under one protocol.
+
+:class:`Evaluator` owns the whole path for the sets it is given: validate (before anything trains)
+→ plan (the job grid of :mod:`ddrank.evaluation.jobs`) → run (the engine, skipping jobs its store
+already holds) → score (the metric's definition) → record (into its results store, on rank 0).
+:func:`evaluate` does it for one set.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ddrank import __version__, distributed
+from ddrank.augment import DSA, transforms_from_spec
+from ddrank.data.real import DatasetInfo, RealData, dataset_info, load_real
+from ddrank.data.sampling import random_subset, validation_split
+from ddrank.data.synthetic import SyntheticSet, ValidatedSet, load_synthetic, validate_synthetic
+from ddrank.engine.job import EvalSet, JobCache, JobResult, MemoryCache, RunData, TrainingSet, TrainJob
+from ddrank.engine.runner import run_jobs
+from ddrank.errors import ConfigError, InputError
+from ddrank.evaluation.jobs import PlanEntry, PlannedEvaluation, plan_jobs
+from ddrank.evaluation.results import Evaluation, RoundResult, Run
+from ddrank.evaluation.space import TrainingSpace, fitted_zca, set_fingerprint
+from ddrank.evaluation.teachers import protocol_teachers, teacher_key
+from ddrank.labels import get_loss
+from ddrank.labels.teachers import TeacherEnsemble
+from ddrank.metrics.definitions import metric_definition
+from ddrank.models import canonical_model_name, create_model
+from ddrank.progress import Reporter, Silent
+from ddrank.protocols import Protocol, load_protocol
+from ddrank.settings import RunSettings
+from ddrank.store import ResultStore
+
+
+class Evaluator:
+    """Scores synthetic sets on one real dataset under one protocol (resolved per IPC).
+
+    ``store`` is where finished jobs are looked up and written (default: memory); a
+    :class:`~ddrank.store.ResultStore` also records every evaluation.
+    """
+
+    def __init__(
+        self, settings: RunSettings, *, store: JobCache | None = None, reporter: Reporter | None = None
+    ):
+        self.settings = settings
+        self.definition = metric_definition(settings.metric)
+        self.info: DatasetInfo = dataset_info(settings.dataset)
+        self.device = settings.torch_device
+        self.precision = settings.train_precision
+        self.store: JobCache = MemoryCache() if store is None else store
+        self.reporter = reporter or Silent()
+        self._real: RealData | None = None
+        self._protocols: dict[int | None, Protocol] = {}
+        self._spaces: dict[float | None, TrainingSpace] = {}
+        self._teachers: dict[tuple[str, ...], TeacherEnsemble] = {}
+
+    # ----------------------------------------------------------------- inputs
+    def protocol_for(self, ipc: int | None) -> Protocol:
+        """The protocol for ``ipc``, resolved once, with its names checked (no training yet)."""
+        if ipc not in self._protocols:
+            self._protocols[ipc] = self._resolve(ipc)
+        return self._protocols[ipc]
+
+    def _resolve(self, ipc: int | None) -> Protocol:
+        source, dataset = self.settings.protocol_source, self.info.name
+        if isinstance(source, Protocol):
+            if source.dataset not in (None, dataset):
+                raise ConfigError(
+                    f"protocol {source.name!r} was resolved for dataset {source.dataset!r}, not {dataset!r}"
+                )
+            if ipc is not None and source.ipc not in (None, ipc):
+                raise ConfigError(
+                    f"protocol {source.name!r} was resolved for IPC {source.ipc}, but the set has IPC {ipc}"
+                )
+            # Filled in as a preset resolves them, so the same settings hash the same either way.
+            resolved_ipc = source.ipc if ipc is None else ipc
+            protocol = source.model_copy(update={"dataset": dataset, "ipc": resolved_ipc})
+        else:
+            protocol = load_protocol(source, dataset=dataset, ipc=ipc)
+        _check_names(protocol)
+        return protocol
+
+    @property
+    def real(self) -> RealData:
+        if self._real is None:
+            stats = self.protocol_for(None).stats
+            self._real = load_real(self.info.name, self.settings.data_root, stats=stats)
+        return self._real
+
+    def validate(self, syn: SyntheticSet, ipc: int | None = None, resize: bool = False) -> ValidatedSet:
+        """``syn`` checked against the dataset and the protocol of its IPC (``ipc`` defaults to the
+        settings'), before anything trains."""
+        info = self.real.info
+        validated = validate_synthetic(
+            syn,
+            num_classes=info.num_classes,
+            channels=info.channels,
+            size=info.size,
+            ipc=self.settings.ipc if ipc is None else ipc,
+            resize=resize,
+        )
+        self.protocol_for(validated.ipc)
+        return validated
+
+    def space(self, protocol: Protocol) -> TrainingSpace:
+        key = protocol.zca_regularization if protocol.zca else None
+        if key not in self._spaces:
+            zca = fitted_zca(self.real, key).to(torch.device("cpu")) if key is not None else None
+            self._spaces[key] = TrainingSpace(self.real, zca)
+        return self._spaces[key]
+
+    def teachers_for(self, protocol: Protocol) -> TeacherEnsemble | None:
+        """The protocol's teacher ensemble on the device (trained and cached on first use for digits)."""
+        if not protocol.labels.teachers or protocol.labels.mode == "hard":
+            return None
+        key = teacher_key(protocol)
+        if key not in self._teachers:
+            self._teachers[key] = protocol_teachers(
+                protocol,
+                self.real,
+                teacher_dir=self.settings.teacher_dir,
+                checkpoints=self.settings.teachers,
+                device=self.device,
+                reporter=self.reporter,
+            )
+        return self._teachers[key]
+
+    def real_accuracy(self, protocol: Protocol) -> tuple[float | None, str]:
+        """A given or published acc(real, hard) and its source, or (None, "trained")."""
+        given = self.settings.real_acc
+        if given is None:
+            return None, "trained"
+        if given == "published":
+            recipe = protocol.full_data
+            if recipe.published_acc is None:
+                raise ConfigError(
+                    f"protocol {protocol.name!r} has no published full-data accuracy for {self.info.name!r}; "
+                    "give acc(real, hard) as a fraction (e.g. 0.9) or leave it out to train it"
+                )
+            return recipe.published_acc, f"published: {recipe.published_source}"
+        return given, "given"
+
+    # ----------------------------------------------------------------- plan
+    def plan(
+        self, sets: Mapping[str, ValidatedSet], *, dry_run: bool = False
+    ) -> tuple[list[TrainJob], RunData, dict[str, PlannedEvaluation]]:
+        """Every job the sets need (nothing trained), the data they reference, and the plan per set.
+
+        A dry run loads no teacher: jobs that need one carry a placeholder teacher fingerprint
+        and random subsets get no teacher labels, so presets can be checked without checkpoints.
+        """
+        info = self.real.info
+        protocols = {name: self.protocol_for(vs.ipc) for name, vs in sets.items()}
+        for name, proto in protocols.items():
+            _check_buildable(proto, info)
+            if proto.labels.mode == "S" and sets[name].soft_labels is None:
+                raise InputError(
+                    f"protocol {proto.name!r} trains on stored soft labels (mode S) but set {name!r} has "
+                    "none; give its [N, classes] soft labels (--labels) or use a hard-label protocol"
+                )
+        spaces = {name: self.space(p) for name, p in protocols.items()}
+        if len({s.tag for s in spaces.values()}) > 1:
+            raise ConfigError("sets evaluated together must share one training space (ZCA or not)")
+        if len({p.val_fraction for p in protocols.values()}) > 1:
+            raise ConfigError("sets evaluated together must share one validation fraction")
+        teachers = {name: None if dry_run else self.teachers_for(p) for name, p in protocols.items()}
+        rounds = self.settings.rounds or max(p.rounds for p in protocols.values())
+        entries = []
+        for name, vs in sets.items():
+            proto = protocols[name]
+            ensemble = teachers[name]
+            train_real = not self.definition.needs_real or self.real_accuracy(proto)[0] is None
+            fingerprint = ensemble.fingerprint if ensemble is not None else None
+            entries.append(PlanEntry(name, proto, info, vs.ipc, rounds, vs.lr, fingerprint, train_real))
+        source = _DeviceSets(self.real, sets, protocols, spaces, teachers, self.device)
+        jobs, plans = plan_jobs(
+            entries,
+            source,
+            metric=self.settings.metric,
+            base_seed=self.settings.seed,
+            precision=self.precision,
+        )
+        return jobs, source.data, plans
+
+    # ----------------------------------------------------------------- run, score, record
+    def evaluate_sets(self, sets: Mapping[str, ValidatedSet]) -> list[Evaluation]:
+        """Plan every job of every set, train what the store lacks, score each set and record it."""
+        jobs, data, plans = self.plan(sets)
+        results = run_jobs(
+            jobs,
+            data,
+            backend=self.settings.backend,
+            cache=self.store,
+            reporter=self.reporter,
+            options=self.settings.options,
+        )
+        evaluations = [self._score(name, vs, plans[name], results) for name, vs in sets.items()]
+        if isinstance(self.store, ResultStore) and distributed.world().main:
+            for evaluation in evaluations:
+                self.store.record_evaluation(evaluation.to_dict())
+        return evaluations
+
+    def evaluate_set(
+        self, syn: SyntheticSet, method: str = "synthetic", *, ipc: int | None = None, resize: bool = False
+    ) -> Evaluation:
+        """Validate one set, then score and record it as ``method``."""
+        return self.evaluate_sets({method: self.validate(syn, ipc=ipc, resize=resize)})[0]
+
+    def _score(
+        self, name: str, vs: ValidatedSet, planned: PlannedEvaluation, results: Mapping[str, JobResult]
+    ) -> Evaluation:
+        proto = planned.protocol
+        published, source = self.real_accuracy(proto) if self.definition.needs_real else (None, None)
+        round_results = []
+        for planned_round in planned.rounds:
+            values: dict[str, float] = {}
+            chosen: dict[str, float] = {}
+            runs: dict[str, list[Run]] = {}
+            for cell in planned.cells:
+                if cell.name not in planned_round.cells:
+                    continue
+                planned_cell = planned_round.cells[cell.name]
+                pairs = zip(planned_cell.learning_rates, planned_cell.keys, strict=True)
+                cell_runs = [_run(lr, results[key]) for lr, key in pairs]
+                best = _select(cell_runs, proto)
+                values[f"acc_{cell.name}"] = _reported(best, proto)
+                chosen[cell.name] = best.lr
+                runs[cell.name] = cell_runs
+            if published is not None:
+                values["acc_real"] = published
+            values |= self.definition.scores(values, self.settings.weight)
+            round_results.append(RoundResult(planned_round.round, planned_round.seed, values, chosen, runs))
+        return Evaluation(
+            name,
+            self.info.name,
+            vs.ipc,
+            self.settings.metric,
+            self.settings.weight,
+            proto.name,
+            proto.content_hash(),
+            proto.model,
+            proto.labels.mode,
+            proto.selection,
+            round_results,
+            source,
+            self._provenance(vs, proto),
+        )
+
+    def _provenance(self, vs: ValidatedSet, protocol: Protocol) -> dict[str, Any]:
+        hardware = (
+            torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor()
+        )
+        teachers = self._teachers.get(teacher_key(protocol))
+        return {
+            "ddrank_version": __version__,
+            "torch_version": torch.__version__,
+            "protocol_hash": protocol.content_hash(),
+            "data_fingerprint": self.real.fingerprint,
+            "synthetic_fingerprint": vs.fingerprint,
+            "synthetic_source": vs.source,
+            "teachers": [t.source for t in teachers.teachers] if teachers else [],
+            "base_seed": self.settings.seed,
+            "device": self.device.type,
+            "hardware": hardware or platform.machine(),
+            "backend": self.settings.backend,
+            "precision": self.precision,
+        }
+
+
+class _DeviceSets:
+    """The planner's sets as tensors in their training space on the device, registered in one RunData."""
+
+    def __init__(
+        self,
+        real: RealData,
+        sets: Mapping[str, ValidatedSet],
+        protocols: Mapping[str, Protocol],
+        spaces: Mapping[str, TrainingSpace],
+        teachers: Mapping[str, TeacherEnsemble | None],
+        device: torch.device,
+    ):
+        self.real_data, self.spaces, self.teachers, self.device = real, spaces, teachers, device
+        self.test_space = next(iter(spaces.values()))
+        test = EvalSet(
+            self.test_space.real(real.test_images).to(device),
+            real.test_labels.to(device),
+            set_fingerprint(real.fingerprint, "test", self.test_space.tag),
+        )
+        self.data = RunData({}, {}, test, device)
+        self._pools: dict[int, torch.Tensor] = {}
+        for name, vs in sets.items():
+            proto, space = protocols[name], spaces[name]
+            images = space.synthetic(vs.images, vs.space or proto.space, proto.name)
+            fp = set_fingerprint(vs.fingerprint, "syn", space.tag)
+            self._add(f"syn:{name}", images, vs.hard_labels, fp, vs.soft_labels)
+            if teachers[name] is not None:
+                self.data.teachers[teachers[name].fingerprint] = teachers[name]
+
+    def _add(
+        self, name: str, images: torch.Tensor, labels: torch.Tensor, fp: str, soft=None
+    ) -> tuple[str, str]:
+        if name not in self.data.train_sets:
+            self.data.train_sets[name] = TrainingSet(
+                images.to(self.device),
+                labels.to(self.device),
+                fp,
+                None if soft is None else soft.to(self.device),
+            )
+        return name, self.data.train_sets[name].fingerprint
+
+    def test(self, entry: PlanEntry) -> tuple[str, str]:
+        return "test", self.data.test.fingerprint
+
+    def validation(self, entry: PlanEntry, round: int, seed: int) -> tuple[str, str]:
+        """The round's validation split of the real training set (its rest is the random-subset pool)."""
+        name = f"val:{round}"
+        if name not in self.data.val_sets:
+            real = self.real_data
+            val_idx, self._pools[round] = validation_split(
+                real.train_labels, real.info.num_classes, entry.protocol.val_fraction, seed
+            )
+            self.data.val_sets[name] = EvalSet(
+                self.test_space.real(real.train_images[val_idx]).to(self.device),
+                real.train_labels[val_idx].to(self.device),
+                set_fingerprint(real.fingerprint, "val", self.test_space.tag, val_idx),
+            )
+        return name, self.data.val_sets[name].fingerprint
+
+    def synthetic(self, entry: PlanEntry) -> tuple[str, str]:
+        name = f"syn:{entry.name}"
+        return name, self.data.train_sets[name].fingerprint
+
+    def random(self, entry: PlanEntry, round: int, seed: int) -> tuple[str, str]:
+        """A class-balanced random subset of the round's pool (with teacher soft labels under mode S)."""
+        real, space, ensemble = self.real_data, self.spaces[entry.name], self.teachers[entry.name]
+        idx = random_subset(real.train_labels, self._pools[round], real.info.num_classes, entry.ipc, seed)
+        images = space.real(real.train_images[idx])
+        fp = set_fingerprint(real.fingerprint, "subset", space.tag, idx)
+        soft = None
+        if entry.protocol.labels.mode == "S" and ensemble is not None:
+            # The random baseline gets its soft labels from the teachers, on its own images.
+            soft = ensemble.stored_labels(images.to(self.device)).cpu()
+            fp = set_fingerprint(fp, "teacher-labels", ensemble.fingerprint)
+        return self._add(f"random:{entry.ipc}:{round}:{fp[:12]}", images, real.train_labels[idx], fp, soft)
+
+    def real(self, entry: PlanEntry) -> tuple[str, str]:
+        """The whole real training set (one training space per run, so one set)."""
+        if "real" not in self.data.train_sets:
+            space = self.spaces[entry.name]
+            fp = set_fingerprint(self.real_data.fingerprint, "real", space.tag)
+            self._add("real", space.real(self.real_data.train_images), self.real_data.train_labels, fp)
+        return "real", self.data.train_sets["real"].fingerprint
+
+
+def _check_names(protocol: Protocol) -> None:
+    """Unknown model, teacher, loss or augmentation names fail here with the closest valid name."""
+    for model in (protocol.model, protocol.full_data.model, *protocol.labels.teachers):
+        if model is not None:
+            canonical_model_name(model)
+    get_loss(protocol.labels.loss)
+    for augment in (protocol.augment, protocol.full_data.augment):
+        if augment.dsa:
+            DSA(augment.dsa, mode=augment.dsa_mode)
+        if augment.transforms:
+            transforms_from_spec([dict(t) for t in augment.transforms])
+
+
+def _check_buildable(protocol: Protocol, info: DatasetInfo) -> None:
+    """Build the student, full-data and teacher models without memory, so a model that cannot take
+    the dataset's images (e.g. too deep for 8 px) fails before any training starts."""
+    names = (protocol.model, protocol.full_data.model or protocol.model, *protocol.labels.teachers)
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        for model in dict.fromkeys(names):
+            create_model(model, info.channels, info.num_classes, info.size)
+
+
+def _run(lr: float, result: JobResult) -> Run:
+    return Run(lr, result.test_acc, result.val_acc, max(acc for _, acc in result.curve))
+
+
+def _select(runs: list[Run], protocol: Protocol) -> Run:
+    """Honest: best validation accuracy (first lr on ties). Reference: best test accuracy anywhere."""
+    if protocol.selection == "reference" or runs[0].val_acc is None:
+        return max(runs, key=lambda r: r.best_test_acc if protocol.selection == "reference" else r.test_acc)
+    return max(runs, key=lambda r: r.val_acc or 0.0)
+
+
+def _reported(run: Run, protocol: Protocol) -> float:
+    return run.best_test_acc if protocol.selection == "reference" else run.test_acc
+
+
+def evaluate(
+    images: Any,
+    labels: Any = None,
+    *,
+    settings: RunSettings | None = None,
+    method: str = "synthetic",
+    format: str = "auto",
+    lr: float | None = None,
+    space: str | None = None,
+    resize: bool = False,
+    allow_pickle: bool = False,
+    store: JobCache | None = None,
+    progress: bool = False,
+    **setting_fields: Any,
+) -> Evaluation:
+    """Score one synthetic set: LRS (HLR, IOR), ARS, or plain accuracy, with 95% CIs over rounds.
+
+    ``images`` is a tensor/array or a path in any supported format (see ddrank.data.synthetic) and
+    ``labels``, ``format``, ``lr``, ``space`` and ``allow_pickle`` say how to read it. The run is
+    described by ``settings`` or by :class:`~ddrank.settings.RunSettings` fields given by name
+    (``dataset``, ``protocol``, ``metric``, ``rounds``, ``seed``, ``device``, ...). Every input is
+    validated before any training starts; ``store`` keeps finished jobs (a ResultStore also records
+    the evaluation).
+    """
+    if settings is not None and setting_fields:
+        settings = settings.replace(**setting_fields)
+    elif settings is None:
+        settings = RunSettings(**setting_fields)
+    syn = load_synthetic(images, labels, format=format, lr=lr, space=space, allow_pickle=allow_pickle)
+    with Reporter(enabled=progress) as reporter:
+        evaluator = Evaluator(settings, store=store, reporter=reporter)
+        return evaluator.evaluate_set(syn, method, resize=resize)

@@ -1,0 +1,171 @@
+"""The one job planner: evaluations → the grid of training jobs (round × cell × learning rate).
+
+The evaluator plans with real sets (tensors on the device); ``ddrank plan`` and sweeps plan with
+stand-ins named after what they would hold, to size a run before any data is at hand. Both go
+through :func:`plan_jobs`, so they choose the same learning rates and key jobs the same way
+(:func:`ddrank.engine.job.job_key`): jobs with equal keys are trained once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol as Interface
+
+from ddrank import rng
+from ddrank.data.real import DatasetInfo
+from ddrank.engine.job import TrainJob, TrainSpec, job_key
+from ddrank.metrics.definitions import Cell, metric_definition
+from ddrank.protocols import Protocol
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """One evaluation to plan: a named set of ``ipc`` images per class under a resolved protocol."""
+
+    name: str
+    protocol: Protocol
+    info: DatasetInfo
+    ipc: int
+    rounds: int
+    set_lr: float | None = None  # the set's own learning rate (used when the protocol allows it)
+    teachers: str | None = None  # the loaded teacher ensemble's fingerprint (None: a placeholder)
+    train_real: bool = True  # False when acc(real, hard) is given or published
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    """A cell of one round: how it trains, on which sets, over which learning rates, under which keys."""
+
+    cell: Cell
+    spec: TrainSpec
+    train_set: str
+    val_set: str | None
+    learning_rates: tuple[float, ...]
+    keys: tuple[str, ...]
+
+
+@dataclass
+class PlannedRound:
+    round: int
+    seed: int
+    cells: dict[str, PlannedCell] = field(default_factory=dict)
+
+
+@dataclass
+class PlannedEvaluation:
+    """What one entry's rounds need, kept between planning and scoring."""
+
+    protocol: Protocol
+    cells: list[Cell]
+    rounds: list[PlannedRound] = field(default_factory=list)
+
+
+class SetSource(Interface):
+    """Where the planner's sets come from; each method returns the set's (name, fingerprint)."""
+
+    def test(self, entry: PlanEntry) -> tuple[str, str]: ...
+
+    def validation(self, entry: PlanEntry, round: int, seed: int) -> tuple[str, str]: ...
+
+    def synthetic(self, entry: PlanEntry) -> tuple[str, str]: ...
+
+    def random(self, entry: PlanEntry, round: int, seed: int) -> tuple[str, str]: ...
+
+    def real(self, entry: PlanEntry) -> tuple[str, str]: ...
+
+
+def learning_rates(protocol: Protocol, set_lr: float | None = None) -> list[float]:
+    """The set's own lr when the protocol uses it, else the protocol's fixed lr, else its grid."""
+    if set_lr is not None and protocol.use_set_lr:
+        return [float(set_lr)]
+    if protocol.lr is not None:
+        return [protocol.lr]
+    return list(protocol.lr_grid)
+
+
+def student_spec(
+    protocol: Protocol, info: DatasetInfo, variant: str, precision: str, teachers: str | None = None
+) -> TrainSpec:
+    """How a student of ``protocol`` trains in a cell variant (P, hard labels, or no augmentation).
+
+    Mode-M jobs carry the teacher ensemble's fingerprint; without teachers (a dry run or a plan)
+    a placeholder derived from the teacher names stands in for it.
+    """
+    eval_epochs: tuple[int, ...] = ()
+    if protocol.selection == "reference":
+        eval_epochs = tuple(range(protocol.eval_every, protocol.epochs, protocol.eval_every))
+    labels = protocol.labels.hard() if variant == "hard" else protocol.labels
+    augment = protocol.augment.none() if variant == "noaug" else protocol.augment
+    teacher_fp = ""
+    if labels.mode == "M":
+        teacher_fp = teachers if teachers is not None else "dry-run:" + ",".join(labels.teachers)
+    return TrainSpec(
+        protocol.model,
+        info.channels,
+        info.num_classes,
+        info.size,
+        protocol.optimizer,
+        protocol.schedule,
+        protocol.epochs,
+        protocol.batch_size,
+        augment,
+        eval_epochs,
+        precision,
+        labels,
+        teacher_fp,
+    )
+
+
+def full_data_spec(protocol: Protocol, info: DatasetInfo, precision: str) -> TrainSpec:
+    """How acc(real, hard) is trained: the protocol's full-data recipe."""
+    recipe = protocol.full_data
+    model = recipe.model or protocol.model
+    return TrainSpec.from_recipe(recipe, model, info.channels, info.num_classes, info.size, precision)
+
+
+def plan_jobs(
+    entries: list[PlanEntry], sets: SetSource, *, metric: str, base_seed: int, precision: str
+) -> tuple[list[TrainJob], dict[str, PlannedEvaluation]]:
+    """Every job of every entry in plan order (round, entry, cell, learning rate), and per entry what
+    scoring needs. Round r of every entry uses the seed derived from (base_seed, r).
+
+    Entries that share a job (the same random subset or full-data run) list it each; the runner
+    trains every key once.
+    """
+    definition = metric_definition(metric)
+    plans = {
+        e.name: PlannedEvaluation(e.protocol, definition.cells_for(e.protocol.labels.mode != "hard"))
+        for e in entries
+    }
+    jobs: list[TrainJob] = []
+    for r in range(max((e.rounds for e in entries), default=0)):
+        seed = rng.derive_seed(base_seed, r)
+        for entry in entries:
+            if r >= entry.rounds:
+                continue
+            protocol, info = entry.protocol, entry.info
+            _, test_fp = sets.test(entry)
+            val_name, val_fp = sets.validation(entry, r, seed)
+            planned = PlannedRound(r, seed)
+            for cell in plans[entry.name].cells:
+                if cell.source == "real":
+                    if not entry.train_real:
+                        continue
+                    (set_name, set_fp), val = sets.real(entry), None
+                    spec, rates = full_data_spec(protocol, info, precision), [protocol.full_data.lr]
+                else:
+                    spec = student_spec(protocol, info, cell.variant, precision, entry.teachers)
+                    val = val_name if protocol.selection == "honest" else None
+                    if cell.source == "syn":
+                        (set_name, set_fp), rates = (
+                            sets.synthetic(entry),
+                            learning_rates(protocol, entry.set_lr),
+                        )
+                    else:
+                        (set_name, set_fp), rates = sets.random(entry, r, seed), learning_rates(protocol)
+                keys = [job_key(spec, set_fp, val_fp if val else None, test_fp, lr, seed) for lr in rates]
+                for lr, key in zip(rates, keys, strict=True):
+                    jobs.append(TrainJob(spec, set_name, val, lr, seed, key, cell.name, r))
+                planned.cells[cell.name] = PlannedCell(cell, spec, set_name, val, tuple(rates), tuple(keys))
+            plans[entry.name].rounds.append(planned)
+    return jobs, plans

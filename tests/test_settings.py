@@ -1,0 +1,101 @@
+"""RunSettings: every setting is validated once, with a message naming it; DD-Ranking configurations,
+student matrices and copies go through the same checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ddrank.compat.ddranking_config import translate_ddranking_config
+from ddrank.engine.options import EngineOptions
+from ddrank.errors import ConfigError, InputError, UnknownNameError
+from ddrank.protocols import load_protocol
+from ddrank.settings import RunSettings, SettingError
+
+
+def test_defaults_and_canonical_names():
+    settings = RunSettings(dataset="CIFAR-10", real_acc="0.9", teachers="teacher.pt")
+    assert (settings.dataset, settings.metric, settings.seed, settings.weight) == ("cifar10", "lrs", 0, 0.5)
+    assert settings.real_acc == 0.9 and settings.teachers == ("teacher.pt",)
+    assert settings.protocol_source == "cifar10" and settings.fidelity is None
+    assert settings.torch_device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    default = RunSettings(device="cpu")
+    assert default.train_precision == "fp32" and default.options == EngineOptions()
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "message"),
+    [
+        ({"weight": 1.5}, SettingError, "weight must lie in [0, 1], got 1.5"),
+        ({"rounds": 0}, SettingError, "rounds must be at least 1, got 0"),
+        ({"ipc": 0}, SettingError, "ipc must be a positive integer; got 0"),
+        ({"seed": -1}, SettingError, "seed must be a non-negative integer, got -1"),
+        ({"real_acc": 90}, SettingError, "not percentages: 90% is 0.9"),
+        ({"real_acc": "high"}, SettingError, "real_acc must be a fraction in [0, 1] or 'published'"),
+        ({"metric": "lrz"}, UnknownNameError, "unknown metric 'lrz'; did you mean 'lrs'"),
+        ({"dataset": "cifar1"}, UnknownNameError, "unknown dataset 'cifar1'; did you mean 'cifar10'"),
+        ({"backend": "ensembel"}, UnknownNameError, "unknown backend 'ensembel'; did you mean 'ensemble'"),
+        ({"precision": "fp16"}, SettingError, "precision must be one of auto, fp32, bf16, got 'fp16'"),
+        ({"precision": "bf16", "device": "cpu"}, SettingError, "bf16 is for CUDA devices; use fp32"),
+        ({"device": "gpu0"}, SettingError, "device must name a torch device"),
+        ({"fidelity": "exact"}, SettingError, "fidelity input should be 'reference' or 'honest'"),
+        ({"teachers": 3}, SettingError, "teachers must be checkpoint paths, got 3"),
+        ({"rouds": 3}, UnknownNameError, "unknown setting 'rouds'; did you mean 'rounds'"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_setting(fields, error, message):
+    with pytest.raises(error) as caught:
+        RunSettings(**fields)
+    assert message in str(caught.value)
+    assert isinstance(caught.value, InputError | UnknownNameError)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_cuda_is_refused():
+    with pytest.raises(SettingError, match="'cuda' was asked for but CUDA is not available"):
+        RunSettings(device="cuda")
+
+
+def test_settings_are_frozen_and_copies_are_validated():
+    settings = RunSettings(rounds=2)
+    with pytest.raises(Exception, match="frozen"):
+        settings.rounds = 3  # type: ignore[misc]
+    assert settings.replace(rounds=3).rounds == 3 and settings.rounds == 2
+    with pytest.raises(SettingError, match="rounds must be at least 1"):
+        settings.replace(rounds=0)
+    assert SettingError("real_acc", "is wrong").renamed("--real-acc").args[0] == "--real-acc is wrong"
+
+
+def test_fidelity_is_carried_without_changing_the_protocol():
+    honest, reference = RunSettings(fidelity="honest"), RunSettings(fidelity="reference")
+    assert (honest.fidelity, reference.fidelity) == ("honest", "reference")
+    assert honest.replace(fidelity=None) == RunSettings()
+
+
+def test_a_translated_ddranking_config_fills_what_is_not_given():
+    config = translate_ddranking_config(
+        {
+            "dataset": "Digits",
+            "ipc": 10,
+            "model_name": "ConvNet-2-W16",
+            "num_eval": 3,
+            "eval_full_data": True,
+        },
+        metric="lrs",
+    )
+    settings = RunSettings.from_translated(config)
+    assert (settings.dataset, settings.ipc, settings.rounds, settings.metric) == ("digits", 10, 3, "lrs")
+    assert settings.protocol == config.protocol and settings.seed == 0
+    overridden = RunSettings.from_translated(config, rounds=1, weight=0.3, seed=None)
+    assert (overridden.rounds, overridden.weight, overridden.seed) == (1, 0.3, 0)
+
+
+def test_a_student_matrix_replaces_only_the_model():
+    matrix = RunSettings(ipc=10, rounds=2).for_students(["ConvNet-2-W16", "MLP"])
+    preset = load_protocol("digits", dataset="digits", ipc=10)
+    assert [s.protocol.model for s in matrix] == ["ConvNet-2-W16", "MLP"]
+    assert matrix[1].protocol == preset.with_overrides(model="MLP") and matrix[1].rounds == 2
+    with pytest.raises(UnknownNameError, match="unknown protocol 'dsaa'"):
+        RunSettings(protocol="dsaa").for_students(["MLP"])
+    with pytest.raises(ConfigError, match="defined for cifar10"):
+        RunSettings(protocol="dsa").for_students(["MLP"])
