@@ -9,7 +9,7 @@ import torch
 
 from ddrank import fingerprint as fingerprint_module
 from ddrank.augment import zca
-from ddrank.data import real
+from ddrank.data import cache
 from ddrank.evaluation.space import set_fingerprint
 from ddrank.fingerprint import fingerprint
 from ddrank.labels import teachers
@@ -39,7 +39,7 @@ def test_it_reproduces_the_dataset_zca_teacher_and_set_fingerprints():
     parts = []
     for images, labels in splits:
         parts += [f"{list(images.shape)} {list(labels.shape)}\n", images, np.asarray(labels, dtype="<i8")]
-    assert fingerprint(*parts) == real._fingerprint(splits)
+    assert fingerprint(*parts) == cache.fingerprint(splits)
 
     mean, transform, inverse = torch.randn(4), torch.randn(4, 4), torch.randn(4, 4)
     assert zca._fingerprint(mean, transform, inverse, 0.1) == fingerprint(

@@ -3,6 +3,8 @@ student matrices and copies go through the same checks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,6 +13,8 @@ from ddrank.engine.options import EngineOptions
 from ddrank.errors import ConfigError, InputError, UnknownNameError
 from ddrank.protocols import load_protocol
 from ddrank.settings import RunSettings, SettingError
+
+CONFIGS = Path(__file__).parent / "fixtures" / "ddranking-configs"
 
 
 def test_defaults_and_canonical_names():
@@ -73,18 +77,9 @@ def test_fidelity_is_carried_without_changing_the_protocol():
 
 
 def test_a_translated_ddranking_config_fills_what_is_not_given():
-    config = translate_ddranking_config(
-        {
-            "dataset": "Digits",
-            "ipc": 10,
-            "model_name": "ConvNet-2-W16",
-            "num_eval": 3,
-            "eval_full_data": True,
-        },
-        metric="lrs",
-    )
+    config = translate_ddranking_config(CONFIGS / "eval/DATM/CIFAR10/IPC10.yaml", metric="lrs")
     settings = RunSettings.from_translated(config)
-    assert (settings.dataset, settings.ipc, settings.rounds, settings.metric) == ("digits", 10, 3, "lrs")
+    assert (settings.dataset, settings.ipc, settings.rounds, settings.metric) == ("cifar10", 10, 5, "lrs")
     assert settings.protocol == config.protocol and settings.seed == 0
     overridden = RunSettings.from_translated(config, rounds=1, weight=0.3, seed=None)
     assert (overridden.rounds, overridden.weight, overridden.seed) == (1, 0.3, 0)

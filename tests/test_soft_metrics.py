@@ -148,8 +148,14 @@ def _stand_in(name: str) -> RealData:
     )
 
 
+# ImageNet-1K stand-ins take ~20 s each to normalise: one preset runs by default, the others under -m slow
 PRESET_CASES = [
-    (name, dataset, ipc)
+    pytest.param(
+        name,
+        dataset,
+        ipc,
+        marks=[pytest.mark.slow] if dataset == "imagenet1k" and name != "rded" else [],
+    )
     for name in preset_names()
     for dataset in preset(name).get("datasets", [])
     for ipc in (1, 10)

@@ -29,10 +29,18 @@ from ddrank.settings import RunSettings
 class _DDRankingMetric:
     metric = "lrs"
 
-    def __init__(self, config: Config | Mapping[str, Any] | None = None, **kwargs: Any):
+    def __init__(
+        self, config: Config | Mapping[str, Any] | None = None, *, fidelity: str | None = None, **kwargs: Any
+    ):
         raw = dict(config) if config is not None else {}
         raw.update({key: value for key, value in kwargs.items() if value is not None})
-        self.config: TranslatedConfig = translate_ddranking_config(raw, metric=self.metric)
+        self.config: TranslatedConfig = translate_ddranking_config(
+            raw,
+            metric=self.metric,
+            fidelity=fidelity,
+            source_class=type(self).__name__,
+            arguments=config is None,
+        )
         self.settings = RunSettings.from_translated(self.config, metric=self.metric, device=raw.get("device"))
         self.last_evaluation: Evaluation | None = None
 

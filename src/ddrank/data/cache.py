@@ -8,7 +8,6 @@ into place, so an interrupted decode never leaves half a cache. Later loads memo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,8 @@ import torch
 
 from ddrank.data.base import DatasetInfo, RealData, Source
 from ddrank.errors import InputError
+from ddrank.fingerprint import Part
+from ddrank.fingerprint import fingerprint as content_hash
 from ddrank.paths import cache_dir
 
 __all__ = ["CACHE_FORMAT", "fingerprint", "load_cached"]
@@ -34,20 +35,19 @@ CACHE_FORMAT = 1
 """Bumped whenever the decoded content or the cache layout changes, so old caches are rebuilt."""
 
 SPLITS = ("train", "test")
-_HASH_CHUNK_BYTES = 1 << 26
 _META_FILE = "meta.json"
 
 
 def load_cached(info: DatasetInfo, root: Path, source: Source) -> RealData:
     """Open the cache entry for this exact source tree, writing it first if it is missing."""
-    root_key = hashlib.sha256(str(root).encode()).hexdigest()[:12]
-    listing = hashlib.sha256(f"format {CACHE_FORMAT}\nsize {info.size}\n".encode())
+    root_key = content_hash(str(root), length=12)
+    listing = [f"format {CACHE_FORMAT}\nsize {info.size}\n"]
     for path in source.files:
         stat = path.stat()
-        listing.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        listing.append(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n")
     prefix = f"{info.name}-{info.size}px-{root_key}-"
     base = cache_dir("datasets")
-    entry = base / (prefix + listing.hexdigest()[:16])
+    entry = base / (prefix + content_hash(*listing, length=16))
     if not (entry / _META_FILE).is_file():
         _write(entry, source, info, root)
         for stale in base.glob(prefix + "*"):
@@ -57,15 +57,11 @@ def load_cached(info: DatasetInfo, root: Path, source: Source) -> RealData:
 
 
 def fingerprint(splits: Iterable[tuple[np.ndarray, np.ndarray]]) -> str:
-    """sha256 over each split's shapes, image bytes and little-endian int64 labels, in train/test order."""
-    digest = hashlib.sha256()
+    """The content hash over each split's shapes, image bytes and little-endian int64 labels, in order."""
+    parts: list[Part] = []
     for images, labels in splits:
-        digest.update(f"{list(images.shape)} {list(labels.shape)}\n".encode())
-        rows = max(1, _HASH_CHUNK_BYTES // (images[0].nbytes if len(images) else 1))
-        for start in range(0, len(images), rows):
-            digest.update(np.ascontiguousarray(images[start : start + rows]).tobytes())
-        digest.update(np.asarray(labels, dtype="<i8").tobytes())
-    return digest.hexdigest()
+        parts += [f"{list(images.shape)} {list(labels.shape)}\n", images, np.asarray(labels, dtype="<i8")]
+    return content_hash(*parts)
 
 
 def _write(entry: Path, source: Source, info: DatasetInfo, root: Path) -> None:
