@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -26,10 +27,14 @@ from ddrank.errors import ConfigError, DDRankError
 __all__ = [
     "FLAG_Z",
     "STD_FLOOR",
+    "Calibration",
+    "CalibrationRow",
     "Comparison",
     "Published",
     "PublishedTable",
     "compare",
+    "calibration_entry",
+    "calibration_warnings",
     "compare_all",
     "lookup",
     "published_table",
@@ -151,6 +156,132 @@ class Comparison:
             "verdict": self.verdict,
             "flagged": self.flagged,
         }
+
+
+def calibration_entry(cell: str, comparison: Comparison) -> dict[str, Any]:
+    """One entry of ``Evaluation.calibration``: a cell's measured accuracy beside its published value."""
+    p = comparison.published
+    return {
+        "cell": cell,
+        "ipc": comparison.ipc,
+        "measured": comparison.measured,
+        "published_mean": None if p is None else p.mean,
+        "published_std": None if p is None else p.std,
+        "z": comparison.z,
+        "source": None if p is None else p.source,
+    }
+
+
+def calibration_warnings(
+    dataset: str, entries: list[dict[str, Any]], *, threshold: float = FLAG_Z
+) -> list[str]:
+    """One line per entry of ``Evaluation.calibration`` lying more than ``threshold`` deviations away."""
+    lines = []
+    for e in entries:
+        if e["z"] is None or abs(e["z"]) <= threshold:
+            continue
+        what = f"random-subset accuracy at IPC {e['ipc']}" if e["cell"] == "random" else "whole-data accuracy"
+        lines.append(
+            f"{what} on {dataset} is {100 * e['measured']:.1f}%, {abs(e['z']):.1f} std "
+            f"{'above' if e['z'] > 0 else 'below'} the published {100 * e['published_mean']:.1f} ± "
+            f"{100 * e['published_std']:.1f} ({e['source']}); check the setup with ddrank calibrate"
+        )
+    return lines
+
+
+@dataclass(frozen=True)
+class CalibrationRow:
+    """One trained baseline: random subsets at an IPC (``cell`` random) or the whole training set
+    (``cell`` real), its accuracy per round and the comparison of their mean with the published value."""
+
+    cell: Literal["random", "real"]
+    model: str
+    per_round: tuple[float, ...]
+    comparison: Comparison
+
+    @property
+    def label(self) -> str:
+        return f"random, IPC {self.comparison.ipc}" if self.cell == "random" else "whole dataset"
+
+    @property
+    def std(self) -> float | None:
+        """Standard deviation over rounds (ddof 1), None for one round."""
+        n = len(self.per_round)
+        if n < 2:
+            return None
+        mean = sum(self.per_round) / n
+        return math.sqrt(sum((v - mean) ** 2 for v in self.per_round) / (n - 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cell": self.cell,
+            "model": self.model,
+            "per_round": list(self.per_round),
+            "measured_std": self.std,
+            **self.comparison.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The baselines ``ddrank calibrate`` trained on one dataset under one protocol, each beside its
+    published value; ``table`` is the published-values file they were compared with."""
+
+    dataset: str
+    protocol: str
+    protocol_hash: str
+    rounds: int
+    rows: tuple[CalibrationRow, ...]
+    table: str
+    provenance: dict[str, Any]
+
+    @property
+    def flagged(self) -> list[CalibrationRow]:
+        return [row for row in self.rows if row.comparison.flagged]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "protocol": self.protocol,
+            "protocol_hash": self.protocol_hash,
+            "rounds": self.rounds,
+            "threshold": FLAG_Z,
+            "table": self.table,
+            "rows": [row.to_dict() for row in self.rows],
+            "provenance": self.provenance,
+        }
+
+    def lines(self, width: int = 80) -> list[str]:
+        """The comparison as plain text at most ``width`` columns wide: a table, then its sources."""
+        models = ", ".join(dict.fromkeys(row.model for row in self.rows))
+        head = f"calibration · {self.dataset} · protocol {self.protocol} · {models} · {self.rounds} rounds"
+        out = [_clip(head, width), f"{'baseline':<16}{'measured %':>13}{'published %':>18}{'z':>8}  verdict"]
+        notes: list[str] = []
+        for row in self.rows:
+            c, p = row.comparison, row.comparison.published
+            std = row.std
+            measured = f"{100 * c.measured:.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
+            if p is None:
+                published, z, verdict_text = "not published", "—", "no published value"
+            else:
+                if p.source not in notes:
+                    notes.append(p.source)
+                published = f"{p.printed} [{notes.index(p.source) + 1}]"
+                z = f"{c.z:+.1f}"
+                verdict_text = "ok" if c.verdict == "ok" else f"FLAGGED: {c.verdict}"
+            out.append(_clip(f"{row.label:<16}{measured:>13}{published:>18}{z:>8}  {verdict_text}", width))
+        for number, source in enumerate(notes, start=1):
+            out += textwrap.wrap(f"[{number}] {source}", width, subsequent_indent="    ")
+        if self.flagged:
+            out.append(
+                _clip(f"{len(self.flagged)} of {len(self.rows)} baselines lie more than {FLAG_Z:g} published "
+                      "std from the published mean", width)
+            )
+        return out
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def published_table(path: str | os.PathLike[str] | None = None) -> PublishedTable:

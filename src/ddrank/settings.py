@@ -72,7 +72,10 @@ class RunSettings(BaseModel):
 
     ``protocol`` is a preset name, a YAML path or a :class:`~ddrank.protocols.Protocol` (default:
     the dataset's preset). ``fidelity`` (``reference`` or ``honest``; None: the source's default)
-    is carried for the protocol's source and changes no number yet. Invalid values raise
+    is carried for the protocol's source and changes no number yet. ``download`` fetches a missing
+    dataset into ``data_root`` (default: the cache's ``data/``); ``calibration`` is a table of
+    published baselines (default: the packaged one) that random-subset and whole-data accuracies
+    are compared with. Invalid values raise
     :class:`SettingError` (an :class:`~ddrank.errors.InputError`) naming the setting.
     """
 
@@ -94,6 +97,8 @@ class RunSettings(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     options: EngineOptions = EngineOptions()
     fidelity: Fidelity | None = None
+    download: bool = False
+    calibration: str | None = None
 
     def __init__(self, **fields: Any):
         unknown = sorted(set(fields) - set(type(self).model_fields))
@@ -111,7 +116,7 @@ class RunSettings(BaseModel):
     def _known_dataset(cls, value: Any) -> str:
         return dataset_info(str(value)).name  # canonical name; unknown names say the closest one
 
-    @field_validator("data_root", "teacher_dir", mode="before")
+    @field_validator("data_root", "teacher_dir", "calibration", mode="before")
     @classmethod
     def _path_text(cls, value: Any) -> str | None:
         return None if value is None else os.fspath(value)
@@ -132,6 +137,13 @@ class RunSettings(BaseModel):
             return tuple(os.fspath(path) for path in value)
         except TypeError:
             raise SettingError("teachers", f"must be checkpoint paths, got {value!r}") from None
+
+    @field_validator("download", mode="before")
+    @classmethod
+    def _flag(cls, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise SettingError("download", f"must be True or False, got {value!r}")
+        return value
 
     @field_validator("ipc", mode="before")
     @classmethod

@@ -9,13 +9,21 @@ already holds) → score (the metric's definition) → record (into its results 
 from __future__ import annotations
 
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from ddrank import __version__, distributed
 from ddrank.augment import DSA, transforms_from_spec
+from ddrank.calibration import (
+    Calibration,
+    CalibrationRow,
+    PublishedTable,
+    calibration_entry,
+    compare,
+    published_table,
+)
 from ddrank.data.real import DatasetInfo, RealData, dataset_info, load_real
 from ddrank.data.sampling import random_subset, validation_split
 from ddrank.data.synthetic import SyntheticSet, ValidatedSet, load_synthetic, validate_synthetic
@@ -57,6 +65,7 @@ class Evaluator:
         self._protocols: dict[int | None, Protocol] = {}
         self._spaces: dict[float | None, TrainingSpace] = {}
         self._teachers: dict[tuple[str, ...], TeacherEnsemble] = {}
+        self._published: PublishedTable | None = None
 
     # ----------------------------------------------------------------- inputs
     def protocol_for(self, ipc: int | None) -> Protocol:
@@ -88,7 +97,9 @@ class Evaluator:
     def real(self) -> RealData:
         if self._real is None:
             stats = self.protocol_for(None).stats
-            self._real = load_real(self.info.name, self.settings.data_root, stats=stats)
+            self._real = load_real(
+                self.info.name, self.settings.data_root, stats=stats, download=self.settings.download
+            )
         return self._real
 
     def validate(self, syn: SyntheticSet, ipc: int | None = None, resize: bool = False) -> ValidatedSet:
@@ -144,6 +155,13 @@ class Evaluator:
             return recipe.published_acc, f"published: {recipe.published_source}"
         return given, "given"
 
+    def published(self) -> PublishedTable:
+        """The published baselines that accuracies are compared with (the settings' table or the packaged
+        one), read on first use."""
+        if self._published is None:
+            self._published = published_table(self.settings.calibration)
+        return self._published
+
     # ----------------------------------------------------------------- plan
     def plan(
         self, sets: Mapping[str, ValidatedSet], *, dry_run: bool = False
@@ -154,6 +172,7 @@ class Evaluator:
         and random subsets get no teacher labels, so presets can be checked without checkpoints.
         """
         info = self.real.info
+        self.published()  # a bad table fails before anything trains
         protocols = {name: self.protocol_for(vs.ipc) for name, vs in sets.items()}
         for name, proto in protocols.items():
             _check_buildable(proto, info)
@@ -234,6 +253,7 @@ class Evaluator:
                 values["acc_real"] = published
             values |= self.definition.scores(values, self.settings.weight)
             round_results.append(RoundResult(planned_round.round, planned_round.seed, values, chosen, runs))
+        calibration = self._calibration(proto, vs.ipc, round_results, trained_real=published is None)
         return Evaluation(
             name,
             self.info.name,
@@ -248,6 +268,117 @@ class Evaluator:
             round_results,
             source,
             self._provenance(vs, proto),
+            calibration=calibration,
+        )
+
+    def _calibration(
+        self, proto: Protocol, ipc: int, rounds: list[RoundResult], *, trained_real: bool
+    ) -> list[dict[str, Any]]:
+        """The trained random-subset (``acc_random``) and whole-data (``acc_real``) accuracies, each
+        as a mean over rounds beside its published value; cells without one are left out."""
+        measured: list[tuple[str, int | None, str, str]] = [("random", ipc, "acc_random", proto.model)]
+        if trained_real:
+            measured.append(("real", None, "acc_real", proto.full_data.model or proto.model))
+        entries = []
+        for cell, cell_ipc, field, model in measured:
+            values = [r.values[field] for r in rounds if r.values.get(field) is not None]
+            published = self.published().lookup(self.info.name, model, proto.name, cell_ipc)
+            if not values or published is None:
+                continue
+            comparison = compare(sum(values) / len(values), published, ipc=cell_ipc)
+            entries.append(calibration_entry(cell, comparison))
+        return entries
+
+    # ----------------------------------------------------------------- calibration
+    def calibrate(self, ipcs: Sequence[int]) -> Calibration:
+        """Train the random-subset baselines at each IPC and the whole-dataset baseline under the
+        protocol, and compare each with its published value.
+
+        The jobs are planned exactly as an evaluation plans its random and real cells (same sets,
+        seeds and keys), so the store keeps them and a later evaluation under the same settings
+        trains neither again.
+        """
+        if not ipcs:
+            raise InputError("calibration needs at least one IPC")
+        info = self.real.info
+        self.published()  # a bad table fails before anything trains
+        protocols = {f"random@{ipc}": self.protocol_for(ipc) for ipc in dict.fromkeys(ipcs)}
+        for proto in protocols.values():
+            _check_buildable(proto, info)
+            if proto.labels.mode != "hard":
+                raise ConfigError(
+                    f"protocol {proto.name!r} trains with soft labels (mode {proto.labels.mode}); published "
+                    "baselines are hard-label accuracies, so calibrate under a hard-label protocol"
+                )
+        first = next(iter(protocols.values()))
+        spaces = {name: self.space(p) for name, p in protocols.items()}
+        if len({s.tag for s in spaces.values()}) > 1 or len({p.val_fraction for p in protocols.values()}) > 1:
+            raise ConfigError(
+                f"protocol {first.name!r} resolves to different training spaces or validation splits "
+                "per IPC; calibrate one IPC at a time"
+            )
+        rounds = self.settings.rounds or max(p.rounds for p in protocols.values())
+        entries = [
+            PlanEntry(name, proto, info, int(name.removeprefix("random@")), rounds)
+            for name, proto in protocols.items()
+        ]
+        teachers = dict.fromkeys(protocols)
+        source = _DeviceSets(self.real, {}, protocols, spaces, teachers, self.device)
+        jobs, plans = plan_jobs(
+            entries,
+            source,
+            metric="lrs",
+            base_seed=self.settings.seed,
+            precision=self.precision,
+            sources=("random", "real"),
+        )
+        results = run_jobs(
+            jobs,
+            source.data,
+            backend=self.settings.backend,
+            cache=self.store,
+            reporter=self.reporter,
+            options=self.settings.options,
+        )
+        rows: list[CalibrationRow] = []
+        whole: dict[tuple[str, ...], CalibrationRow] = {}
+        for entry in entries:
+            planned, proto = plans[entry.name], entry.protocol
+            for cell_name, ipc, model in (
+                ("random", entry.ipc, proto.model),
+                ("real", None, proto.full_data.model or proto.model),
+            ):
+                per_round, keys = [], []
+                for planned_round in planned.rounds:
+                    cell = planned_round.cells[cell_name]
+                    pairs = zip(cell.learning_rates, cell.keys, strict=True)
+                    runs = [_run(lr, results[key]) for lr, key in pairs]
+                    per_round.append(_reported(_select(runs, proto), proto))
+                    keys.extend(cell.keys)
+                published = self.published().lookup(info.name, model, proto.name, ipc)
+                mean = sum(per_round) / len(per_round)
+                row = CalibrationRow(cell_name, model, tuple(per_round), compare(mean, published, ipc=ipc))
+                if cell_name == "random":
+                    rows.append(row)
+                else:
+                    whole.setdefault(tuple(keys), row)  # one whole-data row per distinct recipe
+        return Calibration(
+            dataset=info.name,
+            protocol=first.name,
+            protocol_hash=first.content_hash(),
+            rounds=rounds,
+            rows=tuple(rows + list(whole.values())),
+            table=self.published().path,
+            provenance={
+                "ddrank_version": __version__,
+                "torch_version": torch.__version__,
+                "data_fingerprint": self.real.fingerprint,
+                "protocol_hashes": {e.ipc: e.protocol.content_hash() for e in entries},
+                "base_seed": self.settings.seed,
+                "device": self.device.type,
+                "backend": self.settings.backend,
+                "precision": self.precision,
+            },
         )
 
     def _provenance(self, vs: ValidatedSet, protocol: Protocol) -> dict[str, Any]:

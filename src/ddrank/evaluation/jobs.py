@@ -8,6 +8,7 @@ through :func:`plan_jobs`, so they choose the same learning rates and key jobs t
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol as Interface
 
@@ -124,17 +125,31 @@ def full_data_spec(protocol: Protocol, info: DatasetInfo, precision: str) -> Tra
 
 
 def plan_jobs(
-    entries: list[PlanEntry], sets: SetSource, *, metric: str, base_seed: int, precision: str
+    entries: list[PlanEntry],
+    sets: SetSource,
+    *,
+    metric: str,
+    base_seed: int,
+    precision: str,
+    sources: Collection[str] | None = None,
 ) -> tuple[list[TrainJob], dict[str, PlannedEvaluation]]:
     """Every job of every entry in plan order (round, entry, cell, learning rate), and per entry what
-    scoring needs. Round r of every entry uses the seed derived from (base_seed, r).
+    scoring needs. Round r of every entry uses the seed derived from (base_seed, r). ``sources``
+    (e.g. ``{"random", "real"}`` for calibration) keeps only the cells trained on those sets.
 
     Entries that share a job (the same random subset or full-data run) list it each; the runner
     trains every key once.
     """
     definition = metric_definition(metric)
     plans = {
-        e.name: PlannedEvaluation(e.protocol, definition.cells_for(e.protocol.labels.mode != "hard"))
+        e.name: PlannedEvaluation(
+            e.protocol,
+            [
+                c
+                for c in definition.cells_for(e.protocol.labels.mode != "hard")
+                if sources is None or c.source in sources
+            ],
+        )
         for e in entries
     }
     jobs: list[TrainJob] = []

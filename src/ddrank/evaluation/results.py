@@ -71,6 +71,8 @@ class Evaluation:
 
     ``protocol`` is the protocol's name and ``protocol_hash`` its content hash; ``student`` and
     ``labels`` (hard, S or M) and ``selection`` (honest or reference) say how students trained.
+    ``calibration`` compares its random-subset and whole-data accuracies with published values: one
+    ``{"cell", "ipc", "measured", "published_mean", "published_std", "z", "source"}`` per cell.
     """
 
     method: str
@@ -87,6 +89,7 @@ class Evaluation:
     acc_real_source: str | None
     provenance: dict[str, Any]
     summaries: dict[str, Summary] = field(init=False)
+    calibration: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         names = [n for n in metric_definition(self.metric).fields if all(n in r.values for r in self.rounds)]
@@ -119,6 +122,8 @@ class Evaluation:
         }
         if self.acc_real_source is not None:
             out["acc_real_source"] = self.acc_real_source
+        if self.calibration:
+            out["calibration"] = [dict(entry) for entry in self.calibration]
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,6 +153,7 @@ class Evaluation:
             [RoundResult.from_dict(r) for r in data["per_round"]],
             data.get("acc_real_source"),
             dict(data["provenance"]),
+            calibration=[dict(entry) for entry in data.get("calibration") or []],
         )
 
     def per_round(self, field: str) -> list[float]:
