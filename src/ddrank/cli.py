@@ -23,11 +23,31 @@ STORE_HELP = "results database (default: results.sqlite in the ddrank cache dire
 METRIC_HELP = "lrs (default), ars, or plain accuracy (acc)"
 
 
+def _data_flags(p: argparse.ArgumentParser) -> None:
+    """Where the real dataset is, and whether to fetch it."""
+    p.add_argument(
+        "--data-root", help="folder holding the real dataset (default: data/ in the ddrank cache directory)"
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch a missing dataset into --data-root (checksum-verified, resumable; not ImageNet)",
+    )
+
+
+def _calibration_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="table of published baselines to compare with (default: the packaged one, see ddrank calibrate)",
+    )
+
+
 def _evaluation_flags() -> argparse.ArgumentParser:
     """What one evaluation computes: dataset, protocol, metric, rounds, acc(real, hard), teachers."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--dataset", help="real dataset (ddrank list datasets); default digits")
-    p.add_argument("--data-root", help="folder holding the real dataset (not needed for digits)")
+    _data_flags(p)
     p.add_argument(
         "--protocol", help="protocol preset or YAML file (ddrank list protocols); default: the dataset's"
     )
@@ -138,7 +158,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="teacher checkpoint, once per teacher of the protocol, in its order",
     )
+    _calibration_flag(ev)
     ev.set_defaults(run=cli_commands.cmd_evaluate)
+
+    cal = sub.add_parser(
+        "calibrate",
+        parents=[engine, output],
+        help="train the random-subset and whole-data baselines and compare them with published values",
+        description="Train the class-balanced random-subset baselines at each IPC and the whole-dataset "
+        "baseline under a protocol, and print each beside its published value (mean ± std, source) "
+        "with a z-score; more than 3 published std away is flagged. The jobs are stored, so a later "
+        "ddrank evaluate under the same protocol trains neither again.",
+    )
+    cal.add_argument(
+        "--dataset", default="digits", help="real dataset (ddrank list datasets); default digits"
+    )
+    _data_flags(cal)
+    cal.add_argument(
+        "--protocol", help="protocol preset or YAML file (ddrank list protocols); default: the dataset's"
+    )
+    cal.add_argument("--ipc", default="1,10,50", help="comma-separated IPCs of the random subsets (1,10,50)")
+    cal.add_argument("--rounds", type=int, help="rounds per baseline (default: the protocol's)")
+    _calibration_flag(cal)
+    cal.set_defaults(run=cli_commands.cmd_calibrate)
 
     demo = sub.add_parser(
         "demo",

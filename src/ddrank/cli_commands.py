@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ddrank.calibration import calibration_warnings
 from ddrank.errors import InputError
 from ddrank.evaluation import Evaluation
 from ddrank.settings import RunSettings, SettingError
@@ -74,6 +75,8 @@ def run_settings(args: argparse.Namespace) -> list[RunSettings]:
         "teachers": getattr(args, "teacher", None),
         "weight": args.weight,
         "real_acc": args.real_acc,
+        "download": args.download or None,
+        "calibration": getattr(args, "calibration", None),
         **engine_fields(args),
     }
     if args.config:
@@ -138,6 +141,9 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
         results = [
             evaluator.evaluate_sets({args.method: validated})[0] for evaluator, validated in evaluators
         ]
+    for result in results:
+        for line in calibration_warnings(result.dataset, result.calibration):
+            reporter.console.print("ddrank: warning: " + line, highlight=False, markup=False, soft_wrap=True)
     metric = matrix[0].metric
     rows = build_leaderboard(results, metric=metric)
     if len(results) > 1:  # a cross-architecture matrix: name each row's student
@@ -150,6 +156,63 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         payload = [r.to_dict() for r in results]
         _write_json(args.json, payload[0] if len(payload) == 1 else payload)
+        reporter.log(f"wrote {args.json}")
+    return 0
+
+
+def ipc_list(text: str) -> list[int]:
+    """``--ipc 1,10,50`` as positive integers."""
+    try:
+        ipcs = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        ipcs = []
+    if not ipcs or min(ipcs) < 1:
+        raise InputError(f"--ipc takes comma-separated positive integers (e.g. 1,10,50), got {text!r}")
+    return ipcs
+
+
+def calibration_protocol(dataset: str, table_path: str | None) -> str | None:
+    """The protocol a calibration runs under when none is given: the one the dataset's published
+    baselines were measured under, else the dataset's own preset, else the first founding-paper
+    preset (DC, DSA, DM, MTT) that covers it."""
+    from ddrank.calibration import published_table
+    from ddrank.data.real import dataset_info
+    from ddrank.protocols import preset, preset_names
+
+    name = dataset_info(dataset).name
+    published = published_table(table_path).for_dataset(name)
+    if published:
+        return published[0].protocol
+    if name in preset_names():
+        return None
+    covering = [p for p in ("dc", "dsa", "dm", "mtt") if name in preset(p).get("datasets", [])]
+    if not covering:
+        raise InputError(f"no preset covers dataset {name!r}; pass --protocol (ddrank list protocols)")
+    return covering[0]
+
+
+def cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
+    """Train the random-subset and whole-data baselines, print them beside the published values."""
+    from ddrank.evaluation import Evaluator
+    from ddrank.progress import Reporter
+
+    ipcs = ipc_list(args.ipc)
+    settings = settings_of(
+        dataset=args.dataset,
+        data_root=args.data_root,
+        download=args.download or None,
+        protocol=args.protocol or calibration_protocol(args.dataset, args.calibration),
+        rounds=args.rounds,
+        calibration=args.calibration,
+        **engine_fields(args),
+    )
+    store = _store_for(args)
+    with Reporter(enabled=not args.no_progress) as reporter:
+        calibration = Evaluator(settings, store=store, reporter=reporter).calibrate(ipcs)
+    for line in calibration.lines(width=80):
+        _print(console, line)
+    if args.json:
+        _write_json(args.json, calibration.to_dict())
         reporter.log(f"wrote {args.json}")
     return 0
 

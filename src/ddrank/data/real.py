@@ -32,7 +32,7 @@ from ddrank.data.base import (
 )
 from ddrank.data.cache import fingerprint, load_cached
 from ddrank.data.download import default_data_root, download_dataset
-from ddrank.errors import ConfigError, InputError
+from ddrank.errors import ConfigError, DataError, InputError
 
 __all__ = [
     "DATASETS",
@@ -99,8 +99,23 @@ def _locate(spec: DatasetSpec, info: DatasetInfo, root: str | os.PathLike[str] |
     if not directory.is_dir():
         raise InputError(
             f"data root {directory} for dataset {info.name!r} does not exist; expected {spec.layout}"
+            + _how_to_fetch(spec, directory)
         )
-    return directory, spec.locate(directory, info)
+    try:
+        return directory, spec.locate(directory, info)
+    except DataError:
+        raise
+    except InputError as exc:
+        raise InputError(f"{exc}{_how_to_fetch(spec, directory)}") from None
+
+
+def _how_to_fetch(spec: DatasetSpec, directory: Path) -> str:
+    """What to add to a missing dataset's message: pass --download, or (ImageNet) where to get it."""
+    if spec.download is not None:
+        return f"; or pass --download (download=True) to fetch it into {directory}"
+    if spec.manual is not None:
+        return "; " + spec.manual.format(root=directory)
+    return ""
 
 
 # --- digits -------------------------------------------------------------------------------------
