@@ -10,17 +10,21 @@ import struct
 import tarfile
 import threading
 import zipfile
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torchvision.datasets as tv
+import yaml
 
+from ddrank.cli import main
 from ddrank.data.base import DATASETS, DownloadPlan, Resource
 from ddrank.data.download import download_dataset, download_files
 from ddrank.data.real import load_real
 from ddrank.errors import DataError, InputError
+from ddrank.registry import Entry
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -341,3 +345,55 @@ def test_an_unreachable_server_is_one_line(tmp_path):
         download_dataset("svhn", tmp_path, mirror=f"http://127.0.0.1:{port}")
     assert "\n" not in str(caught.value)
     assert leftovers(tmp_path) == []
+
+
+# --- --download on the command line ---------------------------------------------------------------
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def idx_files(per_class: int, seed: int) -> dict[str, bytes]:
+    """The four gzip'd IDX files of a small MNIST-like dataset with every class present."""
+    rng = np.random.default_rng(seed)
+    files = {}
+    for prefix, count in (("train", per_class), ("t10k", 2)):
+        labels = np.repeat(np.arange(10, dtype=np.uint8), count)
+        images = rng.integers(0, 256, size=(labels.size, 28, 28), dtype=np.uint8)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+            files[f"{prefix}-{kind}-ubyte.gz"] = gzip.compress(header + array.tobytes())
+    return files
+
+
+def test_download_flag_fetches_verifies_and_trains(server, tmp_path, capsys, monkeypatch):
+    files = idx_files(per_class=6, seed=0)
+    server.files.update(files)
+    monkeypatch.setenv("DDRANK_DATA_MIRROR", server.url)
+    spec = DATASETS.get("mnist")
+    plan = DownloadPlan(
+        tuple(Resource(f"https://example.invalid/{n}", n, md5(b), "MNIST/raw") for n, b in files.items()),
+        source="test fixture",
+    )
+    protocol = tmp_path / "tiny.yaml"
+    recipe = {"model": "ConvNet-3", "epochs": 1, "lr_grid": [0.01], "rounds": 1, "full_data": {"epochs": 1}}
+    protocol.write_text(yaml.safe_dump({"name": "tiny", "datasets": ["mnist"], "protocol": recipe}))
+    root = tmp_path / "data"
+    args = ["calibrate", "--dataset", "mnist", "--data-root", root, "--protocol", protocol, "--ipc", "1"]
+    code, _, err = cli(capsys, *args, "--no-store", "--device", "cpu")
+    assert code == 2 and "pass --download (download=True) to fetch it into" in err and err.count("\n") == 1
+    code, _, err = cli(capsys, *args, "--download", "--no-store", "--device", "cpu")
+    assert code == 2 and "fails its checksum" in err and "torchvision.datasets.MNIST" in err  # the real MD5s
+    assert not list(root.rglob("*.gz")) and not list(root.rglob("*.part"))
+    entry = DATASETS._entries["mnist"]
+    monkeypatch.setitem(DATASETS._entries, "mnist", Entry(entry.name, replace(spec, download=plan), ""))
+    code, out, err = cli(capsys, *args, "--download", "--no-store", "--device", "cpu")
+    assert code == 0, err
+    assert sorted(p.name for p in (root / "MNIST" / "raw").iterdir()) == sorted(files)
+    assert "random, IPC 1" in out and "whole dataset" in out and "no published value" in out
+    served = len(server.requests)
+    code, _, err = cli(capsys, *args, "--download", "--no-store", "--device", "cpu")
+    assert code == 0 and len(server.requests) == served  # verified files in place: nothing fetched again
