@@ -5,7 +5,15 @@ subsets, the full-data baseline, teacher labels) is planned and trained once. Re
 :class:`Evaluation` objects whose ``to_dict`` / ``from_dict`` form is the one result schema.
 """
 
-from ddrank.evaluation.evaluator import Evaluator, evaluate
+from ddrank.evaluation.evaluator import Evaluator, calibrate, evaluate
 from ddrank.evaluation.results import Evaluation, RoundResult, Run, recorded_evaluations
 
-__all__ = ["Evaluation", "Evaluator", "RoundResult", "Run", "evaluate", "recorded_evaluations"]
+__all__ = [
+    "Evaluation",
+    "Evaluator",
+    "RoundResult",
+    "Run",
+    "calibrate",
+    "evaluate",
+    "recorded_evaluations",
+]

@@ -556,3 +556,23 @@ def evaluate(
     with Reporter(enabled=progress) as reporter:
         evaluator = Evaluator(settings, store=store, reporter=reporter)
         return evaluator.evaluate_set(syn, method, resize=resize)
+
+
+def calibrate(
+    ipcs: Sequence[int] = (1, 10, 50),
+    *,
+    settings: RunSettings | None = None,
+    store: JobCache | None = None,
+    progress: bool = False,
+    **setting_fields: Any,
+) -> Calibration:
+    """Train the random-subset baselines at ``ipcs`` and the whole-dataset baseline under the protocol of
+    ``settings`` (or of :class:`~ddrank.settings.RunSettings` fields given by name: ``dataset``,
+    ``protocol``, ``download``, ``calibration``, ...) and compare each with its published value.
+    ``store`` keeps the jobs, so later evaluations under the same settings reuse them."""
+    if settings is not None and setting_fields:
+        settings = settings.replace(**setting_fields)
+    elif settings is None:
+        settings = RunSettings(**setting_fields)
+    with Reporter(enabled=progress) as reporter:
+        return Evaluator(settings, store=store, reporter=reporter).calibrate(list(ipcs))
