@@ -119,3 +119,13 @@ def test_calibration_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert code == 2 and "cannot read the published-values table" in err
     with pytest.raises(ConfigError, match="soft labels .* hard-label protocol"):
         ddrank.calibrate([1], protocol="digits-kd", device="cpu")
+
+
+def test_ars_compares_its_augmented_random_subsets(tmp_path):
+    protocol = str(quick_protocol(tmp_path))
+    syn = load_synthetic(torch.randn(10, 1, 8, 8), torch.arange(10))
+    result = ddrank.evaluate(syn.images, syn.labels, protocol=protocol, metric="ars", rounds=1,
+                             calibration=str(TABLE), device="cpu")  # fmt: skip
+    [entry] = result.calibration
+    assert entry["cell"] == "random" and entry["ipc"] == 1 and entry["published_mean"] == 0.679
+    assert entry["measured"] == result.rounds[0].values["acc_random_aug"]

@@ -274,9 +274,10 @@ class Evaluator:
     def _calibration(
         self, proto: Protocol, ipc: int, rounds: list[RoundResult], *, trained_real: bool
     ) -> list[dict[str, Any]]:
-        """The trained random-subset (``acc_random``) and whole-data (``acc_real``) accuracies, each
-        as a mean over rounds beside its published value; cells without one are left out."""
-        measured: list[tuple[str, int | None, str, str]] = [("random", ipc, "acc_random", proto.model)]
+        """The trained random-subset (under the protocol's augmentation) and whole-data (``acc_real``)
+        accuracies, each as a mean over rounds beside its published value; cells without one are left out."""
+        random_field = self.definition.random_accuracy or "acc_random"
+        measured: list[tuple[str, int | None, str, str]] = [("random", ipc, random_field, proto.model)]
         if trained_real:
             measured.append(("real", None, "acc_real", proto.full_data.model or proto.model))
         entries = []
