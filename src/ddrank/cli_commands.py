@@ -116,6 +116,7 @@ def _store_for(args: argparse.Namespace) -> ResultStore | None:
 
 
 def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
+    from ddrank import distributed
     from ddrank.data.synthetic import load_synthetic
     from ddrank.evaluation import Evaluator
     from ddrank.progress import Reporter
@@ -141,7 +142,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
         results = [
             evaluator.evaluate_sets({args.method: validated})[0] for evaluator, validated in evaluators
         ]
-    for result in results:
+    for result in results if distributed.world().main else ():  # one rank speaks
         for line in calibration_warnings(result.dataset, result.calibration):
             reporter.console.print("ddrank: warning: " + line, highlight=False, markup=False, soft_wrap=True)
     metric = matrix[0].metric
