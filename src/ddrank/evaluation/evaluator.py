@@ -30,7 +30,7 @@ from ddrank.evaluation.space import (
     fitted_zca,
     random_subset_pixels,
     set_fingerprint,
-    test_view,
+    view_images,
 )
 from ddrank.evaluation.teachers import protocol_teachers, teacher_key
 from ddrank.labels import get_loss
@@ -362,7 +362,7 @@ class _DeviceSets:
         name = f"test:{fp[:12]}"
         if name not in self.data.test_views:
             real = self.real_data
-            images = test_view(real.test_images, transforms, real.info.size)
+            images = view_images(real.test_images, transforms, real.info.size)
             self.data.test_views[name] = EvalSet(
                 self.test_space.real(images).to(self.device), real.test_labels.to(self.device), fp
             )

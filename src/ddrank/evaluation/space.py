@@ -128,7 +128,7 @@ def random_subset_pixels(
     return images
 
 
-def test_view(images: torch.Tensor, transforms: Sequence[dict[str, Any]], size: int) -> torch.Tensor:
+def view_images(images: torch.Tensor, transforms: Sequence[dict[str, Any]], size: int) -> torch.Tensor:
     """uint8 test images through a protocol's test transforms (``resize``: the shorter side, or an
     exact [H, W] pair; ``center_crop``), in chunks; the result must have the dataset's ``size``."""
     chunks = []
