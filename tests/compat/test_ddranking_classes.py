@@ -52,6 +52,7 @@ COMMON = {
     "aug_params": DSA_PARAMS,
     "device": "cpu",
 }
+HARD = COMMON | {"eval_full_data": True}  # digits has no cached full-data accuracy: train it
 # The keys a configuration file needs beyond the constructor's arguments (DD-Ranking reads each).
 FILE_KEYS = {
     "custom_train_trans": None,
@@ -231,3 +232,73 @@ def test_bad_arguments_are_named():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="CUDA is not available"):
             GeneralEvaluator(**general | {"device": "cuda"}, fidelity="honest")
+
+
+# -- DD-Ranking's defaults, positional arguments, transforms objects and save_path ------------------------
+
+
+def test_classes_apply_ddranking_defaults():
+    minimal = {"dataset": "Digits", "model_name": "ConvNet-2", "step_size": 10, "device": "cpu"}
+    soft = LabelRobustScoreSoft(
+        **minimal,
+        eval_full_data=True,
+        teacher_model_names=["ConvNet-2"],
+        loss_fn_kwargs={"temperature": 1.0},  # DD-Ranking's default None crashes its loss
+        fidelity="honest",
+    ).config.protocol
+    assert (soft.labels.mode, soft.labels.loss, soft.augment.cutmix) == ("S", "kl", 1.0)  # not hard labels
+    general = GeneralEvaluator(
+        dataset="Digits",
+        ipc=10,
+        model_name="ConvNet-2",
+        aug_params=DC_DSA_PARAMS,
+        num_eval=1,
+        device="cpu",
+        loss_fn_kwargs={"temperature": 1.0},
+    ).config.protocol
+    assert (general.optimizer.name, general.optimizer.weight_decay) == ("adamw", 0.01)
+    assert general.schedule.kind == "cosine" and general.augment.dsa is not None
+
+
+def test_positional_arguments_follow_ddranking_signatures():
+    by_name = LabelRobustScoreHard(**HARD, fidelity="honest").config.protocol
+    by_position = LabelRobustScoreHard(
+        None,
+        "Digits",
+        "./dataset/",
+        10,
+        "ConvNet-2-W16",
+        "dsa",
+        DSA_PARAMS,
+        fidelity="honest",
+        **{
+            k: v
+            for k, v in HARD.items()
+            if k not in ("dataset", "ipc", "model_name", "data_aug_func", "aug_params")
+        },
+    ).config.protocol
+    assert by_position.content_hash() == by_name.content_hash()
+    with pytest.raises(InputError, match="both by position and by name"):
+        LabelRobustScoreHard(None, "Digits", dataset="Digits", fidelity="honest")
+
+
+def test_transforms_given_as_compose_objects_and_image_size_tuples():
+    from torchvision import transforms
+
+    train = Config.load_transforms_from_yaml([{"name": "RandomHorizontalFlip", "args": {"p": 0.5}}])
+    assert isinstance(train, transforms.Compose)
+    metric = LabelRobustScoreHard(**HARD, custom_train_trans=train, im_size=(8, 8), fidelity="honest")
+    assert [t["name"] for t in metric.config.protocol.augment.transforms] == ["flip"]
+    with pytest.raises(ConfigError, match="im_size"):
+        LabelRobustScoreHard(**HARD, im_size=(16, 16), fidelity="honest")
+
+
+def test_save_path_appends_fraction_rows(images, recorded, tmp_path):
+    target = tmp_path / "results" / "scores.csv"
+    metric = LabelRobustScoreHard(**HARD, save_path=str(target), fidelity="honest")
+    metric.compute_metrics(image_tensor=images)
+    metric.compute_metrics(image_tensor=images)
+    lines = target.read_text().splitlines()
+    assert lines[0] == "hard_label_recovery,improvement_over_random,label_robust_score"
+    assert len(lines) == 1 + 2 * 3  # two runs of three rounds, the first kept
+    assert all(0 <= float(value) <= 1 for line in lines[1:] for value in line.split(",")[2:])
