@@ -25,6 +25,7 @@ from ddrank.models import describe_models
 from ddrank.protocols import load_protocol, preset_names
 
 CLASSES, IPC = 10, 5  # digits: 10 classes of 1 x 8 x 8 images
+FIXTURES = Path(__file__).parent / "fixtures" / "ddranking-configs"
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -352,10 +353,9 @@ def test_unknown_subcommand_and_missing_images_are_usage_errors(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluat"])
     assert exit_info.value.code == 2
-    with pytest.raises(SystemExit) as exit_info:
-        main(["evaluate"])
-    assert exit_info.value.code == 2
-    assert "--images" in capsys.readouterr().err
+    capsys.readouterr()
+    code, _, err = run_cli(capsys, "evaluate")
+    assert_one_line_error(code, err, "--images", "--dry-run")
 
 
 def test_version(capsys):
@@ -413,11 +413,31 @@ def test_protocol_show_prints_the_hash_and_the_resolved_fields(capsys):
     assert code == 0 and err == ""
     expected = load_protocol("dsa", dataset="cifar10")
     header, body = out.split("\n", 1)
-    assert header == f"# dsa v1, hash {expected.content_hash()}"
+    assert header == f"# dsa v1, fidelity honest, hash {expected.content_hash()}"
+    assert body.startswith(f"# reproduces: {expected.reference_source}\n")
     shown = yaml.safe_load(body)
     assert shown == expected.model_dump(mode="json")
     assert shown["model"] == "ConvNet-3" and shown["dataset"] == "cifar10"
     assert shown["full_data"]["published_acc"] == 0.848
+    code, out, _ = run_cli(
+        capsys, "protocol", "show", "dsa", "--dataset", "cifar10", "--fidelity", "reference"
+    )
+    reference = load_protocol("dsa", dataset="cifar10", fidelity="reference")
+    assert code == 0 and out.startswith(f"# dsa v1, fidelity reference, hash {reference.content_hash()}\n")
+    assert reference.content_hash() != expected.content_hash()
+    assert yaml.safe_load(out)["selection"] == "reference"
+
+
+def test_protocol_show_reads_ddranking_files_and_says_when_no_reference_is_published(capsys):
+    config = FIXTURES / "eval" / "DATM" / "CIFAR100" / "IPC10.yaml"
+    code, out, err = run_cli(capsys, "protocol", "show", config)
+    assert code == 0 and err == ""
+    shown = yaml.safe_load(out)
+    assert shown["fidelity"] == "reference" and shown["model"] == "ConvNet-3" and shown["stats"] == "cifar10"
+    assert "DD-Ranking v0.2.0" in shown["reference_source"]
+    code, out, _ = run_cli(capsys, "protocol", "show", "edc", "--dataset", "cifar10")
+    assert code == 0 and "# reproduces: no published reference\n" in out
+    assert yaml.safe_load(out)["reference_source"] == "no published reference"
 
 
 def test_protocol_show_applies_dataset_overrides_and_canonical_dataset_names(capsys):

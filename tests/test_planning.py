@@ -55,8 +55,10 @@ def test_the_leaderboard_sweep_is_planned_without_data_and_shares_jobs():
     assert len({job.key for job in run.jobs}) == len(run.jobs)
     cells = Counter(job.cell for job in run.jobs)
     assert cells["syn"] > 0 and cells["random"] > 0
-    # random subsets are shared by methods with the same student, recipe, dataset and IPC
-    assert cells["random"] < cells["syn"]
+    # random subsets are shared by methods with the same dataset, IPC and label mode (and their jobs by
+    # methods with the same recipe); every random run searches the lr grid, even where the method's own lr
+    # trains the synthetic set
+    assert len({job.train_set for job in run.jobs if job.cell == "random"}) < len(entries)
     # published full-data accuracies are used, so only recipes without one train on full data
     unpublished = {
         f"real:{e.dataset}"

@@ -21,6 +21,11 @@ from ddrank.metrics.definitions import METRIC_NAMES
 EXIT_USAGE = 2
 STORE_HELP = "results database (default: results.sqlite in the ddrank cache directory)"
 METRIC_HELP = "lrs (default), ars, or plain accuracy (acc)"
+FIDELITY_CHOICES = ("reference", "honest")
+FIDELITY_HELP = (
+    "reference: the source's published protocol (DD-Ranking's for --config, the default there); "
+    "honest: ddrank's corrected protocol (the default for presets)"
+)
 
 
 def _data_flags(p: argparse.ArgumentParser) -> None:
@@ -71,6 +76,7 @@ def _evaluation_flags() -> argparse.ArgumentParser:
     p.add_argument("--weight", type=float, help="LRS weight w (IOR against HLR) or ARS γ; default 0.5")
     p.add_argument("--teacher-dir", help="folder of teachers laid out as DIR/<dataset>/<model>/ckpt_best.pt")
     p.add_argument("--config", help="a DD-Ranking YAML configuration (translated into a protocol)")
+    p.add_argument("--fidelity", choices=FIDELITY_CHOICES, help=FIDELITY_HELP)
     p.add_argument(
         "--students", help="comma-separated student models: one evaluation each (a cross-architecture matrix)"
     )
@@ -139,8 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--images",
-        required=True,
-        help="synthetic set: .pt tensor or dict, DATM/MTT folder, DC result file, .npz, image folder",
+        help="synthetic set: .pt tensor or dict, DATM/MTT folder, DC result file, .npz, image folder "
+        "(required unless --dry-run)",
+    )
+    ev.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved protocol, its deviations and the job plan without data or training "
+        "(--json writes them)",
     )
     ev.add_argument(
         "--format", default="auto", help="format of --images (ddrank list formats); default: detected"
@@ -207,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     show.add_argument("--dataset", help="resolve the preset for this dataset")
     show.add_argument("--ipc", type=int, help="resolve the preset for this IPC")
+    show.add_argument("--fidelity", choices=FIDELITY_CHOICES, help=FIDELITY_HELP)
     show.set_defaults(run=cli_commands.cmd_protocol_show)
 
     base = sub.add_parser(

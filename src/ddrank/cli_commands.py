@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.table import Table
 from ddrank.calibration import calibration_warnings
 from ddrank.errors import InputError
 from ddrank.evaluation import Evaluation
+from ddrank.protocols import Deviation
 from ddrank.settings import RunSettings, SettingError
 from ddrank.store import ResultStore, StoreError
 
@@ -77,6 +79,7 @@ def run_settings(args: argparse.Namespace) -> list[RunSettings]:
         "real_acc": args.real_acc,
         "download": args.download or None,
         "calibration": getattr(args, "calibration", None),
+        "fidelity": args.fidelity,
         **engine_fields(args),
     }
     if args.config:
@@ -85,7 +88,7 @@ def run_settings(args: argparse.Namespace) -> list[RunSettings]:
         if args.protocol:
             raise InputError("give either --config (a DD-Ranking YAML) or --protocol, not both")
         settings_of(**fields)  # flags are checked (and named) before the file's values fill the rest
-        config = translate_ddranking_config(args.config, metric=args.metric)
+        config = translate_ddranking_config(args.config, metric=args.metric, fidelity=args.fidelity)
         settings = RunSettings.from_translated(config, **fields)
     else:
         settings = settings_of(**fields)
@@ -123,20 +126,26 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     from ddrank.report.leaderboard import build_leaderboard
     from ddrank.report.render import leaderboard_table
 
+    if not args.images and not args.dry_run:
+        raise InputError("ddrank evaluate needs --images (the synthetic set), or --dry-run to only plan")
     matrix = run_settings(args)
-    syn = load_synthetic(
-        args.images,
-        args.labels,
-        format=args.format,
-        lr=args.lr,
-        space=args.space,
-        allow_pickle=args.allow_pickle,
-    )
+    syn = None
+    if args.images:
+        syn = load_synthetic(
+            args.images,
+            args.labels,
+            format=args.format,
+            lr=args.lr,
+            space=args.space,
+            allow_pickle=args.allow_pickle,
+        )
+    if args.dry_run:
+        return _dry_run(args, console, matrix, syn)
     store = _store_for(args)
     with Reporter(enabled=not args.no_progress) as reporter:
         evaluators = []
         for settings in matrix:
-            evaluator = Evaluator(settings, store=store, reporter=reporter)
+            evaluator = Evaluator(settings, store=store, reporter=reporter, say=_say_deviation)
             evaluators.append((evaluator, evaluator.validate(syn, resize=args.resize)))  # all before training
         started = time.perf_counter()
         results = [
@@ -215,6 +224,27 @@ def cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         _write_json(args.json, calibration.to_dict())
         reporter.log(f"wrote {args.json}")
+    return 0
+
+
+def _say_deviation(line: str) -> None:
+    """A deviation of the protocol from its source, on stderr before training."""
+    print("ddrank: deviation: " + " ".join(line.split()), file=sys.stderr)
+
+
+def _dry_run(args: argparse.Namespace, console: Console, matrix: list[RunSettings], syn: Any) -> int:
+    """``evaluate --dry-run``: the resolved protocol, deviations and job plan of each settings."""
+    from ddrank.planning import dry_run, dry_run_lines
+
+    reports = [dry_run(settings, syn, args.method) for settings in matrix]  # every refusal first
+    for report in reports:
+        for deviation in report["deviations"]:
+            _say_deviation(Deviation(**deviation).line())
+        for line in dry_run_lines(report):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+    if args.json:
+        _write_json(args.json, reports[0] if len(reports) == 1 else reports)
+        _print(console, f"wrote {args.json}")
     return 0
 
 
@@ -430,11 +460,15 @@ def cmd_protocol_show(args: argparse.Namespace, console: Console) -> int:
     from ddrank.protocols import load_protocol
 
     dataset = dataset_info(args.dataset).name if args.dataset else None
-    proto = load_protocol(args.name, dataset=dataset, ipc=args.ipc)
-    console.print(f"# {proto.name} v{proto.version}, hash {proto.content_hash()}", highlight=False)
-    console.print(
-        yaml.safe_dump(proto.model_dump(mode="json"), sort_keys=False), highlight=False, markup=False
+    proto = load_protocol(args.name, dataset=dataset, ipc=args.ipc, fidelity=args.fidelity)
+    _print(
+        console, f"# {proto.name} v{proto.version}, fidelity {proto.fidelity}, hash {proto.content_hash()}"
     )
+    _print(console, f"# reproduces: {proto.reference_source or 'no published reference'}")
+    shown = proto.model_dump(mode="json")
+    if shown["reference_source"] is None:
+        shown["reference_source"] = "no published reference"
+    console.print(yaml.safe_dump(shown, sort_keys=False), highlight=False, markup=False, soft_wrap=True)
     return 0
 
 

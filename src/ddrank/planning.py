@@ -14,6 +14,7 @@ data-parallel units are shared by every rank.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -196,6 +197,10 @@ class _ShapeSets:
     def test(self, entry: PlanEntry) -> tuple[str, str]:
         return "test", f"test:{entry.info.name}"
 
+    def test_view(self, entry: PlanEntry, transforms: tuple[dict, ...]) -> tuple[str, str]:
+        name = f"test:{entry.info.name}:{json.dumps(list(transforms), sort_keys=True)}"
+        return name, name
+
     def validation(self, entry: PlanEntry, round: int, seed: int) -> tuple[str, str]:
         name = f"val:{entry.info.name}:{round}"
         return name, name
@@ -219,8 +224,12 @@ def plan_sweep(entries: Sequence[SweepEntry], settings: RunSettings) -> PlannedR
     eval_images = 0
     for entry in entries:
         info = dataset_info(entry.dataset)
-        protocol = load_protocol(entry.protocol or entry.method, dataset=info.name, ipc=entry.ipc)
+        protocol = load_protocol(
+            entry.protocol or entry.method, dataset=info.name, ipc=entry.ipc, fidelity=settings.fidelity
+        )
         given = settings.real_acc
+        if given is None and protocol.full_data.source == "published":
+            given = "published"
         train_real = given is None or (given == "published" and protocol.full_data.published_acc is None)
         rounds = settings.rounds or protocol.rounds
         planned.append(PlanEntry(entry.name, protocol, info, entry.ipc, rounds, train_real=train_real))
@@ -282,3 +291,121 @@ def duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+# -- evaluate --dry-run ----------------------------------------------------------------------------
+
+
+def dry_run(settings: RunSettings, syn: SyntheticSet | None = None, method: str = "synthetic") -> dict:
+    """What ``ddrank evaluate`` would do, without real data or training: the resolved protocol (with its
+    fidelity and hash), where acc(real, hard) comes from, the deviations, and the job plan per cell.
+
+    The IPC is the settings' or, given a set, its image count over the dataset's classes. Refusals
+    (a protocol DD-Ranking cannot run, a model that cannot take the images) raise as in a real run.
+    """
+    from ddrank.evaluation.evaluator import _check_buildable
+    from ddrank.protocols.protocol import describe_full_data
+
+    evaluator = Evaluator(settings)
+    info = evaluator.info
+    ipc = settings.ipc
+    if ipc is None and syn is not None and info.num_classes:
+        ipc = syn.images.shape[0] // info.num_classes
+    if ipc is None:
+        raise InputError("a dry run needs the synthetic set's images per class: give --ipc or --images")
+    protocol = evaluator.protocol_for(ipc)
+    _check_buildable(protocol, info)
+    definition = evaluator.definition
+    real_acc, real_source = (None, None)
+    if definition.needs_real:
+        real_acc, real_source = evaluator.real_accuracy(protocol)
+        if real_acc is None:
+            real_source = describe_full_data(protocol.full_data)
+    rounds = settings.rounds or protocol.rounds
+    set_lr = syn.lr if syn is not None else None
+    entry = PlanEntry(method, protocol, info, ipc, rounds, set_lr, None, real_acc is None)
+    jobs, plans = plan_jobs(
+        [entry],
+        _ShapeSets(),
+        metric=settings.metric,
+        base_seed=settings.seed,
+        precision=settings.train_precision,
+    )
+    cells = []
+    first = plans[method].rounds[0].cells if plans[method].rounds else {}
+    for name, planned in first.items():
+        spec = planned.spec
+        cells.append(
+            {
+                "cell": name,
+                "set": planned.cell.source,
+                "variant": planned.cell.variant,
+                "model": spec.model,
+                "labels": spec.labels.mode,
+                "loss": spec.labels.loss,
+                "augment": spec.augment.model_dump(mode="json", exclude_defaults=True),
+                "optimizer": spec.optimizer.name,
+                "schedule": spec.schedule.model_dump(mode="json", exclude_defaults=True),
+                "epochs": spec.epochs,
+                "batch_size": spec.batch_size,
+                "learning_rates": list(planned.learning_rates),
+                "checkpoints": list(spec.eval_epochs),
+                "selection": "validation split, final epoch"
+                if planned.val_set
+                else "best test accuracy over lrs and checkpoints"
+                if protocol.selection == "reference"
+                else "final epoch",
+                "test_transforms": list(protocol.test_transforms_for(planned.cell.variant))
+                if planned.cell.source != "real"
+                else [],
+                "random_data": protocol.random_data if planned.cell.source == "random" else None,
+                "jobs_per_round": len(planned.keys),
+            }
+        )
+    return {
+        "dataset": info.name,
+        "ipc": ipc,
+        "metric": settings.metric,
+        "rounds": rounds,
+        "fidelity": protocol.fidelity,
+        "protocol": protocol.model_dump(mode="json", exclude={"deviations"})
+        | {"content_hash": protocol.content_hash()},
+        "reference_source": protocol.reference_source,
+        "full_data": {"accuracy": real_acc, "source": real_source},
+        "deviations": [d.model_dump() for d in evaluator.deviations(protocol)],
+        "plan": {"jobs": len(jobs), "cells": cells},
+    }
+
+
+def dry_run_lines(report: dict) -> Iterator[str]:
+    """The dry-run report for a terminal, one fact per line."""
+    proto = report["protocol"]
+    reference = report["reference_source"] or "no published reference"
+    yield (
+        f"protocol {proto['name']} ({report['fidelity']}, hash {proto['content_hash']}) · "
+        f"{report['dataset']} · IPC {report['ipc']} · {report['metric']} · {report['rounds']} rounds"
+    )
+    yield f"reproduces: {reference}"
+    full = report["full_data"]
+    if full["source"] is not None:
+        shown = "trained" if full["accuracy"] is None else f"{full['accuracy']:g}"
+        yield f"acc(real, hard): {shown} ({full['source']})"
+    yield f"deviations: {len(report['deviations'])} (listed on stderr)"
+    yield f"plan: {report['plan']['jobs']} jobs"
+    for cell in report["plan"]["cells"]:
+        extras = []
+        if cell["checkpoints"]:
+            every = cell["checkpoints"][0]
+            extras.append(f"test checkpoints every {every} epochs")
+        if cell["test_transforms"]:
+            extras.append("test transforms " + json.dumps(cell["test_transforms"]))
+        if cell["random_data"]:
+            extras.append(f"random data as {cell['random_data']}")
+        lrs = ", ".join(f"{lr:g}" for lr in cell["learning_rates"])
+        augment = json.dumps(cell["augment"]) if cell["augment"] else "no augmentation"
+        yield (
+            f"  {cell['cell']} ({cell['set']}, {cell['variant']}): {cell['model']}, labels {cell['labels']} "
+            f"({cell['loss']}), {augment}, {cell['optimizer']} {json.dumps(cell['schedule'])}, "
+            f"{cell['epochs']} epochs, batch {cell['batch_size']}, lr [{lrs}], {cell['selection']}"
+            + ("; " + "; ".join(extras) if extras else "")
+        )

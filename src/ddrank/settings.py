@@ -71,9 +71,10 @@ class RunSettings(BaseModel):
     and how it executes (teachers, backend, device, precision, engine options).
 
     ``protocol`` is a preset name, a YAML path or a :class:`~ddrank.protocols.Protocol` (default:
-    the dataset's preset). ``fidelity`` (``reference`` or ``honest``; None: the source's default)
-    is carried for the protocol's source and changes no number yet. ``download`` fetches a missing
-    dataset into ``data_root`` (default: the cache's ``data/``); ``calibration`` is a table of
+    the dataset's preset). ``fidelity`` (``reference`` or ``honest``; None: the source's default,
+    ``reference`` for DD-Ranking configurations and ``honest`` for presets) resolves the protocol; it is
+    part of the protocol's content hash and so of every job and store key. ``download`` fetches a
+    missing dataset into ``data_root`` (default: the cache's ``data/``); ``calibration`` is a table of
     published baselines (default: the packaged one) that random-subset and whole-data accuracies
     are compared with. Invalid values raise
     :class:`SettingError` (an :class:`~ddrank.errors.InputError`) naming the setting.
@@ -260,6 +261,7 @@ class RunSettings(BaseModel):
             "real_acc": config.real_acc,
             "weight": config.weight,
             "seed": config.seed,
+            "fidelity": config.fidelity,
         }
         fields |= {name: value for name, value in overrides.items() if value is not None}
         return cls(**{name: value for name, value in fields.items() if value is not None})
@@ -271,7 +273,7 @@ class RunSettings(BaseModel):
         base = (
             source
             if isinstance(source, Protocol)
-            else load_protocol(source, dataset=self.dataset, ipc=self.ipc)
+            else load_protocol(source, dataset=self.dataset, ipc=self.ipc, fidelity=self.fidelity)
         )
         return [self.replace(protocol=base.with_overrides(model=student)) for student in students]
 

@@ -1,12 +1,17 @@
 """The DD-Ranking-compatible classes: one real run on digits with DD-Ranking's argument names and keys (as
 fractions), and, without training, that each class turns its arguments into the run settings and its
-evaluation into DD-Ranking's keys."""
+evaluation into DD-Ranking's keys.
+
+DD-Ranking has no protocol for digits (no full-data recipe or cached accuracy), so its reference fidelity
+refuses digits configurations; the digits runs here use fidelity honest, which takes the full-data recipe
+of ddrank's digits preset and says so."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import ddrank.compat.ddranking
 from ddrank.baselines import generate
@@ -23,16 +28,42 @@ from ddrank.errors import ConfigError, InputError
 from ddrank.evaluation import Evaluation, RoundResult
 from ddrank.metrics import label_robust_score
 from ddrank.metrics.definitions import metric_definition
+from ddrank.protocols import load_protocol
 from ddrank.settings import RunSettings
 
+DSA_PARAMS = {
+    "flip": 0.5,
+    "rotate": 15.0,
+    "saturation": 2.0,
+    "brightness": 1.0,
+    "contrast": 0.5,
+    "scale": 1.2,
+    "crop": 0.125,
+    "cutout": 0.5,
+}
 COMMON = {
     "dataset": "Digits",
     "ipc": 10,
     "model_name": "ConvNet-2-W16",
     "num_eval": 2,
     "num_epochs": 20,
+    "step_size": 10,
     "data_aug_func": "dsa",
+    "aug_params": DSA_PARAMS,
     "device": "cpu",
+}
+HARD = COMMON | {"eval_full_data": True}  # digits has no cached full-data accuracy: train it
+# The keys a configuration file needs beyond the constructor's arguments (DD-Ranking reads each).
+FILE_KEYS = {
+    "custom_train_trans": None,
+    "custom_val_trans": None,
+    "optimizer": "sgd",
+    "lr_scheduler": "step",
+    "weight_decay": 0.0005,
+    "momentum": 0.9,
+    "syn_batch_size": 256,
+    "real_batch_size": 256,
+    "random_data_format": "tensor",
 }
 LRS_KEYS = {
     "hard_label_recovery_mean",
@@ -41,6 +72,17 @@ LRS_KEYS = {
     "improvement_over_random_std",
     "label_robust_score_mean",
     "label_robust_score_std",
+}
+# GeneralEvaluator's DSA reads DC's parameter names.
+DC_DSA_PARAMS = {
+    "prob_flip": 0.5,
+    "ratio_rotate": 15.0,
+    "saturation": 2.0,
+    "brightness": 1.0,
+    "contrast": 0.5,
+    "ratio_scale": 1.2,
+    "ratio_crop_pad": 0.125,
+    "ratio_cutout": 0.5,
 }
 ARS_KEYS = {
     "with_aug_scores_mean",
@@ -59,10 +101,25 @@ def images():
 
 def test_label_robust_score_hard(images, tmp_path):
     config_file = tmp_path / "lrs_hard.yaml"
-    full_data = "eval_full_data: true\nreal_batch_size: 1024\n"  # the whole digits set in two steps
-    config_file.write_text("\n".join(f"{k}: {v}" for k, v in COMMON.items()) + "\n" + full_data)
-    metric = LabelRobustScoreHard(Config.from_file(config_file))
-    assert metric.config.protocol.full_data.batch_size == 1024
+    # ConvNet-1 (DD-Ranking names carry no width): the cheapest student that learns digits
+    config_file.write_text(
+        yaml.safe_dump(COMMON | FILE_KEYS | {"eval_full_data": True, "model_name": "ConvNet-1"})
+    )
+    with pytest.raises(ConfigError, match="REAL_DATA_TRAINING_CONFIG.*fidelity honest"):
+        LabelRobustScoreHard(Config.from_file(config_file))  # reference: DD-Ranking has no digits recipe
+    metric = LabelRobustScoreHard(Config.from_file(config_file), fidelity="honest")
+    digits = load_protocol("digits").full_data
+    full_data = metric.config.protocol.full_data
+    assert (full_data.lr, full_data.epochs, full_data.batch_size) == (
+        digits.lr,
+        digits.epochs,
+        digits.batch_size,
+    )
+    assert any(
+        d.key == "eval_full_data" and "ddrank's recipe" in d.ddrank_value for d in metric.config.deviations
+    )
+    # acc(real, hard) given, so only the synthetic and random students train (the recipe is checked above)
+    metric.settings = metric.settings.replace(real_acc=0.95)
     result = metric.compute_metrics(image_tensor=images, lrs_lambda=0.5)
     assert set(result) == LRS_KEYS
     rounds = metric.last_evaluation.rounds
@@ -72,6 +129,9 @@ def test_label_robust_score_hard(images, tmp_path):
     lrs = [label_robust_score(h, i, 0.5) for h, i in zip(hlr, ior, strict=True)]
     assert result["label_robust_score_mean"] == pytest.approx(np.mean(lrs))
     assert 0 <= result["label_robust_score_mean"] <= 1  # a fraction, unlike DD-Ranking's percentages
+    evaluation = metric.last_evaluation
+    assert evaluation.fidelity == "honest" and evaluation.provenance["fidelity"] == "honest"
+    assert {d["key"] for d in evaluation.deviations} >= {"scores", "selection", "eval_full_data"}
 
 
 # -- argument translation, without training ---------------------------------------------------------
@@ -117,6 +177,7 @@ def test_label_robust_score_soft_runs_its_teacher_protocol(images, recorded):
         soft_label_criterion="kl",
         teacher_model_names=["ConvNet-2-W16"],
         loss_fn_kwargs={"temperature": 4.0},
+        fidelity="honest",
     )
     result = metric.compute_metrics(image_tensor=images, syn_lr=torch.tensor(0.02), lrs_lambda=0.3)
     ((settings, syn),) = recorded
@@ -125,7 +186,7 @@ def test_label_robust_score_soft_runs_its_teacher_protocol(images, recorded):
         "M",
         "kl",
         4.0,
-        ("ConvNet-2-W16",),
+        ("ConvNet-2",),  # DD-Ranking's build_model reads <family>-<depth>: the width suffix is dropped
     )
     assert (settings.metric, settings.weight, settings.rounds, settings.ipc) == ("lrs", 0.3, 2, 10)
     assert settings.dataset == "digits" and settings.device == "cpu" and settings.protocol.epochs == 20
@@ -138,7 +199,9 @@ def test_label_robust_score_soft_runs_its_teacher_protocol(images, recorded):
 
 
 def test_augmentation_robust_score_returns_the_gaps_with_and_without_augmentation(images, recorded):
-    metric = AugmentationRobustScore(**COMMON, label_type="hard")
+    with pytest.raises(ConfigError, match="crashes with hard labels.*fidelity honest"):
+        AugmentationRobustScore(**COMMON, label_type="hard")  # as DD-Ranking v0.2.0 does
+    metric = AugmentationRobustScore(**COMMON, label_type="hard", fidelity="honest")
     soft = torch.randn(100, 10)
     result = metric.compute_metrics(image_path=None, image_tensor=images, soft_labels=soft, ars_lambda=0.7)
     ((settings, syn),) = recorded
@@ -152,7 +215,7 @@ def test_augmentation_robust_score_returns_the_gaps_with_and_without_augmentatio
 
 
 def test_general_evaluator_returns_the_synthetic_accuracy(images, recorded):
-    metric = GeneralEvaluator(**COMMON)
+    metric = GeneralEvaluator(**COMMON | {"aug_params": DC_DSA_PARAMS}, fidelity="honest")
     labels = torch.arange(10).repeat_interleave(10)
     result = metric.compute_metrics(image_tensor=images, labels=labels)
     ((settings, syn),) = recorded
@@ -163,8 +226,79 @@ def test_general_evaluator_returns_the_synthetic_accuracy(images, recorded):
 def test_bad_arguments_are_named():
     with pytest.raises(ConfigError, match="model_nam"):
         LabelRobustScoreHard(**COMMON, model_nam="ConvNet-3")
+    general = COMMON | {"aug_params": DC_DSA_PARAMS}
     with pytest.raises(InputError, match="image_tensor or image_path"):
-        GeneralEvaluator(**COMMON).compute_metrics()
+        GeneralEvaluator(**general, fidelity="honest").compute_metrics()
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="CUDA is not available"):
-            GeneralEvaluator(**COMMON | {"device": "cuda"})
+            GeneralEvaluator(**general | {"device": "cuda"}, fidelity="honest")
+
+
+# -- DD-Ranking's defaults, positional arguments, transforms objects and save_path ------------------------
+
+
+def test_classes_apply_ddranking_defaults():
+    minimal = {"dataset": "Digits", "model_name": "ConvNet-2", "step_size": 10, "device": "cpu"}
+    soft = LabelRobustScoreSoft(
+        **minimal,
+        eval_full_data=True,
+        teacher_model_names=["ConvNet-2"],
+        loss_fn_kwargs={"temperature": 1.0},  # DD-Ranking's default None crashes its loss
+        fidelity="honest",
+    ).config.protocol
+    assert (soft.labels.mode, soft.labels.loss, soft.augment.cutmix) == ("S", "kl", 1.0)  # not hard labels
+    general = GeneralEvaluator(
+        dataset="Digits",
+        ipc=10,
+        model_name="ConvNet-2",
+        aug_params=DC_DSA_PARAMS,
+        num_eval=1,
+        device="cpu",
+        loss_fn_kwargs={"temperature": 1.0},
+    ).config.protocol
+    assert (general.optimizer.name, general.optimizer.weight_decay) == ("adamw", 0.01)
+    assert general.schedule.kind == "cosine" and general.augment.dsa is not None
+
+
+def test_positional_arguments_follow_ddranking_signatures():
+    by_name = LabelRobustScoreHard(**HARD, fidelity="honest").config.protocol
+    by_position = LabelRobustScoreHard(
+        None,
+        "Digits",
+        "./dataset/",
+        10,
+        "ConvNet-2-W16",
+        "dsa",
+        DSA_PARAMS,
+        fidelity="honest",
+        **{
+            k: v
+            for k, v in HARD.items()
+            if k not in ("dataset", "ipc", "model_name", "data_aug_func", "aug_params")
+        },
+    ).config.protocol
+    assert by_position.content_hash() == by_name.content_hash()
+    with pytest.raises(InputError, match="both by position and by name"):
+        LabelRobustScoreHard(None, "Digits", dataset="Digits", fidelity="honest")
+
+
+def test_transforms_given_as_compose_objects_and_image_size_tuples():
+    from torchvision import transforms
+
+    train = Config.load_transforms_from_yaml([{"name": "RandomHorizontalFlip", "args": {"p": 0.5}}])
+    assert isinstance(train, transforms.Compose)
+    metric = LabelRobustScoreHard(**HARD, custom_train_trans=train, im_size=(8, 8), fidelity="honest")
+    assert [t["name"] for t in metric.config.protocol.augment.transforms] == ["flip"]
+    with pytest.raises(ConfigError, match="im_size"):
+        LabelRobustScoreHard(**HARD, im_size=(16, 16), fidelity="honest")
+
+
+def test_save_path_appends_fraction_rows(images, recorded, tmp_path):
+    target = tmp_path / "results" / "scores.csv"
+    metric = LabelRobustScoreHard(**HARD, save_path=str(target), fidelity="honest")
+    metric.compute_metrics(image_tensor=images)
+    metric.compute_metrics(image_tensor=images)
+    lines = target.read_text().splitlines()
+    assert lines[0] == "hard_label_recovery,improvement_over_random,label_robust_score"
+    assert len(lines) == 1 + 2 * 3  # two runs of three rounds, the first kept
+    assert all(0 <= float(value) <= 1 for line in lines[1:] for value in line.split(",")[2:])

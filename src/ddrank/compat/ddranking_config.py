@@ -1657,13 +1657,16 @@ def _fraction(epoch: int, epochs: int) -> float:
 
 @cache
 def _preset_recipe(dataset: str, model: str) -> FullDataRecipe | None:
-    """The full-data recipe of the first shipped preset that trains ``model`` on ``dataset``."""
+    """The full-data recipe of the first shipped preset that trains ``model`` on ``dataset``, else the
+    recipe of the dataset's own preset (e.g. ``digits``) applied to ``model``."""
     for name in preset_names():
         if dataset not in (preset(name).get("datasets") or ()):
             continue
         protocol = load_protocol(name, dataset=dataset)
         if (protocol.full_data.model or protocol.model) == model:
             return protocol.full_data
+    if dataset.lower() in {name.lower() for name in preset_names()}:
+        return load_protocol(dataset, dataset=dataset).full_data.model_copy(update={"model": model})
     return None
 
 

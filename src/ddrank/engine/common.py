@@ -134,7 +134,8 @@ def fit(
     start = time.perf_counter()
     spec = jobs[0].spec
     everyone = list(range(len(jobs)))
-    checkpoints = CurveEvaluator(trainer, data.test, len(jobs), spec.num_classes)
+    test_set = data.test_for(spec)
+    checkpoints = CurveEvaluator(trainer, test_set, len(jobs), spec.num_classes)
     for epoch in range(spec.epochs):
         trainer.train_epoch(epoch)
         if epoch + 1 in spec.eval_epochs and epoch + 1 < spec.epochs:
@@ -142,7 +143,7 @@ def fit(
         if on_epoch is not None:
             on_epoch(len(jobs))
     curves = checkpoints.curves()
-    test = held_out_metrics(trainer, data.test, everyone, spec.num_classes, detailed=True)
+    test = held_out_metrics(trainer, test_set, everyone, spec.num_classes, detailed=True)
     val_acc: list[float | None] = [None] * len(jobs)
     for name in dict.fromkeys(j.val_set for j in jobs if j.val_set is not None):
         chosen = [i for i, j in enumerate(jobs) if j.val_set == name]

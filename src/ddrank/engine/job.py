@@ -37,6 +37,7 @@ class TrainSpec:
     precision: str = "fp32"  # "fp32" or "bf16" (autocast); part of the job's identity
     labels: LabelSpec = LabelSpec()
     teachers: str = ""  # fingerprint of the teacher ensemble (mode M), a key into RunData.teachers
+    test_view: str = ""  # test images seen through the protocol's test transforms (RunData.test_views)
 
     @classmethod
     def from_recipe(
@@ -64,6 +65,8 @@ class TrainSpec:
             "augment": self.augment.model_dump(mode="json"),
             "labels": self.labels.model_dump(mode="json"),
         }
+        if not self.test_view:  # the plain test set: keys stay those of specs without the field
+            del payload["test_view"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -167,3 +170,8 @@ class RunData:
     test: EvalSet
     device: torch.device
     teachers: dict[str, TeacherEnsemble] = field(default_factory=dict)
+    test_views: dict[str, EvalSet] = field(default_factory=dict)
+
+    def test_for(self, spec: TrainSpec) -> EvalSet:
+        """The test images a spec's students are scored on (a test view, or the plain test set)."""
+        return self.test_views[spec.test_view] if spec.test_view else self.test

@@ -8,8 +8,9 @@ already holds) → score (the metric's definition) → record (into its results 
 
 from __future__ import annotations
 
+import json
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -32,14 +33,20 @@ from ddrank.engine.runner import run_jobs
 from ddrank.errors import ConfigError, InputError
 from ddrank.evaluation.jobs import PlanEntry, PlannedEvaluation, plan_jobs
 from ddrank.evaluation.results import Evaluation, RoundResult, Run
-from ddrank.evaluation.space import TrainingSpace, fitted_zca, set_fingerprint
+from ddrank.evaluation.space import (
+    TrainingSpace,
+    fitted_zca,
+    random_subset_pixels,
+    set_fingerprint,
+    view_images,
+)
 from ddrank.evaluation.teachers import protocol_teachers, teacher_key
 from ddrank.labels import get_loss
 from ddrank.labels.teachers import TeacherEnsemble
 from ddrank.metrics.definitions import metric_definition
 from ddrank.models import canonical_model_name, create_model
 from ddrank.progress import Reporter, Silent
-from ddrank.protocols import Protocol, load_protocol
+from ddrank.protocols import Deviation, Protocol, load_protocol
 from ddrank.settings import RunSettings
 from ddrank.store import ResultStore
 
@@ -48,13 +55,21 @@ class Evaluator:
     """Scores synthetic sets on one real dataset under one protocol (resolved per IPC).
 
     ``store`` is where finished jobs are looked up and written (default: memory); a
-    :class:`~ddrank.store.ResultStore` also records every evaluation.
+    :class:`~ddrank.store.ResultStore` also records every evaluation. ``say`` receives one line per
+    deviation of each protocol after planning and before anything trains (the command line prints
+    them on stderr).
     """
 
     def __init__(
-        self, settings: RunSettings, *, store: JobCache | None = None, reporter: Reporter | None = None
+        self,
+        settings: RunSettings,
+        *,
+        store: JobCache | None = None,
+        reporter: Reporter | None = None,
+        say: Callable[[str], None] | None = None,
     ):
         self.settings = settings
+        self.say = say
         self.definition = metric_definition(settings.metric)
         self.info: DatasetInfo = dataset_info(settings.dataset)
         self.device = settings.torch_device
@@ -85,13 +100,26 @@ class Evaluator:
                 raise ConfigError(
                     f"protocol {source.name!r} was resolved for IPC {source.ipc}, but the set has IPC {ipc}"
                 )
+            fidelity = self.settings.fidelity
+            if fidelity is not None and source.fidelity != fidelity:
+                raise ConfigError(
+                    f"protocol {source.name!r} is a {source.fidelity} protocol, not {fidelity}; resolve it "
+                    f"with fidelity {fidelity!r} (load_protocol(..., fidelity={fidelity!r})) or drop fidelity"
+                )
             # Filled in as a preset resolves them, so the same settings hash the same either way.
             resolved_ipc = source.ipc if ipc is None else ipc
             protocol = source.model_copy(update={"dataset": dataset, "ipc": resolved_ipc})
         else:
-            protocol = load_protocol(source, dataset=dataset, ipc=ipc)
+            protocol = load_protocol(source, dataset=dataset, ipc=ipc, fidelity=self.settings.fidelity)
+        refusal = protocol.reference_refusal(self.settings.metric)
+        if refusal:
+            raise ConfigError(f"protocol {protocol.name!r}: {refusal}")
         _check_names(protocol)
         return protocol
+
+    def deviations(self, protocol: Protocol) -> tuple[Deviation, ...]:
+        """Every way ``protocol`` differs from its source under this run's metric (said before training)."""
+        return protocol.deviations_for(self.settings.metric)
 
     @property
     def real(self) -> RealData:
@@ -141,12 +169,15 @@ class Evaluator:
         return self._teachers[key]
 
     def real_accuracy(self, protocol: Protocol) -> tuple[float | None, str]:
-        """A given or published acc(real, hard) and its source, or (None, "trained")."""
+        """A given or published acc(real, hard) and its source, or (None, "trained"). A protocol whose
+        full-data recipe is ``source: published`` (DD-Ranking's cached accuracies) uses that value."""
         given = self.settings.real_acc
+        recipe = protocol.full_data
+        if given is None and recipe.source == "published":
+            given = "published"
         if given is None:
             return None, "trained"
         if given == "published":
-            recipe = protocol.full_data
             if recipe.published_acc is None:
                 raise ConfigError(
                     f"protocol {protocol.name!r} has no published full-data accuracy for {self.info.name!r}; "
@@ -209,6 +240,13 @@ class Evaluator:
     def evaluate_sets(self, sets: Mapping[str, ValidatedSet]) -> list[Evaluation]:
         """Plan every job of every set, train what the store lacks, score each set and record it."""
         jobs, data, plans = self.plan(sets)
+        if self.say is not None and distributed.world().main:
+            said = set()
+            for plan in plans.values():
+                if plan.protocol.content_hash() not in said:
+                    said.add(plan.protocol.content_hash())
+                    for found in self.deviations(plan.protocol):
+                        self.say(found.line())
         results = run_jobs(
             jobs,
             data,
@@ -254,6 +292,7 @@ class Evaluator:
             values |= self.definition.scores(values, self.settings.weight)
             round_results.append(RoundResult(planned_round.round, planned_round.seed, values, chosen, runs))
         calibration = self._calibration(proto, vs.ipc, round_results, trained_real=published is None)
+        deviations = [d.model_dump() for d in self.deviations(proto)]
         return Evaluation(
             name,
             self.info.name,
@@ -267,7 +306,9 @@ class Evaluator:
             proto.selection,
             round_results,
             source,
-            self._provenance(vs, proto),
+            self._provenance(vs, proto) | {"fidelity": proto.fidelity, "deviations": deviations},
+            fidelity=proto.fidelity,
+            deviations=deviations,
             calibration=calibration,
         )
 
@@ -349,6 +390,8 @@ class Evaluator:
                 ("random", entry.ipc, proto.model),
                 ("real", None, proto.full_data.model or proto.model),
             ):
+                if cell_name not in planned.rounds[0].cells:
+                    continue  # a published whole-data accuracy: nothing trained to compare
                 per_round, keys = [], []
                 for planned_round in planned.rounds:
                     cell = planned_round.cells[cell_name]
@@ -447,6 +490,18 @@ class _DeviceSets:
     def test(self, entry: PlanEntry) -> tuple[str, str]:
         return "test", self.data.test.fingerprint
 
+    def test_view(self, entry: PlanEntry, transforms: tuple[dict, ...]) -> tuple[str, str]:
+        """The test images through the protocol's test transforms (e.g. Resize(256), CenterCrop(224))."""
+        fp = set_fingerprint(self.data.test.fingerprint, f"view:{json.dumps(list(transforms))}", "")
+        name = f"test:{fp[:12]}"
+        if name not in self.data.test_views:
+            real = self.real_data
+            images = view_images(real.test_images, transforms, real.info.size)
+            self.data.test_views[name] = EvalSet(
+                self.test_space.real(images).to(self.device), real.test_labels.to(self.device), fp
+            )
+        return name, fp
+
     def validation(self, entry: PlanEntry, round: int, seed: int) -> tuple[str, str]:
         """The round's validation split of the real training set (its rest is the random-subset pool)."""
         name = f"val:{round}"
@@ -470,8 +525,13 @@ class _DeviceSets:
         """A class-balanced random subset of the round's pool (with teacher soft labels under mode S)."""
         real, space, ensemble = self.real_data, self.spaces[entry.name], self.teachers[entry.name]
         idx = random_subset(real.train_labels, self._pools[round], real.info.num_classes, entry.ipc, seed)
-        images = space.real(real.train_images[idx])
+        proto = entry.protocol
+        original = real.train_images[idx]
+        pixels = random_subset_pixels(original, real.info, proto.random_data, proto.jpeg_quality)
+        images = space.real(pixels)
         fp = set_fingerprint(real.fingerprint, "subset", space.tag, idx)
+        if pixels is not original:  # stored as JPEG and reloaded
+            fp = set_fingerprint(fp, f"jpeg:{proto.jpeg_quality}", space.tag)
         soft = None
         if entry.protocol.labels.mode == "S" and ensemble is not None:
             # The random baseline gets its soft labels from the teachers, on its own images.

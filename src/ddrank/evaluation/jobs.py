@@ -9,7 +9,7 @@ through :func:`plan_jobs`, so they choose the same learning rates and key jobs t
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol as Interface
 
 from ddrank import rng
@@ -66,6 +66,8 @@ class SetSource(Interface):
 
     def test(self, entry: PlanEntry) -> tuple[str, str]: ...
 
+    def test_view(self, entry: PlanEntry, transforms: tuple[dict, ...]) -> tuple[str, str]: ...
+
     def validation(self, entry: PlanEntry, round: int, seed: int) -> tuple[str, str]: ...
 
     def synthetic(self, entry: PlanEntry) -> tuple[str, str]: ...
@@ -75,28 +77,37 @@ class SetSource(Interface):
     def real(self, entry: PlanEntry) -> tuple[str, str]: ...
 
 
-def learning_rates(protocol: Protocol, set_lr: float | None = None) -> list[float]:
-    """The set's own lr when the protocol uses it, else the protocol's fixed lr, else its grid."""
-    if set_lr is not None and protocol.use_set_lr:
-        return [float(set_lr)]
-    if protocol.lr is not None:
-        return [protocol.lr]
-    return list(protocol.lr_grid)
+def cell_learning_rates(protocol: Protocol, cell: Cell, set_lr: float | None = None) -> list[float]:
+    """The learning rates a cell trains with: the synthetic set's hard-label run (``hard``), the random
+    subsets (``random``) and the synthetic set under the protocol (``syn``) each follow the protocol's
+    ``lr_search`` (see :meth:`ddrank.protocols.Protocol.learning_rates`)."""
+    if cell.source == "random":
+        return list(protocol.learning_rates("random"))
+    run = "hard" if cell.variant == "hard" else "syn"
+    return list(protocol.learning_rates(run, set_lr))
 
 
 def student_spec(
-    protocol: Protocol, info: DatasetInfo, variant: str, precision: str, teachers: str | None = None
+    protocol: Protocol,
+    info: DatasetInfo,
+    variant: str,
+    precision: str,
+    teachers: str | None = None,
+    test_view: str = "",
 ) -> TrainSpec:
     """How a student of ``protocol`` trains in a cell variant (P, hard labels, or no augmentation).
 
-    Mode-M jobs carry the teacher ensemble's fingerprint; without teachers (a dry run or a plan)
-    a placeholder derived from the teacher names stands in for it.
+    Augmentation follows :meth:`~ddrank.protocols.Protocol.augment_for` (e.g. a ``hard_augment:
+    transforms`` protocol trains the hard-label run without DSA or mixing). Mode-M jobs carry the
+    teacher ensemble's fingerprint; without teachers (a dry run or a plan) a placeholder derived from
+    the teacher names stands in for it. ``test_view`` names the test images it is scored on when the
+    variant has test transforms.
     """
     eval_epochs: tuple[int, ...] = ()
     if protocol.selection == "reference":
-        eval_epochs = tuple(range(protocol.eval_every, protocol.epochs, protocol.eval_every))
+        eval_epochs = checkpoint_epochs(protocol.eval_every, protocol.epochs)
     labels = protocol.labels.hard() if variant == "hard" else protocol.labels
-    augment = protocol.augment.none() if variant == "noaug" else protocol.augment
+    augment = protocol.augment_for(variant)  # type: ignore[arg-type]
     teacher_fp = ""
     if labels.mode == "M":
         teacher_fp = teachers if teachers is not None else "dry-run:" + ",".join(labels.teachers)
@@ -114,14 +125,24 @@ def student_spec(
         precision,
         labels,
         teacher_fp,
+        test_view,
     )
 
 
 def full_data_spec(protocol: Protocol, info: DatasetInfo, precision: str) -> TrainSpec:
-    """How acc(real, hard) is trained: the protocol's full-data recipe."""
+    """How acc(real, hard) is trained: the protocol's full-data recipe (a reference protocol also records
+    test checkpoints every ``eval_every`` epochs and keeps the best, as DD-Ranking's full-data loop does)."""
     recipe = protocol.full_data
     model = recipe.model or protocol.model
-    return TrainSpec.from_recipe(recipe, model, info.channels, info.num_classes, info.size, precision)
+    spec = TrainSpec.from_recipe(recipe, model, info.channels, info.num_classes, info.size, precision)
+    if protocol.selection == "reference":
+        spec = replace(spec, eval_epochs=checkpoint_epochs(protocol.eval_every, recipe.epochs))
+    return spec
+
+
+def checkpoint_epochs(every: int, epochs: int) -> tuple[int, ...]:
+    """The epochs (1-based) before the last at which reference selection records test accuracy."""
+    return tuple(range(every, epochs, every))
 
 
 def plan_jobs(
@@ -168,17 +189,21 @@ def plan_jobs(
                         continue
                     (set_name, set_fp), val = sets.real(entry), None
                     spec, rates = full_data_spec(protocol, info, precision), [protocol.full_data.lr]
+                    cell_test_fp = test_fp
                 else:
-                    spec = student_spec(protocol, info, cell.variant, precision, entry.teachers)
+                    view, cell_test_fp = "", test_fp
+                    if transforms := protocol.test_transforms_for(cell.variant):
+                        view, cell_test_fp = sets.test_view(entry, transforms)
+                    spec = student_spec(protocol, info, cell.variant, precision, entry.teachers, view)
                     val = val_name if protocol.selection == "honest" else None
+                    rates = cell_learning_rates(protocol, cell, entry.set_lr)
                     if cell.source == "syn":
-                        (set_name, set_fp), rates = (
-                            sets.synthetic(entry),
-                            learning_rates(protocol, entry.set_lr),
-                        )
+                        set_name, set_fp = sets.synthetic(entry)
                     else:
-                        (set_name, set_fp), rates = sets.random(entry, r, seed), learning_rates(protocol)
-                keys = [job_key(spec, set_fp, val_fp if val else None, test_fp, lr, seed) for lr in rates]
+                        set_name, set_fp = sets.random(entry, r, seed)
+                keys = [
+                    job_key(spec, set_fp, val_fp if val else None, cell_test_fp, lr, seed) for lr in rates
+                ]
                 for lr, key in zip(rates, keys, strict=True):
                     jobs.append(TrainJob(spec, set_name, val, lr, seed, key, cell.name, r))
                 planned.cells[cell.name] = PlannedCell(cell, spec, set_name, val, tuple(rates), tuple(keys))

@@ -73,6 +73,8 @@ class Evaluation:
     ``labels`` (hard, S or M) and ``selection`` (honest or reference) say how students trained.
     ``calibration`` compares its random-subset and whole-data accuracies with published values: one
     ``{"cell", "ipc", "measured", "published_mean", "published_std", "z", "source"}`` per cell.
+    ``fidelity`` (reference or honest) is the protocol's, and ``deviations`` every way it differs from
+    its source (``Deviation.model_dump()`` dicts), as printed before training.
     """
 
     method: str
@@ -90,8 +92,12 @@ class Evaluation:
     provenance: dict[str, Any]
     summaries: dict[str, Summary] = field(init=False)
     calibration: list[dict[str, Any]] = field(default_factory=list)
+    fidelity: str = ""  # empty: taken from the selection (records written before fidelity existed)
+    deviations: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if not self.fidelity:
+            self.fidelity = "reference" if self.selection == "reference" else "honest"
         names = [n for n in metric_definition(self.metric).fields if all(n in r.values for r in self.rounds)]
         self.summaries = {name: summarize([r.values[name] for r in self.rounds]) for name in names}
 
@@ -116,6 +122,7 @@ class Evaluation:
             "student": self.student,
             "labels": self.labels,
             "selection": self.selection,
+            "fidelity": self.fidelity,
             "optimistic": self.optimistic,
             "std_ddof": STD_DDOF,
             "confidence": CONFIDENCE,
@@ -129,7 +136,11 @@ class Evaluation:
     def to_dict(self) -> dict[str, Any]:
         """The row plus every round's raw accuracies, chosen learning rates, seeds and runs."""
         rounds = [r.to_dict() for r in self.rounds]
-        return self.row() | {"per_round": rounds, "provenance": self.provenance}
+        return self.row() | {
+            "deviations": self.deviations,
+            "per_round": rounds,
+            "provenance": self.provenance,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Evaluation:
@@ -154,6 +165,8 @@ class Evaluation:
             data.get("acc_real_source"),
             dict(data["provenance"]),
             calibration=[dict(entry) for entry in data.get("calibration") or []],
+            fidelity=data.get("fidelity") or "",
+            deviations=list(data.get("deviations") or []),
         )
 
     def per_round(self, field: str) -> list[float]:

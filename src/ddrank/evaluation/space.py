@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as tvf
 
 from ddrank.augment import ZCA
+from ddrank.data.base import DatasetInfo
 from ddrank.data.real import RealData, normalize
 from ddrank.errors import ConfigError
 from ddrank.fingerprint import fingerprint
@@ -71,3 +78,74 @@ def fitted_zca(real: RealData, regularization: float) -> ZCA:
     )
     tmp.replace(path)
     return zca
+
+
+# Datasets DD-Ranking reads as image folders: its random subsets in ``image`` format are copies of the
+# original files (pixels unchanged); every other dataset's subsets go through a JPEG round trip.
+FOLDER_DATASETS = frozenset(
+    {
+        "tinyimagenet",
+        "imagefolder",
+        "imagenet1k",
+        "imagenette",
+        "imagewoof",
+        "imagemeow",
+        "imagesquawk",
+        "imagefruit",
+        "imageyellow",
+    }
+)
+
+
+def jpeg_round_trip(images: torch.Tensor, info: DatasetInfo, quality: int) -> torch.Tensor:
+    """uint8 images [N, C, H, W] as DD-Ranking's ``random_data_format: image`` stores and reloads them
+    for datasets held as arrays: normalised to float32, de-normalised, clamped to [0, 1], ×255
+    truncated to uint8 (``ToPILImage``), saved by PIL as JPEG at ``quality`` and decoded again."""
+    mean = torch.tensor(info.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(info.std, dtype=torch.float32).view(1, -1, 1, 1)
+    normalised = (images.float().div(255) - mean) / std
+    pixels = (normalised * std + mean).clamp(0, 1).mul(255).byte()
+    out = torch.empty_like(pixels)
+    for i, image in enumerate(pixels):
+        array = image.permute(1, 2, 0).numpy()
+        buffer = io.BytesIO()
+        Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(
+            buffer, format="JPEG", quality=quality
+        )
+        buffer.seek(0)
+        decoded = np.asarray(Image.open(buffer))
+        out[i] = torch.from_numpy(decoded.reshape(*decoded.shape[:2], -1).copy()).permute(2, 0, 1)
+    return out
+
+
+def random_subset_pixels(
+    images: torch.Tensor, info: DatasetInfo, random_data: str, quality: int
+) -> torch.Tensor:
+    """A random subset's uint8 pixels as the protocol's ``random_data`` stores them (``image``: the
+    JPEG round trip for datasets held as arrays; image folders and ``tensor`` leave them unchanged)."""
+    if random_data == "image" and info.name not in FOLDER_DATASETS:
+        return jpeg_round_trip(images, info, quality)
+    return images
+
+
+def view_images(images: torch.Tensor, transforms: Sequence[dict[str, Any]], size: int) -> torch.Tensor:
+    """uint8 test images through a protocol's test transforms (``resize``: the shorter side, or an
+    exact [H, W] pair; ``center_crop``), in chunks; the result must have the dataset's ``size``."""
+    chunks = []
+    for start in range(0, images.shape[0], 1024):
+        chunk = images[start : start + 1024]
+        for step in transforms:
+            value = step["size"]
+            target = list(value) if isinstance(value, list | tuple) else [value]
+            if step["name"] == "resize":
+                chunk = tvf.resize(chunk, target, antialias=True)
+            else:
+                chunk = tvf.center_crop(chunk, target)
+        chunks.append(chunk)
+    out = torch.cat(chunks) if chunks else images
+    if tuple(out.shape[-2:]) != (size, size):
+        raise ConfigError(
+            f"test transforms {list(transforms)} give {tuple(out.shape[-2:])} images; the students take "
+            f"{size}x{size}: end them with center_crop of size {size}"
+        )
+    return out
