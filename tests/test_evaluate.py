@@ -110,7 +110,7 @@ def cli_args(
 def result(workdir) -> dict[str, Any]:
     out = workdir / "seed0.json"
     assert main(cli_args(workdir, out, "--seed", "0")) == 0
-    return json.loads(out.read_text())
+    return json.loads(out.read_text())["evaluations"][0]
 
 
 def select_honest(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -201,13 +201,13 @@ def test_same_seed_gives_byte_identical_json_in_separate_processes(result, workd
     out = workdir / "process.json"
     ddrank_processes().run(*cli_args(workdir, out, "--seed", "0", store=None))  # trains everything anew
     assert out.read_bytes() == (workdir / "seed0.json").read_bytes()  # as this process wrote it
-    assert json.loads(out.read_bytes()) == result
+    assert json.loads(out.read_bytes())["evaluations"][0] == result
 
 
 def test_a_different_seed_changes_the_numbers(result, workdir):
     out = workdir / "seed1.json"
     assert main(cli_args(workdir, out, "--seed", "1", "--rounds", "1")) == 0
-    other = json.loads(out.read_text())
+    other = json.loads(out.read_text())["evaluations"][0]
     (first,) = other["per_round"]
     assert first["seed"] == rng.derive_seed(1, 0) != result["per_round"][0]["seed"]
     same_round = result["per_round"][0]
@@ -237,7 +237,7 @@ def test_python_api_takes_tensors_and_protocol_objects(workdir):
 def test_given_real_accuracy_is_used_as_is_and_nothing_full_data_trains(workdir, capsys):
     out = workdir / "given.json"
     assert main(cli_args(workdir, out, "--real-acc", "0.9")) == 0
-    given = json.loads(out.read_text())
+    given = json.loads(out.read_text())["evaluations"][0]
     assert given["acc_real_source"] == "given"
     assert given["acc_real_mean"] == 0.9
     for r in given["per_round"]:
@@ -328,7 +328,7 @@ def reference(workdir) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
         )
     with ResultStore(workdir / "reference.sqlite") as store:
         jobs = store.jobs()
-    return json.loads(out.read_text()), printed.getvalue(), jobs
+    return json.loads(out.read_text())["evaluations"][0], printed.getvalue(), jobs
 
 
 def test_reference_selection_is_labelled_optimistic_in_json_and_table(reference):

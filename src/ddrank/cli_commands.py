@@ -4,6 +4,7 @@ the public API, and print. No evaluation logic lives here."""
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import time
 from dataclasses import replace
@@ -15,6 +16,8 @@ from rich.table import Table
 
 from ddrank.errors import InputError
 from ddrank.evaluation import Evaluation
+from ddrank.names import check_name
+from ddrank.report.payload import evaluations_document
 from ddrank.settings import RunSettings, SettingError
 from ddrank.store import ResultStore, StoreError
 
@@ -104,6 +107,18 @@ def open_store(path: str | None, *, must_exist: bool) -> ResultStore:
     return ResultStore(target)
 
 
+def default_method(images: str) -> str:
+    """The method name of a synthetic set given by path: its file name without extension, or its folder's
+    name (the last part that is not a generic name like images.pt)."""
+    path = Path(images).expanduser()
+    generic = {"images", "data", "syn", "synthetic", "res", "result", "results", "tensors"}
+    for part in (path, *path.parents):
+        name = part.stem if part.suffix else part.name
+        if name and name.lower() not in generic and name not in (".", ".."):
+            return name
+    return "synthetic"
+
+
 def _store_for(args: argparse.Namespace) -> ResultStore | None:
     """The results store a run records into: --store PATH, the default one, or none with --no-store."""
     return None if args.no_store else open_store(args.store, must_exist=False)
@@ -117,9 +132,10 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     from ddrank.evaluation import Evaluator
     from ddrank.progress import Reporter
     from ddrank.report.leaderboard import build_leaderboard
-    from ddrank.report.render import leaderboard_table
+    from ddrank.report.render import leaderboard_table, student_table
 
     matrix = run_settings(args)
+    method = check_name("method name", args.method or default_method(args.images))
     syn = load_synthetic(
         args.images,
         args.labels,
@@ -135,21 +151,15 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
             evaluator = Evaluator(settings, store=store, reporter=reporter)
             evaluators.append((evaluator, evaluator.validate(syn, resize=args.resize)))  # all before training
         started = time.perf_counter()
-        results = [
-            evaluator.evaluate_sets({args.method: validated})[0] for evaluator, validated in evaluators
-        ]
-    metric = matrix[0].metric
-    rows = build_leaderboard(results, metric=metric)
-    if len(results) > 1:  # a cross-architecture matrix: name each row's student
-        students = {r.protocol_hash: r.student for r in results}
-        for row in rows:
-            row["method"] = f"{row['method']} · {students[row['protocol_hash']]}"
-    title = f"{matrix[0].dataset} · protocol {results[0].protocol} · {metric}"
-    console.print(leaderboard_table(rows, title=title))
+        results = [evaluator.evaluate_sets({method: validated})[0] for evaluator, validated in evaluators]
+    rows = build_leaderboard(results, metric=matrix[0].metric)
+    if len(results) > 1:  # a cross-architecture matrix: one row per student, named from its own row
+        console.print(student_table(rows, title=f"{method} · one evaluation per student"))
+    else:
+        console.print(leaderboard_table(rows, title=f"{method} · {rows[0]['dataset']} · {matrix[0].metric}"))
     reporter.log(f"done in {time.perf_counter() - started:.1f} s")
     if args.json:
-        payload = [r.to_dict() for r in results]
-        _write_json(args.json, payload[0] if len(payload) == 1 else payload)
+        _write_json(args.json, evaluations_document(results))
         reporter.log(f"wrote {args.json}")
     return 0
 
@@ -169,7 +179,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
         sections = run_demo(settings, reporter, store=store)
     rows = []
     for section, results in sections.items():
-        rows += [r.row() | {"labels": section} for r in results]
+        rows += results
         title = f"digits · protocol {results[0].protocol}" + (" (quick)" if args.quick else "")
         console.print(leaderboard_table(build_leaderboard(results), title=f"{title} · {section} labels"))
     if "soft" in sections:
@@ -184,7 +194,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
         )
         _print(console, f"leaderboard: {html_path.resolve()}")
     if args.json:
-        _write_json(args.json, rows)
+        _write_json(args.json, evaluations_document(rows))
         _print(console, f"wrote {args.json}")
     return 0
 
@@ -230,11 +240,11 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
         for entry in entries:
             evaluator = Evaluator(entry.settings(base), store=store, reporter=reporter)
             result = evaluator.evaluate_set(load_synthetic(entry.images, entry.labels), entry.method)
-            rows.append(result.to_dict())
+            rows.append(result)
             score = evaluator.definition.score
             reporter.log(f"{entry.name}: {score.label} {100 * result.summaries[score.field].mean:.2f}%")
     if args.json:
-        _write_json(args.json, rows)
+        _write_json(args.json, evaluations_document(rows))
     return 0
 
 
@@ -273,7 +283,8 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         syn = (
             load_synthetic(args.images, args.labels, allow_pickle=args.allow_pickle) if args.images else None
         )
-        run = plan_evaluation(settings, syn, args.method)
+        method = args.method or (default_method(args.images) if args.images else "synthetic")
+        run = plan_evaluation(settings, syn, check_name("method name", method))
     for line in plan_report(run, sizes, settings):
         _print(console, line)
     return 0
@@ -322,7 +333,7 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _listing(kind: str) -> Table:
+def _listing(kind: str, pattern: str | None = None) -> Table:
     from ddrank.baselines import BASELINES
     from ddrank.data.real import DATASETS
     from ddrank.data.synthetic import FORMATS
@@ -330,12 +341,15 @@ def _listing(kind: str) -> Table:
     from ddrank.models import describe_models
     from ddrank.protocols import preset, preset_names
 
+    def wanted(name: str) -> bool:
+        return pattern is None or fnmatch.fnmatch(name.lower(), pattern.lower())
+
     table = Table(title=kind, title_justify="left")
     table.add_column("name")
     if kind == "protocols":
         table.add_column("datasets")
         table.add_column("description")
-        for name in preset_names():
+        for name in filter(wanted, preset_names()):
             doc = preset(name)
             table.add_row(
                 name, ", ".join(doc.get("datasets", [])), " ".join(doc.get("description", "").split())
@@ -350,12 +364,17 @@ def _listing(kind: str) -> Table:
         "losses": list_losses,
     }[kind]()
     for name, description in rows:
-        table.add_row(name, description)
+        if wanted(name):
+            table.add_row(name, description)
     return table
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
-    console.print(_listing(args.kind))
+    table = _listing(args.kind, args.pattern)
+    if not table.row_count:
+        everything = [str(cell) for cell in _listing(args.kind).columns[0].cells]
+        raise InputError(f"no {args.kind} match {args.pattern!r} (known: {', '.join(everything)})")
+    console.print(table)
     return 0
 
 
@@ -377,8 +396,18 @@ def cmd_protocol_show(args: argparse.Namespace, console: Console) -> int:
 # -- the results store -------------------------------------------------------------------------------
 
 
-def _scope(dataset: str | None, ipc: int | None) -> str:
-    return (f" on {dataset}" if dataset else "") + (f" at IPC {ipc}" if ipc is not None else "")
+def _selection(args: argparse.Namespace) -> Any:
+    """The group filters of a leaderboard, compare or rm command."""
+    from ddrank.report.leaderboard import Selection
+
+    return Selection(
+        dataset=args.dataset,
+        ipc=args.ipc,
+        protocol=args.protocol,
+        student=args.student,
+        labels=args.labels,
+        fidelity=args.fidelity,
+    )
 
 
 def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
@@ -386,19 +415,21 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
     from ddrank.report.leaderboard import LeaderboardError, build_leaderboard
     from ddrank.report.render import leaderboard_table, render
 
+    selection = _selection(args)
     with open_store(args.store, must_exist=True) as store:
         evaluations = recorded_evaluations(store, dataset=args.dataset, ipc=args.ipc)
         source = store.path
-    rows = build_leaderboard(evaluations, metric=args.metric, dataset=args.dataset, ipc=args.ipc)
+    rows = build_leaderboard(evaluations, metric=args.metric, selection=selection, history=args.all)
     if not rows:
-        raise LeaderboardError(
-            f"no {args.metric} evaluations recorded in {source}{_scope(args.dataset, args.ipc)}"
-        )
+        raise LeaderboardError(f"no {args.metric} evaluations recorded in {source}{selection.words()}")
     if args.format == "table" and not args.out:
-        console.print(leaderboard_table(rows))
+        if console.is_terminal:
+            console.print(leaderboard_table(rows, wide=args.wide))
+        else:  # piped: plain text without padding
+            print(render(rows, "table", wide=args.wide), end="")
         return 0
     out = args.out or ("leaderboard.html" if args.format == "html" else None)
-    text = render(rows, args.format)
+    text = render(rows, args.format, wide=args.wide)
     if out is None:
         print(text, end="")
         return 0
@@ -416,7 +447,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
     with open_store(args.store, must_exist=True) as store:
         evaluations = recorded_evaluations(store, dataset=args.dataset, ipc=args.ipc)
-    c = compare_methods(evaluations, args.a, args.b, metric=args.metric, dataset=args.dataset, ipc=args.ipc)
+    c = compare_methods(evaluations, args.a, args.b, metric=args.metric, selection=_selection(args))
     r, label = c.result, metric_definition(c.metric).label
     level = 1.0 - r.confidence
     if r.p_value < level:
@@ -425,8 +456,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     else:
         verdict = f"no significant difference at the {100 * level:g}% level"
     lines = [
-        f"{c.method_a} − {c.method_b}: {label} on {c.dataset} IPC {c.ipc}, "
-        f"{r.n} rounds matched by seed ({r.test})",
+        f"{c.method_a} − {c.method_b}: {label}, {r.n} rounds matched by seed ({r.test})",
+        f"group: {c.group_label}",
         f"mean difference {100 * r.mean_difference:+.2f} percentage points, "
         f"{100 * r.confidence:g}% CI [{100 * r.ci_low:+.2f}, {100 * r.ci_high:+.2f}], p = {r.p_value:.3g}",
         verdict,
@@ -434,6 +465,55 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     for line in lines:
         _print(console, line)
     return 0
+
+
+def cmd_rm(args: argparse.Namespace, console: Console) -> int:
+    """Remove evaluations by id or by filter, after a confirmation; jobs stay cached."""
+    import sys
+
+    from ddrank.evaluation import recorded_evaluations
+    from ddrank.report.leaderboard import group_label
+
+    selection = _selection(args)
+    filtered = args.method is not None or selection.words() != ""
+    if not args.ids and not filtered:
+        raise InputError(
+            "ddrank rm needs evaluation ids or filters (--method, --dataset, ...); nothing removed"
+        )
+    with open_store(args.store, must_exist=True) as store:
+        found = recorded_evaluations(store, method=args.method, dataset=args.dataset, ipc=args.ipc)
+        chosen = [e for e in found if selection.matches(e) and (not args.ids or e.record_id in args.ids)]
+        missing = sorted(set(args.ids) - {e.record_id for e in chosen})
+        if missing:
+            raise InputError(
+                f"no recorded evaluation with id {', '.join(map(str, missing))}"
+                f"{' matching the filters' if filtered else ''} in {store.path}; "
+                "list them with ddrank leaderboard --all --wide; nothing removed"
+            )
+        if not chosen:
+            raise InputError(f"no recorded evaluation matches the filters in {store.path}; nothing removed")
+        for e in chosen:
+            _print(
+                console,
+                f"#{e.record_id} {e.method} · {group_label(_group_row(e))} · {len(e.rounds)} rounds · "
+                f"recorded {e.recorded}",
+            )
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise InputError(f"{len(chosen)} evaluation(s) would be removed; confirm with --yes")
+            answer = input(f"remove {len(chosen)} evaluation(s)? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                _print(console, "nothing removed")
+                return 1
+        removed = store.remove_evaluations([e.record_id for e in chosen if e.record_id is not None])
+    _print(console, f"removed {removed} evaluation(s); their trained jobs stay cached")
+    return 0
+
+
+def _group_row(evaluation: Evaluation) -> dict[str, Any]:
+    from ddrank.report.leaderboard import GROUP_FIELDS, group_of
+
+    return dict(zip(GROUP_FIELDS, group_of(evaluation), strict=True)) | {"smoke": evaluation.smoke}
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:

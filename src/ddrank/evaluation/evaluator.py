@@ -30,6 +30,7 @@ from ddrank.labels import get_loss
 from ddrank.labels.teachers import TeacherEnsemble
 from ddrank.metrics.definitions import metric_definition
 from ddrank.models import canonical_model_name, create_model
+from ddrank.names import check_name
 from ddrank.progress import Reporter, Silent
 from ddrank.protocols import Protocol, load_protocol
 from ddrank.settings import RunSettings
@@ -189,6 +190,8 @@ class Evaluator:
     # ----------------------------------------------------------------- run, score, record
     def evaluate_sets(self, sets: Mapping[str, ValidatedSet]) -> list[Evaluation]:
         """Plan every job of every set, train what the store lacks, score each set and record it."""
+        for name in sets:
+            check_name("method name", name)
         jobs, data, plans = self.plan(sets)
         results = run_jobs(
             jobs,
