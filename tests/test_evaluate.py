@@ -333,7 +333,7 @@ def reference(workdir) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
 
 def test_reference_selection_is_labelled_optimistic_in_json_and_table(reference):
     row, table, _ = reference
-    assert "herding" in table and "(optimistic)" in table
+    assert "herding *" in table and "* herding: optimistic" in table
     assert (row["selection"], row["optimistic"]) == ("reference", True)
     for r in row["per_round"]:
         for cell, reported in (("syn", r["acc_syn"]), ("random", r["acc_random"])):
@@ -384,3 +384,13 @@ def test_protocol_objects_for_another_dataset_or_ipc_are_refused(monkeypatch):
         evaluate(syn, protocol=load_protocol("dsa", dataset="cifar10"), device="cpu")
     with pytest.raises(ConfigError, match="protocol 'digits' was resolved for IPC 10, but the set has IPC 1"):
         evaluate(syn, protocol=load_protocol("digits", dataset="digits", ipc=10), device="cpu")
+
+
+def test_evaluate_json_follows_the_published_schema(result, workdir):
+    import jsonschema
+
+    from ddrank.report.payload import schema
+
+    document = json.loads((workdir / "seed0.json").read_text())
+    jsonschema.Draft202012Validator(schema()).validate(document)
+    assert document["evaluations"][0] == result and document["schema_version"] == 1

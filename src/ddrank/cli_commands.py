@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ddrank.errors import InputError
 from ddrank.evaluation import Evaluation
-from ddrank.names import check_name
+from ddrank.names import check_name, default_method
 from ddrank.report.payload import evaluations_document
 from ddrank.settings import RunSettings, SettingError
 from ddrank.store import ResultStore, StoreError
@@ -107,18 +107,6 @@ def open_store(path: str | None, *, must_exist: bool) -> ResultStore:
     return ResultStore(target)
 
 
-def default_method(images: str) -> str:
-    """The method name of a synthetic set given by path: its file name without extension, or its folder's
-    name (the last part that is not a generic name like images.pt)."""
-    path = Path(images).expanduser()
-    generic = {"images", "data", "syn", "synthetic", "res", "result", "results", "tensors"}
-    for part in (path, *path.parents):
-        name = part.stem if part.suffix else part.name
-        if name and name.lower() not in generic and name not in (".", ".."):
-            return name
-    return "synthetic"
-
-
 def _store_for(args: argparse.Namespace) -> ResultStore | None:
     """The results store a run records into: --store PATH, the default one, or none with --no-store."""
     return None if args.no_store else open_store(args.store, must_exist=False)
@@ -188,10 +176,8 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     if args.html is not None:
         html_path = Path(args.html)
         html_path.parent.mkdir(parents=True, exist_ok=True)
-        board = build_leaderboard(sections["hard"], metric="lrs")
-        html_path.write_text(
-            render_html(board, title="ddrank demo · digits · LRS (hard labels)"), encoding="utf-8"
-        )
+        board = build_leaderboard(rows, metric="lrs")  # every section: hard and teacher labels
+        html_path.write_text(render_html(board, title="ddrank demo · digits"), encoding="utf-8")
         _print(console, f"leaderboard: {html_path.resolve()}")
     if args.json:
         _write_json(args.json, evaluations_document(rows))

@@ -8,7 +8,9 @@ than a table can hold, is refused when the name is given.
 
 from __future__ import annotations
 
+import os
 import unicodedata
+from pathlib import Path
 
 from ddrank.errors import InputError
 
@@ -41,3 +43,26 @@ def csv_cell(value: object) -> object:
     if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
         return "'" + value
     return value
+
+
+def default_method(images: str | os.PathLike) -> str:
+    """The method name of a synthetic set given by path: its file name without extension, or its folder's
+    name when the file has a generic name (images.pt, data.npz, ...)."""
+    path = Path(images).expanduser()
+    generic = {
+        "images",
+        "image",
+        "data",
+        "syn",
+        "synthetic",
+        "res",
+        "result",
+        "results",
+        "tensors",
+        "images_best",
+    }
+    for part in (path, *path.parents):
+        name = part.stem if part.suffix else part.name
+        if name and name.lower() not in generic and name not in (".", ".."):
+            return name
+    return "synthetic"

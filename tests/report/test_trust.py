@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from ddrank.cli_commands import default_method
 from ddrank.metrics import label_robust_score
 from ddrank.metrics.scores import NEUTRAL_SCORE
+from ddrank.names import default_method
 from ddrank.report.leaderboard import LeaderboardError, Selection, build_leaderboard, compare_methods
 from ddrank.report.render import plain_text, render, student_table
 from ddrank.store import ResultStore

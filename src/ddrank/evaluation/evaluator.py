@@ -8,6 +8,7 @@ already holds) → score (the metric's definition) → record (into its results 
 
 from __future__ import annotations
 
+import os
 import platform
 from collections.abc import Mapping
 from typing import Any
@@ -30,7 +31,7 @@ from ddrank.labels import get_loss
 from ddrank.labels.teachers import TeacherEnsemble
 from ddrank.metrics.definitions import metric_definition
 from ddrank.models import canonical_model_name, create_model
-from ddrank.names import check_name
+from ddrank.names import check_name, default_method
 from ddrank.progress import Reporter, Silent
 from ddrank.protocols import Protocol, load_protocol
 from ddrank.settings import RunSettings
@@ -401,14 +402,14 @@ def evaluate(
     labels: Any = None,
     *,
     settings: RunSettings | None = None,
-    method: str = "synthetic",
+    method: str | None = None,
     format: str = "auto",
     lr: float | None = None,
     space: str | None = None,
     resize: bool = False,
     allow_pickle: bool = False,
-    store: JobCache | None = None,
-    progress: bool = False,
+    store: JobCache | bool | None = True,
+    progress: bool = True,
     **setting_fields: Any,
 ) -> Evaluation:
     """Score one synthetic set: LRS (HLR, IOR), ARS, or plain accuracy, with 95% CIs over rounds.
@@ -417,14 +418,22 @@ def evaluate(
     ``labels``, ``format``, ``lr``, ``space`` and ``allow_pickle`` say how to read it. The run is
     described by ``settings`` or by :class:`~ddrank.settings.RunSettings` fields given by name
     (``dataset``, ``protocol``, ``metric``, ``rounds``, ``seed``, ``device``, ...). Every input is
-    validated before any training starts; ``store`` keeps finished jobs (a ResultStore also records
-    the evaluation).
+    validated before any training starts. As on the command line, finished jobs are kept and the
+    evaluation is recorded in the default results store (``store=True``; a ResultStore or JobCache of
+    your own, or False for none), and a progress bar is drawn on a terminal (``progress=False``: none).
+    ``method`` defaults to the file or folder name of ``images`` when it is a path.
     """
     if settings is not None and setting_fields:
         settings = settings.replace(**setting_fields)
     elif settings is None:
         settings = RunSettings(**setting_fields)
     syn = load_synthetic(images, labels, format=format, lr=lr, space=space, allow_pickle=allow_pickle)
+    if method is None:
+        method = default_method(images) if isinstance(images, str | os.PathLike) else "synthetic"
+    if store is True:
+        store = ResultStore()
+    elif store is False:
+        store = None
     with Reporter(enabled=progress) as reporter:
         evaluator = Evaluator(settings, store=store, reporter=reporter)
         return evaluator.evaluate_set(syn, method, resize=resize)

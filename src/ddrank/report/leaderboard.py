@@ -127,6 +127,11 @@ def _mean(evaluation: Evaluation, field: str | None) -> float | None:
     return None if summary is None else _number(summary.mean)
 
 
+def _ci(evaluation: Evaluation, field: str | None) -> tuple[float | None, float | None]:
+    summary = evaluation.summaries.get(field) if field is not None else None
+    return (None, None) if summary is None else (_number(summary.ci_low), _number(summary.ci_high))
+
+
 def _row(evaluation: Evaluation, definition: MetricDefinition) -> dict[str, Any]:
     field = definition.score.field
     values = evaluation.per_round(field)
@@ -149,6 +154,12 @@ def _row(evaluation: Evaluation, definition: MetricDefinition) -> dict[str, Any]
         "acc_syn": _mean(evaluation, own.syn_accuracy),
         "acc_random": _mean(evaluation, own.random_accuracy),
         "acc_real": _mean(evaluation, "acc_real"),
+        **dict(zip(("acc_syn_ci_low", "acc_syn_ci_high"), _ci(evaluation, own.syn_accuracy), strict=True)),
+        **dict(
+            zip(
+                ("acc_random_ci_low", "acc_random_ci_high"), _ci(evaluation, own.random_accuracy), strict=True
+            )
+        ),
         "rounds": len(evaluation.rounds),
         "stability_tau": None,
         "stability_min_tau": None,
