@@ -12,6 +12,7 @@ import io
 import json
 import math
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -394,3 +395,35 @@ def test_evaluate_json_follows_the_published_schema(result, workdir):
     document = json.loads((workdir / "seed0.json").read_text())
     jsonschema.Draft202012Validator(schema()).validate(document)
     assert document["evaluations"][0] == result and document["schema_version"] == 1
+
+
+def test_a_smoke_run_is_labelled_and_never_ranked_with_the_full_run(result, workdir, capsys):
+    from ddrank.evaluation import recorded_evaluations
+    from ddrank.report.leaderboard import build_leaderboard
+
+    out = workdir / "smoke.json"
+    assert main(cli_args(workdir, out, "--epochs", "1", "--rounds", "1")) == 0
+    smoke = json.loads(out.read_text())["evaluations"][0]
+    assert smoke["smoke"] is True and smoke["provenance"]["smoke"]["epochs"] == 1
+    assert smoke["protocol_hash"] != result["protocol_hash"]  # the epochs are part of the protocol
+    with ResultStore(workdir / "shared.sqlite") as store:
+        rows = build_leaderboard(recorded_evaluations(store, method="herding"))
+    groups = {(r["protocol_hash"], r["smoke"]) for r in rows}
+    assert (smoke["protocol_hash"], True) in groups and (result["protocol_hash"], False) in groups
+    assert all(r["rank"] == 1 for r in rows)  # each alone in its group
+
+
+def test_plan_counts_the_jobs_already_in_the_store(result, workdir, capsys):
+    args = [
+        "plan",
+        "--images",
+        workdir / "herding.pt",
+        "--protocol",
+        workdir / "tiny.yaml",
+        "--device",
+        "cpu",
+    ]
+    assert main([str(a) for a in [*args, "--seed", "0", "--store", workdir / "shared.sqlite"]]) == 0
+    out = capsys.readouterr().out
+    total = int(re.search(r"(\d+) of (\d+) jobs are already in", out).group(2))
+    assert f"{total} of {total} jobs are already in" in out and "0 to train" in out

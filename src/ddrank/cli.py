@@ -170,6 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--resize", action="store_true", help="resize images to the dataset's resolution")
     ev.add_argument(
+        "--epochs",
+        type=int,
+        help="smoke run: train every student this many epochs (labelled smoke, never ranked with full runs)",
+    )
+    ev.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: a tenth of the protocol's epochs and 2 rounds (labelled smoke, never ranked with "
+        "full runs)",
+    )
+    ev.add_argument(
         "--teacher",
         action="append",
         metavar="PATH",
@@ -240,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--sweep", help="'leaderboard' (every published protocol × dataset × IPC) or a sweep YAML"
     )
     plan.add_argument("--images", help="the synthetic set (default: a stand-in of the IPC's size)")
+    plan.add_argument(
+        "--store", help=STORE_HELP + "; jobs already there are counted and left out of the plan"
+    )
     plan.set_defaults(run=cli_commands.cmd_plan)
 
     sweep = sub.add_parser(

@@ -97,6 +97,36 @@ def run_settings(args: argparse.Namespace) -> list[RunSettings]:
     return settings.for_students(students)
 
 
+QUICK_ROUNDS = 2
+
+
+def smoke_settings(
+    matrix: list[RunSettings], epochs: int | None, *, rounds_given: bool
+) -> tuple[list[RunSettings], dict[str, Any]]:
+    """Settings for a smoke run: ``epochs`` per student (default: a tenth of the protocol's) and, unless
+    --rounds is given, 2 rounds. The epochs are part of the protocol, so its hash (and leaderboard group)
+    differs from the full run's; the returned note is recorded as the evaluation's ``smoke`` provenance."""
+    from ddrank.protocols import Protocol, load_protocol
+
+    if epochs is not None and epochs < 1:
+        raise InputError(f"--epochs takes a positive number of epochs, got {epochs}")
+    out, note = [], {}
+    for settings in matrix:
+        source = settings.protocol_source
+        base = (
+            source
+            if isinstance(source, Protocol)
+            else load_protocol(source, dataset=settings.dataset, ipc=settings.ipc)
+        )
+        chosen = epochs if epochs is not None else max(1, base.epochs // 10)
+        changes: dict[str, Any] = {"epochs": chosen}
+        if not rounds_given:
+            changes["rounds"] = QUICK_ROUNDS
+        note = {"epochs": chosen, "protocol_epochs": base.epochs}
+        out.append(settings.replace(protocol=base.with_overrides(**changes)))
+    return out, note
+
+
 def open_store(path: str | None, *, must_exist: bool) -> ResultStore:
     """The results store at ``path`` (default: the cache's); reading commands refuse a missing one."""
     from ddrank.paths import cache_dir
@@ -123,6 +153,9 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     from ddrank.report.render import leaderboard_table, student_table
 
     matrix = run_settings(args)
+    smoke = None
+    if args.epochs is not None or args.quick:
+        matrix, smoke = smoke_settings(matrix, args.epochs, rounds_given=args.rounds is not None)
     method = check_name("method name", args.method or default_method(args.images))
     syn = load_synthetic(
         args.images,
@@ -137,6 +170,8 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
         evaluators = []
         for settings in matrix:
             evaluator = Evaluator(settings, store=store, reporter=reporter)
+            if smoke is not None:
+                evaluator.extra_provenance["smoke"] = smoke
             evaluators.append((evaluator, evaluator.validate(syn, resize=args.resize)))  # all before training
         started = time.perf_counter()
         results = [evaluator.evaluate_sets({method: validated})[0] for evaluator, validated in evaluators]
@@ -271,9 +306,31 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         )
         method = args.method or (default_method(args.images) if args.images else "synthetic")
         run = plan_evaluation(settings, syn, check_name("method name", method))
+    run = _without_stored_jobs(run, args.store, console)
+    if not run.jobs:
+        return 0
     for line in plan_report(run, sizes, settings):
         _print(console, line)
     return 0
+
+
+def _without_stored_jobs(run: Any, path: str | None, console: Console) -> Any:
+    """The planned run less the jobs the results store already holds (a rerun reuses them), said in a line."""
+    from ddrank.paths import cache_dir
+
+    target = Path(path) if path else cache_dir() / "results.sqlite"
+    if not target.exists():
+        if path:
+            raise StoreError(f"no results store at {target}; give an existing --store or leave it out")
+        return run
+    with ResultStore(target, readonly=True) as store:
+        remaining = [job for job in run.jobs if store.get(job) is None]
+    done = len(run.jobs) - len(remaining)
+    _print(
+        console,
+        f"{done} of {len(run.jobs)} jobs are already in {target} and are reused; {len(remaining)} to train",
+    )
+    return replace(run, jobs=remaining)
 
 
 # -- teachers, baselines, listings -----------------------------------------------------------------

@@ -55,6 +55,7 @@ class Evaluator:
         self.precision = settings.train_precision
         self.store: JobCache = MemoryCache() if store is None else store
         self.reporter = reporter or Silent()
+        self.extra_provenance: dict[str, Any] = {}  # recorded with every evaluation (e.g. a smoke run's)
         self._real: RealData | None = None
         self._protocols: dict[int | None, Protocol] = {}
         self._spaces: dict[float | None, TrainingSpace] = {}
@@ -272,6 +273,7 @@ class Evaluator:
             "hardware": hardware or platform.machine(),
             "backend": self.settings.backend,
             "precision": self.precision,
+            **self.extra_provenance,
         }
 
 
