@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +33,18 @@ def _write_json(path: str, payload: Any) -> None:
 
 def _print(console: Console, line: str) -> None:
     console.print(line, highlight=False, markup=False)
+
+
+def _show(console: Console, renderable: Any) -> None:
+    """A table on the terminal, or as plain text without padding when piped (COLUMNS wide, default 80)."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    from ddrank.report.render import plain_text
+
+    width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else 80
+    console.file.write(plain_text(renderable, width=max(width, 40)))
+    console.file.flush()
 
 
 # -- arguments → settings -------------------------------------------------------------------------
@@ -177,9 +190,9 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
         results = [evaluator.evaluate_sets({method: validated})[0] for evaluator, validated in evaluators]
     rows = build_leaderboard(results, metric=matrix[0].metric)
     if len(results) > 1:  # a cross-architecture matrix: one row per student, named from its own row
-        console.print(student_table(rows, title=f"{method} · one evaluation per student"))
+        _show(console, student_table(rows, title=f"{method} · one evaluation per student"))
     else:
-        console.print(leaderboard_table(rows, title=f"{method} · {rows[0]['dataset']} · {matrix[0].metric}"))
+        _show(console, leaderboard_table(rows, title=f"{method} · {rows[0]['dataset']} · {matrix[0].metric}"))
     reporter.log(f"done in {time.perf_counter() - started:.1f} s")
     if args.json:
         _write_json(args.json, evaluations_document(results))
@@ -204,7 +217,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     for section, results in sections.items():
         rows += results
         title = f"digits · protocol {results[0].protocol}" + (" (quick)" if args.quick else "")
-        console.print(leaderboard_table(build_leaderboard(results), title=f"{title} · {section} labels"))
+        _show(console, leaderboard_table(build_leaderboard(results), title=f"{title} · {section} labels"))
     if "soft" in sections:
         _print(console, _gap_summary(sections))
     _print(console, f"{len(rows)} evaluations in {time.perf_counter() - started:.1f} s")
@@ -466,10 +479,10 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
     if not rows:
         raise LeaderboardError(f"no {args.metric} evaluations recorded in {source}{selection.words()}")
     if args.format == "table" and not args.out:
-        if console.is_terminal:
-            console.print(leaderboard_table(rows, wide=args.wide))
-        else:  # piped: plain text without padding
-            print(render(rows, "table", wide=args.wide), end="")
+        if console.is_terminal or not args.wide:
+            _show(console, leaderboard_table(rows, wide=args.wide))
+        else:  # piped and wide: every column on one line
+            print(render(rows, "table", wide=True), end="")
         return 0
     out = args.out or ("leaderboard.html" if args.format == "html" else None)
     text = render(rows, args.format, wide=args.wide)

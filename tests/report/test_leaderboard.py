@@ -292,7 +292,7 @@ def test_json_round_trips():
 
 def test_terminal_table_shows_percentages():
     text = render(build_leaderboard(demo_like()), "table")
-    assert "LRS % ± CI" in text and "Δneutral" in text
+    assert "LRS ± CI" in text and "Δneutral" in text
     assert "rank τ" in render(build_leaderboard(demo_like()), "table", wide=True)
     for method in ("dm", "kcenter", "random", "noise"):
         assert method in text
@@ -412,7 +412,7 @@ def store_path(tmp_path):
 def test_leaderboard_command_renders_every_format(capsys, store_path, tmp_path, monkeypatch):
     code, out, err = run_cli(capsys, "leaderboard", "--store", store_path)
     assert code == 0, err
-    assert "dm" in out and "LRS %" in out
+    assert "dm" in out and "LRS ± CI" in out
     code, out, _ = run_cli(capsys, "leaderboard", "--store", store_path, "--format", "md")
     assert code == 0 and len(out.strip().splitlines()) == 7
     code, out, _ = run_cli(capsys, "leaderboard", "--store", store_path, "--format", "json", "--ipc", 10)

@@ -64,7 +64,7 @@ def terminal_columns(metric: str, wide: bool = False) -> list[Column]:
     shown = [
         Column("rank", "#", "int"),
         Column("method", "method", "text"),
-        Column("mean", f"{definition.label} % ± CI", "pm", ("ci_low", "ci_high")),
+        Column("mean", f"{definition.label} ± CI", "pm", ("ci_low", "ci_high")),
     ]
     if definition.neutral is not None:
         shown.append(Column("vs_neutral", "Δneutral", "delta"))

@@ -64,7 +64,7 @@ def leaderboard_table(
     for label, members in _groups(rows).items():
         parts += [Text(""), Text(label, style="bold")]
         width = max(len(str(r["method"])) for r in members) + 2
-        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
         for column in shown:
             numeric = not column.is_text
             table.add_column(
