@@ -190,6 +190,8 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
         results = [evaluator.evaluate_sets({method: validated})[0] for evaluator, validated in evaluators]
     rows = build_leaderboard(results, metric=matrix[0].metric)
     if len(results) > 1:  # a cross-architecture matrix: one row per student, named from its own row
+        order = {r.student: i for i, r in enumerate(results)}  # as --students lists them
+        rows.sort(key=lambda row: order.get(row["student"], len(order)))
         _show(console, student_table(rows, title=f"{method} · one evaluation per student"))
     else:
         _show(console, leaderboard_table(rows, title=f"{method} · {rows[0]['dataset']} · {matrix[0].metric}"))

@@ -82,9 +82,8 @@ def unit_cost(unit: Unit) -> float:
 
 def train_unit(unit: Unit, data: RunData, reporter: Reporter, options: EngineOptions) -> list[JobResult]:
     first = unit.jobs[0]
-    what = (
-        f"{phase_of(first.cell)} · {first.spec.model} · {len(unit.jobs)} student{'s' * (len(unit.jobs) > 1)}"
-    )
+    phases = " + ".join(dict.fromkeys(phase_of(job.cell) for job in unit.jobs))
+    what = f"{phases} · {first.spec.model} · {len(unit.jobs)} student{'s' * (len(unit.jobs) > 1)}"
     reporter.describe(what)
     if unit.kind == "ensemble":
         results = train_ensemble(list(unit.jobs), data, reporter.advance, options)

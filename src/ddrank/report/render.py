@@ -95,7 +95,8 @@ def student_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -
     and scores taken from the same leaderboard row."""
     metric = _metric_of_rows(rows)
     shown = [c for c in terminal_columns(metric) if c.key not in ("rank", "method")]
-    if not any(notes(row) for row in rows):
+    said = {notes(row) for row in rows}
+    if len(said) <= 1:  # the same for every student (or nothing): said once in the heading
         shown = [c for c in shown if c.kind != "notes"]
     shared = {k: rows[0][k] for k in ("dataset", "ipc", "protocol", "fidelity", "labels")} if rows else {}
     heading = " · ".join(
@@ -104,10 +105,12 @@ def student_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -
             f"protocol {shared.get('protocol')}",
             str(shared.get("fidelity")),
             f"{shared.get('labels')} labels",
+            *([said.pop()] if len(said) == 1 and next(iter(said)) else []),
         ]
     )
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    table.add_column("student", overflow="fold")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    longest = max((len(str(r["student"])) for r in rows), default=7)
+    table.add_column("student", no_wrap=True, min_width=min(longest, 24))
     for column in shown:
         numeric = not column.is_text
         table.add_column(Text(column.header), justify="right" if numeric else "left", no_wrap=numeric)
