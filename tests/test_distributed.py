@@ -74,7 +74,7 @@ def _torchrun(root: Path, args: list[str], processes) -> subprocess.Popen:
 
 
 def _scores(path: Path) -> dict:
-    row = json.loads(path.read_text())
+    row = json.loads(path.read_text())["evaluations"][0]
     return {k: v for k, v in row.items() if k != "provenance"}
 
 

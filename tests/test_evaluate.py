@@ -12,6 +12,7 @@ import io
 import json
 import math
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ def cli_args(
 def result(workdir) -> dict[str, Any]:
     out = workdir / "seed0.json"
     assert main(cli_args(workdir, out, "--seed", "0")) == 0
-    return json.loads(out.read_text())
+    return json.loads(out.read_text())["evaluations"][0]
 
 
 def select_honest(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -201,13 +202,13 @@ def test_same_seed_gives_byte_identical_json_in_separate_processes(result, workd
     out = workdir / "process.json"
     ddrank_processes().run(*cli_args(workdir, out, "--seed", "0", store=None))  # trains everything anew
     assert out.read_bytes() == (workdir / "seed0.json").read_bytes()  # as this process wrote it
-    assert json.loads(out.read_bytes()) == result
+    assert json.loads(out.read_bytes())["evaluations"][0] == result
 
 
 def test_a_different_seed_changes_the_numbers(result, workdir):
     out = workdir / "seed1.json"
     assert main(cli_args(workdir, out, "--seed", "1", "--rounds", "1")) == 0
-    other = json.loads(out.read_text())
+    other = json.loads(out.read_text())["evaluations"][0]
     (first,) = other["per_round"]
     assert first["seed"] == rng.derive_seed(1, 0) != result["per_round"][0]["seed"]
     same_round = result["per_round"][0]
@@ -237,7 +238,7 @@ def test_python_api_takes_tensors_and_protocol_objects(workdir):
 def test_given_real_accuracy_is_used_as_is_and_nothing_full_data_trains(workdir, capsys):
     out = workdir / "given.json"
     assert main(cli_args(workdir, out, "--real-acc", "0.9")) == 0
-    given = json.loads(out.read_text())
+    given = json.loads(out.read_text())["evaluations"][0]
     assert given["acc_real_source"] == "given"
     assert given["acc_real_mean"] == 0.9
     for r in given["per_round"]:
@@ -328,12 +329,12 @@ def reference(workdir) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
         )
     with ResultStore(workdir / "reference.sqlite") as store:
         jobs = store.jobs()
-    return json.loads(out.read_text()), printed.getvalue(), jobs
+    return json.loads(out.read_text())["evaluations"][0], printed.getvalue(), jobs
 
 
 def test_reference_selection_is_labelled_optimistic_in_json_and_table(reference):
     row, table, _ = reference
-    assert "herding" in table and "(optimistic)" in table
+    assert "herding *" in table and "* herding: optimistic" in table
     assert (row["selection"], row["optimistic"]) == ("reference", True)
     for r in row["per_round"]:
         for cell, reported in (("syn", r["acc_syn"]), ("random", r["acc_random"])):
@@ -384,3 +385,45 @@ def test_protocol_objects_for_another_dataset_or_ipc_are_refused(monkeypatch):
         evaluate(syn, protocol=load_protocol("dsa", dataset="cifar10"), device="cpu")
     with pytest.raises(ConfigError, match="protocol 'digits' was resolved for IPC 10, but the set has IPC 1"):
         evaluate(syn, protocol=load_protocol("digits", dataset="digits", ipc=10), device="cpu")
+
+
+def test_evaluate_json_follows_the_published_schema(result, workdir):
+    import jsonschema
+
+    from ddrank.report.payload import schema
+
+    document = json.loads((workdir / "seed0.json").read_text())
+    jsonschema.Draft202012Validator(schema()).validate(document)
+    assert document["evaluations"][0] == result and document["schema_version"] == 1
+
+
+def test_a_smoke_run_is_labelled_and_never_ranked_with_the_full_run(result, workdir, capsys):
+    from ddrank.evaluation import recorded_evaluations
+    from ddrank.report.leaderboard import build_leaderboard
+
+    out = workdir / "smoke.json"
+    assert main(cli_args(workdir, out, "--epochs", "1", "--rounds", "1")) == 0
+    smoke = json.loads(out.read_text())["evaluations"][0]
+    assert smoke["smoke"] is True and smoke["provenance"]["smoke"]["epochs"] == 1
+    assert smoke["protocol_hash"] != result["protocol_hash"]  # the epochs are part of the protocol
+    with ResultStore(workdir / "shared.sqlite") as store:
+        rows = build_leaderboard(recorded_evaluations(store, method="herding"))
+    groups = {(r["protocol_hash"], r["smoke"]) for r in rows}
+    assert (smoke["protocol_hash"], True) in groups and (result["protocol_hash"], False) in groups
+    assert all(r["rank"] == 1 for r in rows)  # each alone in its group
+
+
+def test_plan_counts_the_jobs_already_in_the_store(result, workdir, capsys):
+    args = [
+        "plan",
+        "--images",
+        workdir / "herding.pt",
+        "--protocol",
+        workdir / "tiny.yaml",
+        "--device",
+        "cpu",
+    ]
+    assert main([str(a) for a in [*args, "--seed", "0", "--store", workdir / "shared.sqlite"]]) == 0
+    out = capsys.readouterr().out
+    total = int(re.search(r"(\d+) of (\d+) jobs are already in", out).group(2))
+    assert f"{total} of {total} jobs are already in" in out and "0 to train" in out

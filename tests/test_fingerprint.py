@@ -67,3 +67,20 @@ def test_batchnorm_teachers_have_a_fingerprint_that_tracks_their_counters():
     before = teachers._state_fingerprint(state)
     state["features.1.num_batches_tracked"] += 1
     assert teachers._state_fingerprint(state) != before
+
+
+def test_implied_and_explicit_class_major_labels_are_one_set():
+    import torch
+
+    from ddrank.data.real import dataset_info
+    from ddrank.data.synthetic import load_synthetic, validate_synthetic
+
+    info = dataset_info("digits")
+    images = torch.rand(info.num_classes * 2, info.channels, info.size, info.size)
+    explicit = torch.arange(info.num_classes).repeat_interleave(2)
+    shape = {"num_classes": info.num_classes, "channels": info.channels, "size": info.size}
+    implied = validate_synthetic(load_synthetic(images), **shape)
+    given = validate_synthetic(load_synthetic(images, explicit.to(torch.int32)), **shape)
+    assert implied.fingerprint == given.fingerprint
+    shuffled = validate_synthetic(load_synthetic(images, explicit.flip(0)), **shape)
+    assert shuffled.fingerprint != implied.fingerprint

@@ -91,7 +91,7 @@ def test_a_sweep_runs_every_entry_and_records_it(sweep_files, capsys):
     store, out = sweep_files / "results.sqlite", sweep_files / "sweep.json"
     args = ["sweep", sweep_files / "sweep.yaml", "--store", store, "--json", out, "--device", "cpu"]
     assert main([str(a) for a in [*args, "--no-progress"]]) == 0
-    rows = json.loads(out.read_text())
+    rows = json.loads(out.read_text())["evaluations"]
     assert [(r["method"], r["protocol"], r["ipc"]) for r in rows] == [
         ("herding", "tiny", 1),
         ("noise", "tiny", 1),

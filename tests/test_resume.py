@@ -59,7 +59,7 @@ def _args(root: Path, method: str, store: str, out: str, *extra: str) -> list[st
 
 
 def _scores(path: Path) -> dict:
-    return {k: v for k, v in json.loads(path.read_text()).items() if k != "provenance"}
+    return {k: v for k, v in json.loads(path.read_text())["evaluations"][0].items() if k != "provenance"}
 
 
 def test_sigkill_then_rerun_trains_only_the_unfinished_jobs(workdir, ddrank_processes):

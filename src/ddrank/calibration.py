@@ -274,8 +274,11 @@ class Calibration:
             out += textwrap.wrap(f"[{number}] {source}", width, subsequent_indent="    ")
         if self.flagged:
             out.append(
-                _clip(f"{len(self.flagged)} of {len(self.rows)} baselines lie more than {FLAG_Z:g} published "
-                      "std from the published mean", width)
+                _clip(
+                    f"{len(self.flagged)} of {len(self.rows)} baselines lie more than {FLAG_Z:g} published "
+                    "std from the published mean",
+                    width,
+                )
             )
         return out
 

@@ -10,15 +10,39 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from rich.console import Console
 
-from ddrank import __version__, cli_commands
+from ddrank import __version__
 from ddrank.errors import DDRankError
-from ddrank.metrics.definitions import METRIC_NAMES
 
 EXIT_USAGE = 2
+# Choices spelled out here so that building the parser imports no training code (tests check that they
+# equal METRIC_NAMES of ddrank.metrics.definitions, BACKENDS of ddrank.engine.runner and PRECISIONS of
+# ddrank.settings).
+METRIC_NAMES = ("lrs", "ars", "acc")
+BACKENDS = ("auto", "ensemble", "loop")
+PRECISIONS = ("auto", "fp32", "bf16")
+LISTINGS = ("models", "datasets", "protocols", "losses", "formats", "baselines")
+
+
+class _Commands:
+    """``cli_commands.cmd_x`` looked up when a command runs, not when the parser is built (that import
+    brings in torch)."""
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        def run(args: argparse.Namespace, console: Console) -> int:
+            from ddrank import cli_commands
+
+            return getattr(cli_commands, name)(args, console)
+
+        run.__name__ = name
+        return run
+
+
+cli_commands = _Commands()
 STORE_HELP = "results database (default: results.sqlite in the ddrank cache directory)"
 METRIC_HELP = "lrs (default), ars, or plain accuracy (acc)"
 FIDELITY_CHOICES = ("reference", "honest")
@@ -65,7 +89,10 @@ def _evaluation_flags() -> argparse.ArgumentParser:
         action="store_true",
         help="allow .pt files that need full unpickling (can run code: trusted files only)",
     )
-    p.add_argument("--method", default="synthetic", help="name shown for this set in tables and JSON")
+    p.add_argument(
+        "--method",
+        help="name shown for this set in tables and JSON (default: the file or folder name of --images)",
+    )
     p.add_argument("--metric", choices=METRIC_NAMES, help=METRIC_HELP)
     p.add_argument("--rounds", type=int, help="evaluation rounds (default: the protocol's)")
     p.add_argument(
@@ -85,9 +112,6 @@ def _evaluation_flags() -> argparse.ArgumentParser:
 
 def _engine_flags() -> argparse.ArgumentParser:
     """How students train: seed, backend, device, precision and ensemble limits."""
-    from ddrank.engine.runner import BACKENDS
-    from ddrank.settings import PRECISIONS
-
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument(
         "--seed",
@@ -127,6 +151,18 @@ def _output_flags() -> argparse.ArgumentParser:
     return p
 
 
+def _group_flags() -> argparse.ArgumentParser:
+    """Which recorded evaluations a command considers: the fields of a leaderboard group."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--dataset", help="only this dataset")
+    p.add_argument("--ipc", type=int, help="only this IPC")
+    p.add_argument("--protocol", help="only this protocol (its name, or the first 4+ characters of its hash)")
+    p.add_argument("--student", help="only this student model")
+    p.add_argument("--labels", help="only this label mode: hard, S (soft) or M (mixed)")
+    p.add_argument("--fidelity", choices=("honest", "reference"), help="only this fidelity")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ddrank",
@@ -142,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[evaluation, engine, output],
         help="score a synthetic set: LRS (HLR, IOR), ARS or accuracy, with 95%% CIs",
         description="Score a synthetic set against random real subsets under one protocol.",
+        epilog="example: ddrank evaluate --images herding.pt --dataset digits --rounds 5 --json herding.json",
     )
     ev.add_argument(
         "--images",
@@ -164,6 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the image values are (default: the protocol's convention)",
     )
     ev.add_argument("--resize", action="store_true", help="resize images to the dataset's resolution")
+    ev.add_argument(
+        "--epochs",
+        type=int,
+        help="smoke run: train every student this many epochs (labelled smoke, never ranked with full runs)",
+    )
+    ev.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: a tenth of the protocol's epochs and 2 rounds (labelled smoke, never ranked with "
+        "full runs)",
+    )
     ev.add_argument(
         "--teacher",
         action="append",
@@ -201,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build noise/random/herding/k-center/DM sets on digits at IPC 1 and 10, score each "
         "with LRS over several rounds under hard labels and under a teacher's soft labels, print ranked "
         "tables and write an HTML leaderboard.",
+        epilog="example: ddrank demo --quick --html demo.html",
     )
     demo.add_argument("--quick", action="store_true", help="fewer epochs, rounds and learning rates")
     demo.add_argument("--hard-only", action="store_true", help="skip the soft-label (teacher) section")
@@ -208,28 +257,38 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cli_commands.cmd_demo)
 
     ls = sub.add_parser(
-        "list", help="list registered models, datasets, protocols, losses, formats or baselines"
+        "list",
+        help="list registered models, datasets, protocols, losses, formats or baselines",
+        description="List what ddrank knows by name, optionally only the names matching a shell pattern.",
+        epilog="examples: ddrank list protocols; ddrank list models 'ResNet*'",
     )
-    ls.add_argument("kind", choices=("models", "datasets", "protocols", "losses", "formats", "baselines"))
+    ls.add_argument("kind", choices=LISTINGS, help="what to list")
+    ls.add_argument("pattern", nargs="?", help="only names matching this shell pattern (case-insensitive)")
     ls.set_defaults(run=cli_commands.cmd_list)
 
     proto = sub.add_parser("protocol", help="inspect protocol presets")
     proto_sub = proto.add_subparsers(dest="action", required=True, metavar="ACTION")
-    show = proto_sub.add_parser("show", help="print a resolved protocol and its content hash")
-    show.add_argument("name")
+    show = proto_sub.add_parser(
+        "show",
+        help="print a resolved protocol and its content hash",
+        epilog="example: ddrank protocol show dsa --dataset cifar10 --ipc 10",
+    )
+    show.add_argument("name", help="a preset (ddrank list protocols) or a protocol YAML file")
     show.add_argument("--dataset", help="resolve the preset for this dataset")
     show.add_argument("--ipc", type=int, help="resolve the preset for this IPC")
     show.add_argument("--fidelity", choices=FIDELITY_CHOICES, help=FIDELITY_HELP)
     show.set_defaults(run=cli_commands.cmd_protocol_show)
 
     base = sub.add_parser(
-        "baseline", help="write a reference synthetic set (noise, random, herding, kcenter, dm)"
+        "baseline",
+        help="write a reference synthetic set (noise, random, herding, kcenter, dm)",
+        epilog="example: ddrank baseline herding --dataset digits --ipc 10 --out herding.pt",
     )
-    base.add_argument("method")
-    base.add_argument("--dataset", default="digits")
-    base.add_argument("--data-root")
-    base.add_argument("--ipc", type=int, required=True)
-    base.add_argument("--seed", type=int, default=0)
+    base.add_argument("method", help="the baseline (ddrank list baselines)")
+    base.add_argument("--dataset", default="digits", help="real dataset to select from (default digits)")
+    base.add_argument("--data-root", help="folder holding the real dataset (not needed for digits)")
+    base.add_argument("--ipc", type=int, required=True, help="images per class")
+    base.add_argument("--seed", type=int, default=0, help="seed of the selection (default 0)")
     base.add_argument("--out", required=True, help="output .pt file (dict with images and labels)")
     base.set_defaults(run=cli_commands.cmd_baseline)
 
@@ -240,24 +299,31 @@ def build_parser() -> argparse.ArgumentParser:
         description="Plan an evaluation (like ddrank evaluate) or a sweep (--sweep leaderboard|FILE.yaml): "
         "group its jobs into units, time each kind of unit for a few steps on this device, and print the "
         "split over each world size with the estimated wall time.",
+        epilog="example: ddrank plan --dataset cifar10 --ipc 10 --world-size 1,8",
     )
     plan.add_argument("--world-size", default="1", help="comma-separated world sizes, e.g. 1,8,64")
     plan.add_argument(
         "--sweep", help="'leaderboard' (every published protocol × dataset × IPC) or a sweep YAML"
     )
     plan.add_argument("--images", help="the synthetic set (default: a stand-in of the IPC's size)")
+    plan.add_argument(
+        "--store", help=STORE_HELP + "; jobs already there are counted and left out of the plan"
+    )
     plan.set_defaults(run=cli_commands.cmd_plan)
 
     sweep = sub.add_parser(
         "sweep",
         parents=[engine, output],
         help="run every evaluation of a sweep file (distributed under torchrun)",
+        epilog="example: torchrun --nproc_per_node 8 -m ddrank sweep sweep.yaml --json sweep.json",
     )
     sweep.add_argument("file", help="YAML list of entries: method, dataset, ipc, images[, labels, protocol]")
-    sweep.add_argument("--data-root")
+    sweep.add_argument("--data-root", help="folder holding the real datasets")
     sweep.add_argument("--metric", choices=METRIC_NAMES, help=METRIC_HELP)
-    sweep.add_argument("--rounds", type=int)
-    sweep.add_argument("--teacher-dir")
+    sweep.add_argument("--rounds", type=int, help="evaluation rounds (default: each protocol's)")
+    sweep.add_argument(
+        "--teacher-dir", help="folder of teachers laid out as DIR/<dataset>/<model>/ckpt_best.pt"
+    )
     sweep.set_defaults(run=cli_commands.cmd_sweep)
 
     teacher = sub.add_parser("teacher", help="train teacher checkpoints for soft-label protocols")
@@ -267,59 +333,95 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a teacher on the real training set with the full-data recipe",
         description="Train MODEL on the whole training set of DATASET with the full-data recipe of the "
         "dataset's protocol (or --protocol) and write a checkpoint with its test accuracy.",
+        epilog="example: ddrank teacher train --dataset digits --model ConvNet-2-W16 "
+        "--out teachers/digits/ConvNet-2-W16/ckpt_best.pt",
     )
-    train.add_argument("--dataset", required=True)
-    train.add_argument("--data-root")
+    train.add_argument("--dataset", required=True, help="real dataset (ddrank list datasets)")
+    train.add_argument("--data-root", help="folder holding the real dataset (not needed for digits)")
     train.add_argument("--model", required=True, help="teacher architecture (ddrank list models)")
     train.add_argument("--protocol", help="take the full-data recipe from this preset")
     train.add_argument("--epochs", type=int, help="override the recipe's epochs")
     train.add_argument("--lr", type=float, help="override the recipe's learning rate")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default=None)
+    train.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     train.add_argument(
         "--out", required=True, help="checkpoint path, e.g. DIR/<dataset>/<model>/ckpt_best.pt"
     )
-    train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=cli_commands.cmd_teacher_train)
 
     board = sub.add_parser(
         "leaderboard",
-        help="rank recorded methods per dataset and IPC by LRS, ARS or accuracy, with CIs",
-        description="Rank the recorded evaluations per dataset and IPC (newest of each method and protocol) "
-        "and render them as a terminal table, Markdown, CSV, JSON or a self-contained HTML page.",
+        parents=[_group_flags()],
+        help="rank recorded methods per group (dataset, IPC, protocol, fidelity, labels, student), with CIs",
+        description="Rank the recorded evaluations within each group: dataset, IPC, protocol and its hash, "
+        "fidelity, labels and student (methods are never ranked across groups). The newest evaluation of "
+        "each method is ranked; --all adds the earlier ones. Renders a terminal table, Markdown, CSV, JSON, "
+        "LaTeX or a self-contained HTML page.",
+        epilog="example: ddrank leaderboard --dataset digits --ipc 10 --labels hard --format md",
     )
     board.add_argument("--store", help=STORE_HELP)
-    board.add_argument("--dataset", help="only this dataset")
-    board.add_argument("--ipc", type=int, help="only this IPC")
     board.add_argument("--metric", choices=METRIC_NAMES, default="lrs", help="ranking score (default lrs)")
     board.add_argument(
-        "--format", choices=("table", "md", "csv", "json", "html"), default="table", help="output format"
+        "--format",
+        choices=("table", "md", "paper-md", "csv", "json", "latex", "html"),
+        default="table",
+        help="table (terminal), md (every column), paper-md (mean ± std), csv, json (versioned schema), "
+        "latex (booktabs, mean ± std), html (self-contained page)",
     )
     board.add_argument(
         "--out", help="write to this file (default: stdout; html writes leaderboard.html in the cwd)"
     )
+    board.add_argument(
+        "--all", action="store_true", help="also list earlier evaluations of each method (the history)"
+    )
+    board.add_argument("--wide", action="store_true", help="every column in the terminal table")
     board.set_defaults(run=cli_commands.cmd_leaderboard)
 
     compare = sub.add_parser(
         "compare",
+        parents=[_group_flags()],
         help="paired comparison of two methods over their rounds with the same seeds",
         description="Mean difference A − B of a score over the rounds both methods ran with the same seed, "
-        "with its 95%% CI and the p-value of a paired t-test.",
+        "with its 95%% CI and the p-value of a paired t-test, within one group (dataset, IPC, protocol, "
+        "fidelity, labels, student); when the methods share several groups, the filters choose one.",
+        epilog="example: ddrank compare dm herding --dataset digits --ipc 10 --labels hard",
     )
     compare.add_argument("a", help="first method")
     compare.add_argument("b", help="second method")
     compare.add_argument("--store", help=STORE_HELP)
-    compare.add_argument("--dataset", help="dataset (needed when both methods are evaluated on several)")
-    compare.add_argument("--ipc", type=int, help="IPC (needed when both methods are evaluated at several)")
     compare.add_argument("--metric", choices=METRIC_NAMES, default="lrs", help="score (default lrs)")
     compare.set_defaults(run=cli_commands.cmd_compare)
 
-    export = sub.add_parser("export", help="write every stored job and evaluation to a checksummed JSON file")
+    rm = sub.add_parser(
+        "rm",
+        parents=[_group_flags()],
+        help="remove recorded evaluations (by id, or every one matching the filters)",
+        description="Remove evaluations from the results store: the ids shown by ddrank leaderboard --all "
+        "--wide, or every evaluation matching --method and the group filters. Asks before removing "
+        "unless --yes. Trained jobs stay cached (later runs reuse them).",
+        epilog="examples: ddrank rm 12 15 --yes; ddrank rm --method herding --dataset digits --ipc 10",
+    )
+    rm.add_argument("ids", nargs="*", type=int, help="evaluation ids to remove")
+    rm.add_argument("--method", help="remove the evaluations of this method (with the other filters)")
+    rm.add_argument("--store", help=STORE_HELP)
+    rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    rm.set_defaults(run=cli_commands.cmd_rm)
+
+    export = sub.add_parser(
+        "export",
+        help="write every stored job and evaluation to a checksummed JSON file",
+        epilog="example: ddrank export --out results-export.json",
+    )
     export.add_argument("--out", required=True, help="export file (JSON)")
     export.add_argument("--store", help=STORE_HELP)
     export.set_defaults(run=cli_commands.cmd_export)
 
-    imp = sub.add_parser("import", help="add the jobs and evaluations of an export file to the store")
+    imp = sub.add_parser(
+        "import",
+        help="add the jobs and evaluations of an export file to the store",
+        epilog="example: ddrank import results-export.json --store merged.sqlite",
+    )
     imp.add_argument("file", help="export file written by ddrank export")
     imp.add_argument("--store", help=STORE_HELP)
     imp.set_defaults(run=cli_commands.cmd_import)
@@ -327,10 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ddrank import distributed
-
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ddrank import distributed  # after parsing: --help and --version import no torch
+
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)

@@ -4,7 +4,9 @@ the public API, and print. No evaluation logic lives here."""
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -17,7 +19,9 @@ from rich.table import Table
 from ddrank.calibration import calibration_warnings
 from ddrank.errors import InputError
 from ddrank.evaluation import Evaluation
+from ddrank.names import check_name, default_method
 from ddrank.protocols import Deviation
+from ddrank.report.payload import evaluations_document
 from ddrank.settings import RunSettings, SettingError
 from ddrank.store import ResultStore, StoreError
 
@@ -32,6 +36,18 @@ def _write_json(path: str, payload: Any) -> None:
 
 def _print(console: Console, line: str) -> None:
     console.print(line, highlight=False, markup=False)
+
+
+def _show(console: Console, renderable: Any) -> None:
+    """A table on the terminal, or as plain text without padding when piped (COLUMNS wide, default 80)."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    from ddrank.report.render import plain_text
+
+    width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else 80
+    console.file.write(plain_text(renderable, width=max(width, 40)))
+    console.file.flush()
 
 
 # -- arguments → settings -------------------------------------------------------------------------
@@ -100,6 +116,36 @@ def run_settings(args: argparse.Namespace) -> list[RunSettings]:
     return settings.for_students(students)
 
 
+QUICK_ROUNDS = 2
+
+
+def smoke_settings(
+    matrix: list[RunSettings], epochs: int | None, *, rounds_given: bool
+) -> tuple[list[RunSettings], dict[str, Any]]:
+    """Settings for a smoke run: ``epochs`` per student (default: a tenth of the protocol's) and, unless
+    --rounds is given, 2 rounds. The epochs are part of the protocol, so its hash (and leaderboard group)
+    differs from the full run's; the returned note is recorded as the evaluation's ``smoke`` provenance."""
+    from ddrank.protocols import Protocol, load_protocol
+
+    if epochs is not None and epochs < 1:
+        raise InputError(f"--epochs takes a positive number of epochs, got {epochs}")
+    out, note = [], {}
+    for settings in matrix:
+        source = settings.protocol_source
+        base = (
+            source
+            if isinstance(source, Protocol)
+            else load_protocol(source, dataset=settings.dataset, ipc=settings.ipc)
+        )
+        chosen = epochs if epochs is not None else max(1, base.epochs // 10)
+        changes: dict[str, Any] = {"epochs": chosen}
+        if not rounds_given:
+            changes["rounds"] = QUICK_ROUNDS
+        note = {"epochs": chosen, "protocol_epochs": base.epochs}
+        out.append(settings.replace(protocol=base.with_overrides(**changes)))
+    return out, note
+
+
 def open_store(path: str | None, *, must_exist: bool) -> ResultStore:
     """The results store at ``path`` (default: the cache's); reading commands refuse a missing one."""
     from ddrank.paths import cache_dir
@@ -124,11 +170,16 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     from ddrank.evaluation import Evaluator
     from ddrank.progress import Reporter
     from ddrank.report.leaderboard import build_leaderboard
-    from ddrank.report.render import leaderboard_table
+    from ddrank.report.render import leaderboard_table, student_table
 
     if not args.images and not args.dry_run:
         raise InputError("ddrank evaluate needs --images (the synthetic set), or --dry-run to only plan")
     matrix = run_settings(args)
+    smoke = None
+    if args.epochs is not None or args.quick:
+        matrix, smoke = smoke_settings(matrix, args.epochs, rounds_given=args.rounds is not None)
+    named = args.method or (default_method(args.images) if args.images else "synthetic")
+    method = check_name("method name", named)
     syn = None
     if args.images:
         syn = load_synthetic(
@@ -140,32 +191,30 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
             allow_pickle=args.allow_pickle,
         )
     if args.dry_run:
-        return _dry_run(args, console, matrix, syn)
+        return _dry_run(console, matrix, syn, method, args.json)
     store = _store_for(args)
     with Reporter(enabled=not args.no_progress) as reporter:
         evaluators = []
         for settings in matrix:
             evaluator = Evaluator(settings, store=store, reporter=reporter, say=_say_deviation)
+            if smoke is not None:
+                evaluator.extra_provenance["smoke"] = smoke
             evaluators.append((evaluator, evaluator.validate(syn, resize=args.resize)))  # all before training
         started = time.perf_counter()
-        results = [
-            evaluator.evaluate_sets({args.method: validated})[0] for evaluator, validated in evaluators
-        ]
+        results = [evaluator.evaluate_sets({method: validated})[0] for evaluator, validated in evaluators]
     for result in results if distributed.world().main else ():  # one rank speaks
         for line in calibration_warnings(result.dataset, result.calibration):
             reporter.console.print("ddrank: warning: " + line, highlight=False, markup=False, soft_wrap=True)
-    metric = matrix[0].metric
-    rows = build_leaderboard(results, metric=metric)
-    if len(results) > 1:  # a cross-architecture matrix: name each row's student
-        students = {r.protocol_hash: r.student for r in results}
-        for row in rows:
-            row["method"] = f"{row['method']} · {students[row['protocol_hash']]}"
-    title = f"{matrix[0].dataset} · protocol {results[0].protocol} · {metric}"
-    console.print(leaderboard_table(rows, title=title))
+    rows = build_leaderboard(results, metric=matrix[0].metric)
+    if len(results) > 1:  # a cross-architecture matrix: one row per student, named from its own row
+        order = {r.student: i for i, r in enumerate(results)}  # as --students lists them
+        rows.sort(key=lambda row: order.get(row["student"], len(order)))
+        _show(console, student_table(rows, title=f"{method} · one evaluation per student"))
+    else:
+        _show(console, leaderboard_table(rows, title=f"{method} · {rows[0]['dataset']} · {matrix[0].metric}"))
     reporter.log(f"done in {time.perf_counter() - started:.1f} s")
     if args.json:
-        payload = [r.to_dict() for r in results]
-        _write_json(args.json, payload[0] if len(payload) == 1 else payload)
+        _write_json(args.json, evaluations_document(results))
         reporter.log(f"wrote {args.json}")
     return 0
 
@@ -232,19 +281,21 @@ def _say_deviation(line: str) -> None:
     print("ddrank: deviation: " + " ".join(line.split()), file=sys.stderr)
 
 
-def _dry_run(args: argparse.Namespace, console: Console, matrix: list[RunSettings], syn: Any) -> int:
+def _dry_run(
+    console: Console, matrix: list[RunSettings], syn: Any, method: str, json_path: str | None
+) -> int:
     """``evaluate --dry-run``: the resolved protocol, deviations and job plan of each settings."""
     from ddrank.planning import dry_run, dry_run_lines
 
-    reports = [dry_run(settings, syn, args.method) for settings in matrix]  # every refusal first
+    reports = [dry_run(settings, syn, method) for settings in matrix]  # every refusal first
     for report in reports:
         for deviation in report["deviations"]:
             _say_deviation(Deviation(**deviation).line())
         for line in dry_run_lines(report):
             console.print(line, highlight=False, markup=False, soft_wrap=True)
-    if args.json:
-        _write_json(args.json, reports[0] if len(reports) == 1 else reports)
-        _print(console, f"wrote {args.json}")
+    if json_path:
+        _write_json(json_path, reports[0] if len(reports) == 1 else reports)
+        _print(console, f"wrote {json_path}")
     return 0
 
 
@@ -263,22 +314,20 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
         sections = run_demo(settings, reporter, store=store)
     rows = []
     for section, results in sections.items():
-        rows += [r.row() | {"labels": section} for r in results]
+        rows += results
         title = f"digits · protocol {results[0].protocol}" + (" (quick)" if args.quick else "")
-        console.print(leaderboard_table(build_leaderboard(results), title=f"{title} · {section} labels"))
+        _show(console, leaderboard_table(build_leaderboard(results), title=f"{title} · {section} labels"))
     if "soft" in sections:
         _print(console, _gap_summary(sections))
     _print(console, f"{len(rows)} evaluations in {time.perf_counter() - started:.1f} s")
     if args.html is not None:
         html_path = Path(args.html)
         html_path.parent.mkdir(parents=True, exist_ok=True)
-        board = build_leaderboard(sections["hard"], metric="lrs")
-        html_path.write_text(
-            render_html(board, title="ddrank demo · digits · LRS (hard labels)"), encoding="utf-8"
-        )
+        board = build_leaderboard(rows, metric="lrs")  # every section: hard and teacher labels
+        html_path.write_text(render_html(board, title="ddrank demo · digits"), encoding="utf-8")
         _print(console, f"leaderboard: {html_path.resolve()}")
     if args.json:
-        _write_json(args.json, rows)
+        _write_json(args.json, evaluations_document(rows))
         _print(console, f"wrote {args.json}")
     return 0
 
@@ -324,11 +373,11 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
         for entry in entries:
             evaluator = Evaluator(entry.settings(base), store=store, reporter=reporter)
             result = evaluator.evaluate_set(load_synthetic(entry.images, entry.labels), entry.method)
-            rows.append(result.to_dict())
+            rows.append(result)
             score = evaluator.definition.score
             reporter.log(f"{entry.name}: {score.label} {100 * result.summaries[score.field].mean:.2f}%")
     if args.json:
-        _write_json(args.json, rows)
+        _write_json(args.json, evaluations_document(rows))
     return 0
 
 
@@ -367,10 +416,33 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         syn = (
             load_synthetic(args.images, args.labels, allow_pickle=args.allow_pickle) if args.images else None
         )
-        run = plan_evaluation(settings, syn, args.method)
+        method = args.method or (default_method(args.images) if args.images else "synthetic")
+        run = plan_evaluation(settings, syn, check_name("method name", method))
+    run = _without_stored_jobs(run, args.store, console)
+    if not run.jobs:
+        return 0
     for line in plan_report(run, sizes, settings):
         _print(console, line)
     return 0
+
+
+def _without_stored_jobs(run: Any, path: str | None, console: Console) -> Any:
+    """The planned run less the jobs the results store already holds (a rerun reuses them), said in a line."""
+    from ddrank.paths import cache_dir
+
+    target = Path(path) if path else cache_dir() / "results.sqlite"
+    if not target.exists():
+        if path:
+            raise StoreError(f"no results store at {target}; give an existing --store or leave it out")
+        return run
+    with ResultStore(target, readonly=True) as store:
+        remaining = [job for job in run.jobs if store.get(job) is None]
+    done = len(run.jobs) - len(remaining)
+    _print(
+        console,
+        f"{done} of {len(run.jobs)} jobs are already in {target} and are reused; {len(remaining)} to train",
+    )
+    return replace(run, jobs=remaining)
 
 
 # -- teachers, baselines, listings -----------------------------------------------------------------
@@ -416,7 +488,7 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _listing(kind: str) -> Table:
+def _listing(kind: str, pattern: str | None = None) -> Table:
     from ddrank.baselines import BASELINES
     from ddrank.data.real import DATASETS
     from ddrank.data.synthetic import FORMATS
@@ -424,12 +496,15 @@ def _listing(kind: str) -> Table:
     from ddrank.models import describe_models
     from ddrank.protocols import preset, preset_names
 
+    def wanted(name: str) -> bool:
+        return pattern is None or fnmatch.fnmatch(name.lower(), pattern.lower())
+
     table = Table(title=kind, title_justify="left")
     table.add_column("name")
     if kind == "protocols":
         table.add_column("datasets")
         table.add_column("description")
-        for name in preset_names():
+        for name in filter(wanted, preset_names()):
             doc = preset(name)
             table.add_row(
                 name, ", ".join(doc.get("datasets", [])), " ".join(doc.get("description", "").split())
@@ -444,12 +519,17 @@ def _listing(kind: str) -> Table:
         "losses": list_losses,
     }[kind]()
     for name, description in rows:
-        table.add_row(name, description)
+        if wanted(name):
+            table.add_row(name, description)
     return table
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
-    console.print(_listing(args.kind))
+    table = _listing(args.kind, args.pattern)
+    if not table.row_count:
+        everything = [str(cell) for cell in _listing(args.kind).columns[0].cells]
+        raise InputError(f"no {args.kind} match {args.pattern!r} (known: {', '.join(everything)})")
+    console.print(table)
     return 0
 
 
@@ -475,8 +555,18 @@ def cmd_protocol_show(args: argparse.Namespace, console: Console) -> int:
 # -- the results store -------------------------------------------------------------------------------
 
 
-def _scope(dataset: str | None, ipc: int | None) -> str:
-    return (f" on {dataset}" if dataset else "") + (f" at IPC {ipc}" if ipc is not None else "")
+def _selection(args: argparse.Namespace) -> Any:
+    """The group filters of a leaderboard, compare or rm command."""
+    from ddrank.report.leaderboard import Selection
+
+    return Selection(
+        dataset=args.dataset,
+        ipc=args.ipc,
+        protocol=args.protocol,
+        student=args.student,
+        labels=args.labels,
+        fidelity=args.fidelity,
+    )
 
 
 def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
@@ -484,19 +574,21 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
     from ddrank.report.leaderboard import LeaderboardError, build_leaderboard
     from ddrank.report.render import leaderboard_table, render
 
+    selection = _selection(args)
     with open_store(args.store, must_exist=True) as store:
         evaluations = recorded_evaluations(store, dataset=args.dataset, ipc=args.ipc)
         source = store.path
-    rows = build_leaderboard(evaluations, metric=args.metric, dataset=args.dataset, ipc=args.ipc)
+    rows = build_leaderboard(evaluations, metric=args.metric, selection=selection, history=args.all)
     if not rows:
-        raise LeaderboardError(
-            f"no {args.metric} evaluations recorded in {source}{_scope(args.dataset, args.ipc)}"
-        )
+        raise LeaderboardError(f"no {args.metric} evaluations recorded in {source}{selection.words()}")
     if args.format == "table" and not args.out:
-        console.print(leaderboard_table(rows))
+        if console.is_terminal or not args.wide:
+            _show(console, leaderboard_table(rows, wide=args.wide))
+        else:  # piped and wide: every column on one line
+            print(render(rows, "table", wide=True), end="")
         return 0
     out = args.out or ("leaderboard.html" if args.format == "html" else None)
-    text = render(rows, args.format)
+    text = render(rows, args.format, wide=args.wide)
     if out is None:
         print(text, end="")
         return 0
@@ -514,7 +606,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
     with open_store(args.store, must_exist=True) as store:
         evaluations = recorded_evaluations(store, dataset=args.dataset, ipc=args.ipc)
-    c = compare_methods(evaluations, args.a, args.b, metric=args.metric, dataset=args.dataset, ipc=args.ipc)
+    c = compare_methods(evaluations, args.a, args.b, metric=args.metric, selection=_selection(args))
     r, label = c.result, metric_definition(c.metric).label
     level = 1.0 - r.confidence
     if r.p_value < level:
@@ -523,8 +615,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     else:
         verdict = f"no significant difference at the {100 * level:g}% level"
     lines = [
-        f"{c.method_a} − {c.method_b}: {label} on {c.dataset} IPC {c.ipc}, "
-        f"{r.n} rounds matched by seed ({r.test})",
+        f"{c.method_a} − {c.method_b}: {label}, {r.n} rounds matched by seed ({r.test})",
+        f"group: {c.group_label}",
         f"mean difference {100 * r.mean_difference:+.2f} percentage points, "
         f"{100 * r.confidence:g}% CI [{100 * r.ci_low:+.2f}, {100 * r.ci_high:+.2f}], p = {r.p_value:.3g}",
         verdict,
@@ -532,6 +624,55 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     for line in lines:
         _print(console, line)
     return 0
+
+
+def cmd_rm(args: argparse.Namespace, console: Console) -> int:
+    """Remove evaluations by id or by filter, after a confirmation; jobs stay cached."""
+    import sys
+
+    from ddrank.evaluation import recorded_evaluations
+    from ddrank.report.leaderboard import group_label
+
+    selection = _selection(args)
+    filtered = args.method is not None or selection.words() != ""
+    if not args.ids and not filtered:
+        raise InputError(
+            "ddrank rm needs evaluation ids or filters (--method, --dataset, ...); nothing removed"
+        )
+    with open_store(args.store, must_exist=True) as store:
+        found = recorded_evaluations(store, method=args.method, dataset=args.dataset, ipc=args.ipc)
+        chosen = [e for e in found if selection.matches(e) and (not args.ids or e.record_id in args.ids)]
+        missing = sorted(set(args.ids) - {e.record_id for e in chosen})
+        if missing:
+            raise InputError(
+                f"no recorded evaluation with id {', '.join(map(str, missing))}"
+                f"{' matching the filters' if filtered else ''} in {store.path}; "
+                "list them with ddrank leaderboard --all --wide; nothing removed"
+            )
+        if not chosen:
+            raise InputError(f"no recorded evaluation matches the filters in {store.path}; nothing removed")
+        for e in chosen:
+            _print(
+                console,
+                f"#{e.record_id} {e.method} · {group_label(_group_row(e))} · {len(e.rounds)} rounds · "
+                f"recorded {e.recorded}",
+            )
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise InputError(f"{len(chosen)} evaluation(s) would be removed; confirm with --yes")
+            answer = input(f"remove {len(chosen)} evaluation(s)? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                _print(console, "nothing removed")
+                return 1
+        removed = store.remove_evaluations([e.record_id for e in chosen if e.record_id is not None])
+    _print(console, f"removed {removed} evaluation(s); their trained jobs stay cached")
+    return 0
+
+
+def _group_row(evaluation: Evaluation) -> dict[str, Any]:
+    from ddrank.report.leaderboard import GROUP_FIELDS, group_of
+
+    return dict(zip(GROUP_FIELDS, group_of(evaluation), strict=True)) | {"smoke": evaluation.smoke}
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:

@@ -1,8 +1,14 @@
-"""One progress reporter for long work: a rich bar on a terminal, silent otherwise."""
+"""One progress reporter for long work: a rich bar on a terminal, one line per finished unit of work
+without one (so batch jobs show life), silent when disabled.
+
+The bar names what trains now (phase, student model) and counts its unit (epochs) with an ETA; every
+name is shown as typed, never read as rich markup.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import AbstractContextManager
 from types import TracebackType
 
@@ -16,23 +22,40 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+# What a job's cell trains, in words: cells are named <source>[_<variant>] (see ddrank.metrics.definitions).
+_PHASES = {"syn": "synthetic", "random": "random", "real": "real", "teacher": "teacher"}
+
+
+def phase_of(cell: str) -> str:
+    """The phase a cell belongs to: synthetic, random, real or teacher (the cell itself otherwise)."""
+    return _PHASES.get(cell.split("_", 1)[0], cell or "training")
+
 
 class Reporter(AbstractContextManager["Reporter"]):
-    """Counts units of work (student-epochs); draws a bar only when enabled and stderr is a TTY."""
+    """Counts units of work (student-epochs). Enabled on a TTY: a bar; enabled without one: a log line per
+    finished unit; disabled: nothing but :meth:`log`."""
 
     def __init__(self, enabled: bool = True, console: Console | None = None):
         self.console = console or Console(stderr=True)
-        self.enabled = enabled and self.console.is_terminal and sys.stderr.isatty()
+        self.tty = self.console.is_terminal and sys.stderr.isatty()
+        self.enabled = enabled and self.tty
+        self.lines = enabled and not self.tty
         self._progress: Progress | None = None
         self._task: int | None = None
+        self._title = ""
+        self._total = 0
+        self._done = 0
+        self._started = 0.0
 
     def __enter__(self) -> Reporter:
         if self.enabled:
             self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
+                TextColumn("{task.description}", markup=False, style="bold"),
                 BarColumn(),
                 MofNCompleteColumn(),
+                TextColumn("{task.fields[unit]}", markup=False),
                 TimeElapsedColumn(),
+                TextColumn("ETA"),
                 TimeRemainingColumn(),
                 console=self.console,
                 transient=True,
@@ -47,24 +70,44 @@ class Reporter(AbstractContextManager["Reporter"]):
             self._progress.__exit__(exc_type, exc, tb)
             self._progress = None
 
-    def start(self, description: str, total: int) -> None:
+    def start(self, description: str, total: int, unit: str = "epochs") -> None:
+        """A new piece of work of ``total`` units (epochs unless said otherwise)."""
+        self._title, self._total, self._done, self._started = description, total, 0, time.perf_counter()
         if self._progress is not None:
             if self._task is not None:
                 self._progress.remove_task(self._task)
-            self._task = self._progress.add_task(description, total=total)
+            self._task = self._progress.add_task(description, total=total, unit=unit)
+
+    def describe(self, what: str) -> None:
+        """Name what trains now (e.g. "synthetic · ConvNet-3 · 8 students") in the bar."""
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, description=f"{self._title}: {what}")
 
     def advance(self, units: int = 1) -> None:
+        self._done += units
         if self._progress is not None and self._task is not None:
             self._progress.advance(self._task, units)
 
+    def finished(self, what: str) -> None:
+        """One unit of work is done: without a terminal, a line with the overall count and an ETA."""
+        if not self.lines:
+            return
+        elapsed = time.perf_counter() - self._started
+        done, total = min(self._done, self._total), self._total
+        eta = f", ETA {elapsed * (total - done) / done:.0f} s" if 0 < done < total else ""
+        self.log(f"{self._title}: {what} done · {done}/{total} epochs · {elapsed:.0f} s{eta}")
+
     def log(self, message: str) -> None:
         """A line for the user (stderr), shown whether or not the bar is drawn."""
-        self.console.print(message, highlight=False)
+        self.console.print(message, highlight=False, markup=False)
 
 
 class Silent(Reporter):
     def __init__(self) -> None:
         super().__init__(enabled=False)
+
+    def finished(self, what: str) -> None:
+        pass
 
     def log(self, message: str) -> None:
         pass

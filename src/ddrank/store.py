@@ -455,12 +455,44 @@ class ResultStore:
         method: str | None = None,
     ) -> list[dict[str, Any]]:
         """The recorded evaluation dicts matching every given filter, newest first."""
+        records = self.evaluation_records(dataset=dataset, ipc=ipc, metric=metric, method=method)
+        return [record["payload"] for record in records]
+
+    def evaluation_records(
+        self,
+        *,
+        dataset: str | None = None,
+        ipc: int | None = None,
+        metric: str | None = None,
+        method: str | None = None,
+        ids: list[int] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The recorded evaluations matching every given filter, newest first, as ``{"id", "created",
+        "payload"}``: every evaluation is kept, a rerun adds a row (the history)."""
         filters = {"dataset": dataset, "ipc": ipc, "metric": metric, "method": method}
         conditions = [f"{name} = ?" for name, value in filters.items() if value is not None]
-        params = [value for value in filters.values() if value is not None]
+        params: list[Any] = [value for value in filters.values() if value is not None]
+        if ids is not None:
+            conditions.append(f"id IN ({', '.join('?' * len(ids))})")
+            params += [int(i) for i in ids]
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        sql = f"SELECT id, payload FROM evaluations{where} ORDER BY created DESC, id DESC"
-        return [row["payload"] for row in self._select(sql, params, ("id", "payload"), "evaluations")]
+        columns = ("id", "created", "payload")
+        sql = f"SELECT {', '.join(columns)} FROM evaluations{where} ORDER BY created DESC, id DESC"
+        return self._select(sql, params, columns, "evaluations")
+
+    def remove_evaluations(self, ids: list[int]) -> int:
+        """Delete the recorded evaluations with these ids; returns how many were removed. Jobs stay cached
+        (later runs reuse them)."""
+        if not ids:
+            return 0
+
+        def delete(conn: sqlite3.Connection) -> int:
+            marks = ", ".join("?" * len(ids))
+            return int(
+                conn.execute(f"DELETE FROM evaluations WHERE id IN ({marks})", [int(i) for i in ids]).rowcount
+            )
+
+        return self._transaction(delete)
 
     # -- moving results between machines ---------------------------------------------------------
 

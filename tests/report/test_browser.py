@@ -159,3 +159,65 @@ def _check_page(browser: Any, tmp_path: Path, methods: dict[str, float], rows: l
     assert cell.find_elements(By.TAG_NAME, "script") == []
     assert len(browser.find_elements(By.TAG_NAME, "script")) == 1  # the page's own script only
     no_alert()
+
+
+def _soft(e: Evaluation) -> Evaluation:
+    """The same evaluation under a teacher's soft labels (another protocol, another group)."""
+    e.labels, e.protocol, e.protocol_hash = "S", "digits-kd", "0ddba11c0ffee5f1"
+    return e
+
+
+def test_page_has_a_panel_per_group_readable_plots_and_fits_a_phone(tmp_path):
+    methods = {"dm": 0.80, "kcenter": 0.74, XSS: 0.70, "random": 0.62, "noise": 0.20}
+    evaluations = [evaluation(m, acc) for m, acc in methods.items()]
+    evaluations += [_soft(evaluation(m, min(0.9, acc + 0.1), acc_random=0.75)) for m, acc in methods.items()]
+    rows = build_leaderboard(evaluations)
+    page = tmp_path / "leaderboard.html"
+    page.write_text(render(rows, "html"), encoding="utf-8")
+    with headless_chromium(tmp_path / "profile") as browser:
+        browser.get(page.as_uri())
+        _check_panels_and_labels(browser)
+        browser.set_window_size(420, 900)
+        browser.get(page.as_uri())
+        overflow = browser.execute_script(
+            "return [document.documentElement.scrollWidth, document.documentElement.clientWidth];"
+        )
+        assert overflow[0] <= overflow[1], f"the page scrolls sideways at 420 px: {overflow}"
+        wrap = browser.execute_script(
+            "var w = document.querySelector('.table-wrap'); return [w.scrollWidth, w.clientWidth];"
+        )
+        assert wrap[0] > wrap[1]  # the wide table scrolls inside its own box
+
+
+def _check_panels_and_labels(browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    headings = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "section.group h2")]
+    assert any("hard labels" in h for h in headings) and any("S labels" in h for h in headings)
+    assert "Across groups" in headings  # the hard against soft labels gap
+    page_text = browser.find_element(By.TAG_NAME, "body").text
+    assert "neutral LRS = 26.89%" in page_text and "acc(real) %" in page_text
+    assert browser.find_elements(By.TAG_NAME, "h1")[0].text.count("LRS") == 1
+    # In every plot, no two text labels overlap and none is smaller than 8 px on a 1280 px screen.
+    overlaps = browser.execute_script(
+        """
+        var out = [];
+        document.querySelectorAll('figure svg').forEach(function (svg, s) {
+          var boxes = Array.from(svg.querySelectorAll('text')).map(function (t) {
+            var r = t.getBoundingClientRect();
+            return {x0: r.left, y0: r.top, x1: r.right, y1: r.bottom, h: r.height, text: t.textContent};
+          }).filter(function (b) { return b.x1 > b.x0 && b.text.trim(); });
+          boxes.forEach(function (a, i) {
+            if (a.h < 8) { out.push([s, a.text, 'small', a.h]); }
+            boxes.slice(i + 1).forEach(function (b) {
+              var w = Math.min(a.x1, b.x1) - Math.max(a.x0, b.x0);
+              var h = Math.min(a.y1, b.y1) - Math.max(a.y0, b.y0);
+              if (w > 1 && h > 1) { out.push([s, a.text, b.text]); }
+            });
+          });
+        });
+        out.push(document.querySelectorAll('figure svg text').length);
+        return out;
+        """
+    )
+    assert overlaps[-1] > 50 and overlaps[:-1] == [], overlaps  # labels were found, none overlaps

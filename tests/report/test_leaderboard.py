@@ -194,9 +194,9 @@ def test_one_method_under_two_protocols_keeps_both_rows():
             evaluation("dm", 0.9, protocol="ref", protocol_hash="ee", selection="reference"),
         ]
     )
-    assert [(r["method"], r["protocol"], r["optimistic"]) for r in rows] == [
-        ("dm", "ref", True),
-        ("dm", "digits", False),
+    assert [(r["method"], r["protocol"], r["optimistic"], r["rank"]) for r in rows] == [
+        ("dm", "digits", False, 1),  # separate groups: never ranked against each other
+        ("dm", "ref", True, 1),
     ]
 
 
@@ -285,15 +285,21 @@ def test_csv_parses_with_the_csv_module():
 
 def test_json_round_trips():
     rows = build_leaderboard(demo_like())
-    assert json.loads(render(rows, "json")) == rows
+    document = json.loads(render(rows, "json"))
+    assert document["schema_version"] == 1 and document["kind"] == "leaderboard"
+    assert [row for group in document["groups"] for row in group["rows"]] == rows
 
 
 def test_terminal_table_shows_percentages():
     text = render(build_leaderboard(demo_like()), "table")
-    assert "LRS %" in text and "rank τ" in text
+    assert "LRS ± CI" in text and "Δneutral" in text
+    assert "rank τ" in render(build_leaderboard(demo_like()), "table", wide=True)
     for method in ("dm", "kcenter", "random", "noise"):
         assert method in text
-    assert XSS in text  # plain text in a terminal
+    assert XSS in render(build_leaderboard(demo_like()), "table", wide=True)  # plain text in a terminal
+    assert max(len(line) for line in text.splitlines()) <= 80 and not any(
+        line.endswith(" ") for line in text.splitlines()
+    )
     first = build_leaderboard(demo_like())[0]
     assert f"{100 * first['mean']:.2f}" in text
 
@@ -354,7 +360,8 @@ def test_html_table_has_rows_sortable_values_and_stable_ids():
 
 def test_every_user_string_is_escaped_in_html():
     evaluations = demo_like()
-    evaluations[0].protocol = '"><img src=x onerror=alert(2)>'
+    for e in evaluations:  # one group, under a hostile protocol name
+        e.protocol = '"><img src=x onerror=alert(2)>'
     page = render_html(build_leaderboard(evaluations))
     assert XSS not in page and "<img" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -379,7 +386,7 @@ def test_html_plots_ars_and_multiple_groups():
     evaluations = [ars_evaluation("a", 0.05), ars_evaluation("b", 0.01), ars_evaluation("a", 0.02, ipc=1)]
     evaluations.append(ars_evaluation("b", 0.03, ipc=1))
     page = render_html(build_leaderboard(evaluations, metric="ars"))
-    assert page.count("<svg") == 6 and 'id="group"' in page
+    assert page.count("<svg") == 7 and 'id="group"' in page  # 3 per IPC, and accuracy against IPC
     ids = re.findall(r'\bid="([^"]+)"', page)
     assert len(ids) == len(set(ids))  # plots share one document without clashing ids
 
@@ -405,11 +412,11 @@ def store_path(tmp_path):
 def test_leaderboard_command_renders_every_format(capsys, store_path, tmp_path, monkeypatch):
     code, out, err = run_cli(capsys, "leaderboard", "--store", store_path)
     assert code == 0, err
-    assert "dm" in out and "LRS %" in out
+    assert "dm" in out and "LRS ± CI" in out
     code, out, _ = run_cli(capsys, "leaderboard", "--store", store_path, "--format", "md")
     assert code == 0 and len(out.strip().splitlines()) == 7
     code, out, _ = run_cli(capsys, "leaderboard", "--store", store_path, "--format", "json", "--ipc", 10)
-    assert [r["method"] for r in json.loads(out)][:2] == ["dm", "kcenter"]
+    assert [r["method"] for r in json.loads(out)["groups"][0]["rows"]][:2] == ["dm", "kcenter"]
     code, out, _ = run_cli(
         capsys, "leaderboard", "--store", store_path, "--format", "csv", "--out", tmp_path / "b.csv"
     )
@@ -467,7 +474,7 @@ def test_compare_errors(capsys, tmp_path):
     code, _, err = run_cli(capsys, "compare", "a", "b", "--store", path)
     assert code == 2 and "share 1 round(s)" in err
     code, _, err = run_cli(capsys, "compare", "a", "c", "--store", path)
-    assert code == 2 and "same dataset and IPC" in err
+    assert code == 2 and "no evaluation in the same group" in err and "digits · IPC 1 ·" in err
     with pytest.raises(LeaderboardError, match="several|choose one"):
         compare_methods(
             [

@@ -21,7 +21,7 @@ import struct
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -905,6 +905,8 @@ def validate_synthetic(
         space=syn.space,
         source=syn.source,
         format=syn.format,
-        fingerprint=syn.fingerprint(),
+        # The resolved labels, not the given ones: labels=None and the same class-major labels given
+        # explicitly are one set (one fingerprint, the same cached jobs).
+        fingerprint=replace(syn, labels=soft if soft is not None else hard.to(torch.int64)).fingerprint(),
         warnings=tuple(found),
     )

@@ -17,7 +17,7 @@ from ddrank.engine.loop import train_one
 from ddrank.engine.options import EngineOptions
 from ddrank.engine.units import Unit, assign, make_units
 from ddrank.errors import ConfigError
-from ddrank.progress import Reporter, Silent
+from ddrank.progress import Reporter, Silent, phase_of
 
 Backend = Literal["auto", "ensemble", "loop"]
 BACKENDS: tuple[str, ...] = ("auto", "ensemble", "loop")
@@ -81,11 +81,18 @@ def unit_cost(unit: Unit) -> float:
 
 
 def train_unit(unit: Unit, data: RunData, reporter: Reporter, options: EngineOptions) -> list[JobResult]:
+    first = unit.jobs[0]
+    phases = " + ".join(dict.fromkeys(phase_of(job.cell) for job in unit.jobs))
+    what = f"{phases} · {first.spec.model} · {len(unit.jobs)} student{'s' * (len(unit.jobs) > 1)}"
+    reporter.describe(what)
     if unit.kind == "ensemble":
-        return train_ensemble(list(unit.jobs), data, reporter.advance, options)
-    world = distributed.world()
-    shard = (world.rank, world.size) if unit.kind == "data_parallel" and world.distributed else None
-    return [train_one(unit.jobs[0], data, reporter.advance, shard)]
+        results = train_ensemble(list(unit.jobs), data, reporter.advance, options)
+    else:
+        world = distributed.world()
+        shard = (world.rank, world.size) if unit.kind == "data_parallel" and world.distributed else None
+        results = [train_one(unit.jobs[0], data, reporter.advance, shard)]
+    reporter.finished(what)
+    return results
 
 
 def run_jobs(

@@ -9,6 +9,7 @@ already holds) → score (the metric's definition) → record (into its results 
 from __future__ import annotations
 
 import json
+import os
 import platform
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -45,6 +46,7 @@ from ddrank.labels import get_loss
 from ddrank.labels.teachers import TeacherEnsemble
 from ddrank.metrics.definitions import metric_definition
 from ddrank.models import canonical_model_name, create_model
+from ddrank.names import check_name, default_method
 from ddrank.progress import Reporter, Silent
 from ddrank.protocols import Deviation, Protocol, load_protocol
 from ddrank.settings import RunSettings
@@ -76,6 +78,7 @@ class Evaluator:
         self.precision = settings.train_precision
         self.store: JobCache = MemoryCache() if store is None else store
         self.reporter = reporter or Silent()
+        self.extra_provenance: dict[str, Any] = {}  # recorded with every evaluation (e.g. a smoke run's)
         self._real: RealData | None = None
         self._protocols: dict[int | None, Protocol] = {}
         self._spaces: dict[float | None, TrainingSpace] = {}
@@ -239,6 +242,8 @@ class Evaluator:
     # ----------------------------------------------------------------- run, score, record
     def evaluate_sets(self, sets: Mapping[str, ValidatedSet]) -> list[Evaluation]:
         """Plan every job of every set, train what the store lacks, score each set and record it."""
+        for name in sets:
+            check_name("method name", name)
         jobs, data, plans = self.plan(sets)
         if self.say is not None and distributed.world().main:
             said = set()
@@ -443,6 +448,7 @@ class Evaluator:
             "hardware": hardware or platform.machine(),
             "backend": self.settings.backend,
             "precision": self.precision,
+            **self.extra_provenance,
         }
 
 
@@ -590,14 +596,14 @@ def evaluate(
     labels: Any = None,
     *,
     settings: RunSettings | None = None,
-    method: str = "synthetic",
+    method: str | None = None,
     format: str = "auto",
     lr: float | None = None,
     space: str | None = None,
     resize: bool = False,
     allow_pickle: bool = False,
-    store: JobCache | None = None,
-    progress: bool = False,
+    store: JobCache | bool | None = True,
+    progress: bool = True,
     **setting_fields: Any,
 ) -> Evaluation:
     """Score one synthetic set: LRS (HLR, IOR), ARS, or plain accuracy, with 95% CIs over rounds.
@@ -606,14 +612,22 @@ def evaluate(
     ``labels``, ``format``, ``lr``, ``space`` and ``allow_pickle`` say how to read it. The run is
     described by ``settings`` or by :class:`~ddrank.settings.RunSettings` fields given by name
     (``dataset``, ``protocol``, ``metric``, ``rounds``, ``seed``, ``device``, ...). Every input is
-    validated before any training starts; ``store`` keeps finished jobs (a ResultStore also records
-    the evaluation).
+    validated before any training starts. As on the command line, finished jobs are kept and the
+    evaluation is recorded in the default results store (``store=True``; a ResultStore or JobCache of
+    your own, or False for none), and a progress bar is drawn on a terminal (``progress=False``: none).
+    ``method`` defaults to the file or folder name of ``images`` when it is a path.
     """
     if settings is not None and setting_fields:
         settings = settings.replace(**setting_fields)
     elif settings is None:
         settings = RunSettings(**setting_fields)
     syn = load_synthetic(images, labels, format=format, lr=lr, space=space, allow_pickle=allow_pickle)
+    if method is None:
+        method = default_method(images) if isinstance(images, str | os.PathLike) else "synthetic"
+    if store is True:
+        store = ResultStore()
+    elif store is False:
+        store = None
     with Reporter(enabled=progress) as reporter:
         evaluator = Evaluator(settings, store=store, reporter=reporter)
         return evaluator.evaluate_set(syn, method, resize=resize)

@@ -7,13 +7,14 @@ Student-t intervals over rounds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ddrank.errors import InputError
 from ddrank.metrics import summarize
-from ddrank.metrics.definitions import metric_definition
+from ddrank.metrics.definitions import field_bounds, metric_definition
 from ddrank.metrics.stats import Summary
 
 if TYPE_CHECKING:
@@ -94,12 +95,18 @@ class Evaluation:
     calibration: list[dict[str, Any]] = field(default_factory=list)
     fidelity: str = ""  # empty: taken from the selection (records written before fidelity existed)
     deviations: list[dict[str, Any]] = field(default_factory=list)
+    # Where the results store keeps this evaluation (its row id and when it was recorded), once recorded.
+    record_id: int | None = field(default=None, compare=False)
+    recorded: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.fidelity:
             self.fidelity = "reference" if self.selection == "reference" else "honest"
         names = [n for n in metric_definition(self.metric).fields if all(n in r.values for r in self.rounds)]
-        self.summaries = {name: summarize([r.values[name] for r in self.rounds]) for name in names}
+        self.summaries = {
+            name: summarize([r.values[name] for r in self.rounds], bounds=field_bounds(name))
+            for name in names
+        }
 
     @property
     def optimistic(self) -> bool:
@@ -113,6 +120,11 @@ class Evaluation:
             d = s.as_dict()
             out |= {f"{name}_mean": d["mean"], f"{name}_std": d["std"]}
             out |= {f"{name}_ci_low": d["ci_low"], f"{name}_ci_high": d["ci_high"]}
+        definition = metric_definition(self.metric)
+        score = self.summaries.get(definition.score.field)
+        if definition.neutral is not None and score is not None:
+            out[f"{definition.score.field}_vs_neutral"] = score.mean - definition.neutral
+            out["neutral"] = definition.neutral
         out |= {
             "metric": self.metric,
             "rounds": len(self.rounds),
@@ -124,6 +136,7 @@ class Evaluation:
             "selection": self.selection,
             "fidelity": self.fidelity,
             "optimistic": self.optimistic,
+            "smoke": self.smoke,
             "std_ddof": STD_DDOF,
             "confidence": CONFIDENCE,
         }
@@ -169,6 +182,55 @@ class Evaluation:
             deviations=list(data.get("deviations") or []),
         )
 
+    @property
+    def smoke(self) -> bool:
+        """A smoke run (fewer epochs than the protocol's): labelled, and never ranked with full runs."""
+        return bool(self.provenance.get("smoke", False))
+
+    def __repr__(self) -> str:
+        definition = metric_definition(self.metric)
+        score = self.summaries.get(definition.score.field)
+        shown = "–" if score is None else f"{100 * score.mean:.2f}%"
+        if score is not None and not math.isnan(score.ci_low):
+            shown += f" [{100 * score.ci_low:.2f}, {100 * score.ci_high:.2f}]"
+        return (
+            f"<Evaluation {self.method!r} {self.dataset} IPC {self.ipc} · {definition.label} {shown} · "
+            f"{len(self.rounds)} rounds · protocol {self.protocol} ({self.protocol_hash[:8]}) · "
+            f"{self.labels} labels · {self.student}>"
+        )
+
+    def to_pandas(self) -> Any:
+        """One row per round: seed, accuracies and scores (fractions), chosen learning rates. Needs pandas."""
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise InputError("Evaluation.to_pandas needs pandas; pip install pandas") from exc
+        rows = []
+        for r in sorted(self.rounds, key=lambda r: r.round):
+            lrs = {f"lr_{cell}": lr for cell, lr in r.learning_rates.items()}
+            rows.append({"method": self.method, "round": r.round, "seed": r.seed, **r.values, **lrs})
+        return pd.DataFrame(rows)
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the group, then each summary as mean ± CI in percent."""
+        from html import escape
+
+        head = escape(repr(self).strip("<>"))
+        cells = "".join(
+            f"<tr><td>{escape(name)}</td><td>{100 * s.mean:.2f}</td>"
+            + (
+                "<td>–</td>"
+                if math.isnan(s.ci_low)
+                else f"<td>[{100 * s.ci_low:.2f}, {100 * s.ci_high:.2f}]</td>"
+            )
+            + "</tr>"
+            for name, s in self.summaries.items()
+        )
+        return (
+            f"<div><p>{head}</p><table><thead><tr><th>value</th><th>mean %</th><th>95% CI %</th></tr>"
+            f"</thead><tbody>{cells}</tbody></table></div>"
+        )
+
     def per_round(self, field: str) -> list[float]:
         """A per-round value in round order, rounds without it left out."""
         ordered = sorted(self.rounds, key=lambda r: r.round)
@@ -177,5 +239,10 @@ class Evaluation:
 
 def recorded_evaluations(store: ResultStore, **filters: Any) -> list[Evaluation]:
     """The evaluations recorded in ``store`` that match ``filters`` (dataset, ipc, metric, method), newest
-    first."""
-    return [Evaluation.from_dict(payload) for payload in store.evaluations(**filters)]
+    first, each with its ``record_id`` and ``recorded`` time."""
+    out = []
+    for record in store.evaluation_records(**filters):
+        evaluation = Evaluation.from_dict(record["payload"])
+        evaluation.record_id, evaluation.recorded = record["id"], record["created"]
+        out.append(evaluation)
+    return out

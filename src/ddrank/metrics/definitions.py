@@ -14,6 +14,7 @@ from typing import Literal
 
 from ddrank.errors import UnknownNameError
 from ddrank.metrics.scores import (
+    NEUTRAL_SCORE,
     augmentation_robust_score,
     hard_label_recovery,
     improvement_over_random,
@@ -70,6 +71,7 @@ class MetricDefinition:
     scatter: tuple[Quantity, Quantity, str] | None  # x, y and caption of the components plot
     ddranking: tuple[tuple[str, Quantity], ...]  # DD-Ranking's result names for the per-round values
     ranks_every_evaluation: bool = False  # ranks any evaluation that has its score, not only its own
+    neutral: float | None = None  # the score of a set no better than random (None: no such point)
 
     def cells_for(self, soft_labels: bool) -> list[Cell]:
         """The cells trained for a protocol whose labels are soft (mode S or M) or hard."""
@@ -134,6 +136,7 @@ METRICS: dict[str, MetricDefinition] = {
             Quantity("ior", "IOR (%), higher is better"),
             "HLR against IOR",
         ),
+        neutral=NEUTRAL_SCORE,
         ddranking=(
             ("hard_label_recovery", _HLR),
             ("improvement_over_random", _IOR),
@@ -176,6 +179,7 @@ METRICS: dict[str, MetricDefinition] = {
             ),
             ("augmentation_robust_score", Quantity("ars", "ARS")),
         ),
+        neutral=NEUTRAL_SCORE,
     ),
     "acc": MetricDefinition(
         name="acc",
@@ -195,6 +199,17 @@ METRICS: dict[str, MetricDefinition] = {
     ),
 }
 METRIC_NAMES: tuple[str, ...] = tuple(METRICS)
+
+
+# The range each per-round value cannot leave: accuracies and scores are fractions, gaps differences of two.
+_BOUNDS = {"hlr": (-1.0, 1.0), "ior": (-1.0, 1.0), "lrs": (0.0, 1.0), "ars": (0.0, 1.0)}
+
+
+def field_bounds(name: str) -> tuple[float, float] | None:
+    """The bounds of per-round value ``name`` (accuracies [0, 1], HLR and IOR [-1, 1]); None if unbounded."""
+    if name.startswith("acc_"):
+        return (0.0, 1.0)
+    return _BOUNDS.get(name)
 
 
 def metric_definition(name: str) -> MetricDefinition:

@@ -33,6 +33,11 @@ def _rescaled_exp(x: float) -> float:
     return (math.exp(x) - _E_INV) / (_E - _E_INV)
 
 
+# LRS and ARS when the synthetic set is exactly as good as a random real subset and loses nothing without
+# soft labels or augmentation (a = 0, b = 0): the "no better than random" point of both scales.
+NEUTRAL_SCORE = (1.0 - _E_INV) / (_E - _E_INV)
+
+
 def hard_label_recovery(acc_real_hard: float, acc_syn_hard: float) -> float:
     """HLR = acc(real, hard) - acc(syn, hard); lower is better."""
     return _check_fraction("acc(real, hard)", acc_real_hard) - _check_fraction("acc(syn, hard)", acc_syn_hard)

@@ -28,8 +28,14 @@ class Summary:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
 
-def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
-    """Student-t interval for the mean; with one value the spread is unknown (NaN)."""
+def summarize(
+    values: Sequence[float], confidence: float = 0.95, bounds: tuple[float, float] | None = None
+) -> Summary:
+    """Student-t interval for the mean; with one value the spread is unknown (NaN).
+
+    ``bounds`` are the range the quantity cannot leave (accuracies: [0, 1]); the interval is clipped
+    to it, since a mean of bounded values is itself bounded.
+    """
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
         raise ValueError("no values to summarise")
@@ -38,7 +44,10 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
         return Summary(mean, math.nan, math.nan, math.nan, 1, confidence=confidence)
     std = float(x.std(ddof=1))
     half = float(_scipy_stats.t.ppf(0.5 + confidence / 2, df=x.size - 1)) * std / math.sqrt(x.size)
-    return Summary(mean, std, mean - half, mean + half, int(x.size), confidence=confidence)
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return Summary(mean, std, low, high, int(x.size), confidence=confidence)
 
 
 def _floats(values: Sequence[float], name: str) -> np.ndarray:

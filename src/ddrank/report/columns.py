@@ -16,14 +16,15 @@ class Column:
     key: str
     header: str
     # text, int, pct (a fraction as percent), pm (mean ± CI half-width), ci (interval), tau, selection,
-    # protocol (name and short hash), flagged (the method, marked when optimistic)
+    # protocol (name and short hash), flagged (the method, marked when optimistic), delta (a signed
+    # difference in percentage points), notes (the row's caveats)
     kind: str
     ci: tuple[str, str] | None = None
 
     @property
     def is_text(self) -> bool:
         """Left-aligned and sorted as text (the others are numbers)."""
-        return self.kind in ("text", "selection", "protocol", "flagged")
+        return self.kind in ("text", "selection", "protocol", "flagged", "notes")
 
 
 def columns(metric: str) -> list[Column]:
@@ -35,6 +36,7 @@ def columns(metric: str) -> list[Column]:
         Column("dataset", "dataset", "text"),
         Column("ipc", "IPC", "int"),
         Column("mean", f"{definition.label} %", "pct"),
+        *([Column("vs_neutral", "Δ neutral (pp)", "delta")] if definition.neutral is not None else []),
         Column("ci_low", "95% CI (t) %", "ci", ("ci_low", "ci_high")),
         Column("boot_ci_low", "95% CI (boot) %", "ci", ("boot_ci_low", "boot_ci_high")),
         *(Column(q.field, f"{q.label} %", "pct") for q in definition.components),
@@ -43,33 +45,61 @@ def columns(metric: str) -> list[Column]:
         shown.append(Column("acc_syn", "acc(syn) %", "pct"))
     shown += [
         Column("acc_random", "acc(rand) %", "pct"),
+        Column("acc_real", "acc(real) %", "pct"),
         Column("rounds", "rounds", "int"),
         Column("stability_tau", "rank τ", "tau"),
         Column("selection", "selection", "selection"),
         Column("protocol", "protocol", "protocol"),
+        Column("labels", "labels", "text"),
+        Column("student", "student", "text"),
+        Column("notes", "notes", "notes"),
     ]
     return shown
 
 
-def terminal_columns(metric: str) -> list[Column]:
-    """A narrower column set for terminals: dataset and IPC head each section, the score carries its CI."""
+def terminal_columns(metric: str, wide: bool = False) -> list[Column]:
+    """The terminal's columns: compact by default (fits 80 columns; each group is its own table, so the
+    group's fields are in its title), ``wide`` adds the bootstrap CI, acc(real), rank τ and the protocol."""
     definition = metric_definition(metric)
     shown = [
         Column("rank", "#", "int"),
-        Column("method", "method", "flagged"),
-        Column("mean", f"{definition.label} % ± 95% CI", "pm", ("ci_low", "ci_high")),
-        Column("boot_ci_low", "bootstrap CI", "ci", ("boot_ci_low", "boot_ci_high")),
-        *(Column(q.field, q.label, "pct") for q in definition.components),
+        Column("method", "method", "text"),
+        Column("mean", f"{definition.label} ± CI", "pm", ("ci_low", "ci_high")),
     ]
+    if definition.neutral is not None:
+        shown.append(Column("vs_neutral", "Δneutral", "delta"))
+    if wide:
+        shown.append(Column("boot_ci_low", "bootstrap CI", "ci", ("boot_ci_low", "boot_ci_high")))
+    shown += [Column(q.field, q.label, "pct") for q in definition.components if wide or metric != "ars"]
     if definition.score.field != definition.syn_accuracy:
-        shown.append(Column("acc_syn", "acc(syn)", "pct"))
-    shown += [
-        Column("acc_random", "acc(rand)", "pct"),
-        Column("rounds", "n", "int"),
-        Column("stability_tau", "rank τ", "tau"),
-        Column("protocol", "protocol", "text"),
-    ]
+        shown.append(Column("acc_syn", "syn", "pct"))
+    shown.append(Column("acc_random", "rand", "pct"))
+    if wide:
+        shown.append(Column("acc_real", "real", "pct"))
+    shown.append(Column("rounds", "n", "int"))
+    if wide:
+        shown += [Column("stability_tau", "rank τ", "tau"), Column("protocol", "protocol", "protocol")]
+    shown.append(Column("notes", "notes", "notes"))
     return shown
+
+
+def notes(row: Mapping[str, Any]) -> str:
+    """What a reader must know before trusting a row: optimistic selection, protocol deviations, diverged
+    students, a smoke run, an earlier evaluation with more rounds, or that the row is history."""
+    parts = []
+    if row.get("optimistic"):
+        parts.append("optimistic")
+    if row.get("deviations"):
+        parts.append(f"{row['deviations']} deviation{'s' if row['deviations'] != 1 else ''}")
+    if row.get("diverged"):
+        parts.append(f"{row['diverged']} diverged")
+    if row.get("smoke"):
+        parts.append("smoke")
+    if row.get("earlier_rounds"):
+        parts.append(f"an earlier evaluation had {row['earlier_rounds']} rounds (--all)")
+    if row.get("latest") is False:
+        parts.append(f"earlier #{row.get('evaluation_id')}" if row.get("evaluation_id") else "earlier")
+    return ", ".join(parts)
 
 
 def _pct(value: float | None, digits: int = 2) -> str:
@@ -87,8 +117,14 @@ def cell_text(row: Mapping[str, Any], column: Column) -> str:
     if column.kind == "pm":
         low, high = (row.get(k) for k in column.ci or ())
         return _pct(value) if low is None or high is None else f"{_pct(value)} ± {_pct((high - low) / 2)}"
+    if column.kind == "delta":
+        return "–" if value is None else f"{100 * value:+.2f}"
+    if column.kind == "notes":
+        return notes(row)
     if column.kind == "flagged":
         return f"{value} (optimistic)" if row.get("optimistic") else str(value)
+    if column.kind == "int" and value is None:
+        return "–"
     if column.kind == "tau":
         return "–" if value is None else f"{value:.2f}"
     if column.kind == "selection":

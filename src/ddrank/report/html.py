@@ -17,7 +17,9 @@ from typing import Any
 from ddrank import __version__
 from ddrank.metrics.definitions import metric_definition
 from ddrank.report.columns import Column, cell_text, columns
-from ddrank.report.plots import group_plots
+from ddrank.report.leaderboard import group_label
+from ddrank.report.plots import group_plots, ipc_figure, label_gap_figure
+from ddrank.report.plots import svg as svg_of
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.5rem auto;
@@ -27,8 +29,13 @@ h2 { font-size: 1.15rem; margin: 2rem 0 .5rem; border-bottom: 1px solid #d0d7de;
 .meta { color: #59636e; margin: .25rem 0; }
 .warning { background: #fff8c5; border: 1px solid #d4a72c; padding: .4rem .6rem; border-radius: 4px; }
 .controls { display: flex; gap: 1rem; align-items: center; margin: 1rem 0 .5rem; flex-wrap: wrap; }
-.controls input, .controls select { font: inherit; padding: .25rem .4rem; }
-.table-wrap { overflow-x: auto; }
+.controls input, .controls select { font: inherit; padding: .25rem .4rem; max-width: 100%; }
+.controls label { max-width: 100%; }
+.table-wrap { overflow: auto; max-height: 75vh; border: 1px solid #d8dee4; border-radius: 4px; }
+header, section, p, h1, h2 { overflow-wrap: anywhere; }
+.formulas { background: #f6f8fa; border-radius: 4px; padding: .5rem .75rem; margin: .75rem 0; }
+.formulas code { font-size: .95em; }
+section.group { margin-top: 1.5rem; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; font-variant-numeric: tabular-nums; }
 th, td { padding: .3rem .5rem; border-bottom: 1px solid #d8dee4; white-space: nowrap; text-align: left; }
 td.num, th.num { text-align: right; }
@@ -41,9 +48,10 @@ tr.optimistic td { background: #fff8f0; }
 .badge { background: #fff1e5; color: #953800; border: 1px solid #ffb77c; border-radius: 1em;
          padding: 0 .5em; font-size: .85em; }
 .note { color: #59636e; font-size: .9em; }
-.plots { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 1rem; }
-figure { margin: 0; }
-figure svg { width: 100%; height: auto; }
+.plots { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 440px), 1fr)); gap: 1rem; }
+figure { margin: 0; min-width: 0; }
+figure svg { width: 100%; height: auto; display: block; }
+@media (max-width: 600px) { body { margin: .75rem auto; padding: 0 .5rem; } h1 { font-size: 1.25rem; } }
 figcaption { color: #59636e; font-size: .9em; text-align: center; }
 """
 
@@ -110,8 +118,62 @@ def _attr(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
-def _group_label(dataset: str, ipc: int) -> str:
-    return f"{dataset} · IPC {ipc}"
+def _formulas(metric: str) -> str:
+    """How the page's numbers are computed, and where "no better than random" lies."""
+    spec = metric_definition(metric)
+    lines = []
+    if metric == "lrs":
+        lines = [
+            "HLR = acc(real, hard) − acc(syn, hard) (lower is better)",
+            "IOR = acc(syn) − acc(rand) (higher is better)",
+            "LRS = (e<sup>a</sup> − e<sup>−1</sup>) / (e − e<sup>−1</sup>), a = w·IOR − (1 − w)·HLR",
+        ]
+    elif metric == "ars":
+        lines = [
+            "ARS = (e<sup>b</sup> − e<sup>−1</sup>) / (e − e<sup>−1</sup>), b = γ·(syn − rand, +aug) "
+            "+ (1 − γ)·(syn − rand, −aug)"
+        ]
+    if spec.neutral is not None:
+        lines.append(
+            f"neutral {escape(spec.label)} = {100 * spec.neutral:.2f}%: a set no better than random "
+            "(a = 0); Δ neutral = score − neutral, in percentage points"
+        )
+    if not lines:
+        return ""
+    return '<div class="formulas">' + "<br>".join(f"<code>{line}</code>" for line in lines) + "</div>"
+
+
+def _ipc_series(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Latest rows by (dataset, protocol name, fidelity, labels, student), keeping those with several IPCs."""
+    series: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        if row.get("latest", True):
+            key = " · ".join(
+                [
+                    str(row["dataset"]),
+                    f"protocol {row.get('protocol')}",
+                    str(row.get("fidelity") or "honest"),
+                    f"{row.get('labels')} labels",
+                    str(row.get("student")),
+                ]
+            )
+            series.setdefault(key, []).append(row)
+    return {k: v for k, v in series.items() if len({r["ipc"] for r in v}) > 1}
+
+
+def _label_pairs(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, list, list]]:
+    """(caption, hard rows, soft rows) for each dataset, IPC and student evaluated under both label kinds."""
+    pairs: dict[tuple[Any, ...], dict[str, list[Mapping[str, Any]]]] = {}
+    for row in rows:
+        if row.get("latest", True) and row.get("labels"):
+            kind = "hard" if row["labels"] == "hard" else "soft"
+            key = (row["dataset"], row["ipc"], row.get("student"), row.get("fidelity"))
+            pairs.setdefault(key, {"hard": [], "soft": []})[kind].append(row)
+    return [
+        (f"{key[0]} · IPC {key[1]} · {key[2]}", found["hard"], found["soft"])
+        for key, found in sorted(pairs.items(), key=lambda item: tuple(map(str, item[0])))
+        if found["hard"] and found["soft"]
+    ]
 
 
 def _sort_value(row: Mapping[str, Any], column: Column) -> str:
@@ -150,7 +212,7 @@ def _cell(row: Mapping[str, Any], column: Column) -> str:
 
 
 def _row(row: Mapping[str, Any], shown: Sequence[Column]) -> str:
-    group = _attr(_group_label(row["dataset"], row["ipc"]))
+    group = _attr(group_label(row))
     cells = "".join(_cell(row, c) for c in shown)
     optimistic = " optimistic" if row.get("optimistic") else ""
     method = _attr(row["method"])
@@ -188,9 +250,10 @@ def render_html(
     spec = metric_definition(metric)
     generated = generated or datetime.now(UTC)
     shown = columns(metric)
-    groups: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    groups: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row["dataset"], row["ipc"]), []).append(row)
+        groups.setdefault(group_label(row), []).append(row)
+    heading = title if spec.label in title else f"{title} · {spec.label}"
 
     script_hash = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
     policy = (
@@ -203,14 +266,15 @@ def render_html(
         '<meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{policy}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(title)} · {escape(spec.label)}</title>",
+        f"<title>{escape(heading)}</title>",
         f"<style>{_STYLE}</style>",
         "</head>",
         "<body>",
         "<header>",
-        f"<h1>{escape(title)} · {escape(spec.label)}</h1>",
+        f"<h1>{escape(heading)}</h1>",
         f'<p class="meta">{_summary(rows, metric, generated)}</p>',
         f'<p class="meta">{escape(spec.label)}: {escape(spec.description)}.</p>',
+        _formulas(metric),
     ]
     if any(r.get("optimistic") for r in rows):
         parts.append(
@@ -225,9 +289,7 @@ def render_html(
         'autocomplete="off"></label>'
     )
     if len(groups) > 1:
-        options = "".join(
-            f'<option value="{_attr(_group_label(*g))}">{escape(_group_label(*g))}</option>' for g in groups
-        )
+        options = "".join(f'<option value="{_attr(g)}">{escape(g)}</option>' for g in groups)
         parts.append(
             f'<label>Group <select id="group"><option value="">all</option>{options}</select></label>'
         )
@@ -245,10 +307,30 @@ def render_html(
     )
     if not rows:
         parts.append('<p class="note">No evaluations match.</p>')
-    for index, ((dataset, ipc), members) in enumerate(groups.items()):
-        parts.append(f'<section><h2>{escape(_group_label(dataset, ipc))}</h2><div class="plots">')
-        for caption, svg in group_plots(members, f"plot{index}"):
+    index = 0
+    for label, members in groups.items():
+        latest = [r for r in members if r.get("latest", True)]
+        parts.append(f'<section class="group" data-group="{_attr(label)}"><h2>{escape(label)}</h2>')
+        parts.append('<div class="plots">')
+        for caption, svg in group_plots(latest, f"plot{index}"):
             parts.append(f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>")
+        parts.append("</div></section>")
+        index += 1
+    across = [
+        (f"accuracy against IPC · {key}", ipc_figure(series)) for key, series in _ipc_series(rows).items()
+    ]
+    across += [
+        (f"synthetic − random, hard against soft labels · {caption}", label_gap_figure(hard, soft))
+        for caption, hard, soft in _label_pairs(rows)
+    ]
+    across = [(caption, figure) for caption, figure in across if figure is not None]
+    if across:
+        parts.append('<section class="group across"><h2>Across groups</h2><div class="plots">')
+        for caption, figure in across:
+            parts.append(
+                f"<figure>{svg_of(figure, f'plot{index}')}<figcaption>{escape(caption)}</figcaption></figure>"
+            )
+            index += 1
         parts.append("</div></section>")
     parts += [f"<script>{_SCRIPT}</script>", "</body>", "</html>"]
     return "\n".join(parts) + "\n"

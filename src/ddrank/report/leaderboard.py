@@ -8,8 +8,8 @@ the terminal table, Markdown, CSV, JSON and the self-contained HTML page.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ddrank.errors import DDRankError
@@ -30,31 +30,106 @@ def _number(value: Any) -> float | None:
     return None if math.isnan(x) else x
 
 
-def _eligible(
-    evaluations: Iterable[Evaluation], definition: MetricDefinition, dataset: str | None, ipc: int | None
-) -> list[Evaluation]:
-    """Evaluations that score the metric in the requested dataset and IPC, newest of each measurement.
+# What one leaderboard group holds fixed: only evaluations equal in all of these are ranked together.
+GROUP_FIELDS = ("dataset", "ipc", "protocol", "protocol_hash", "fidelity", "labels", "student")
 
-    A metric ranks its own kind of evaluation; accuracy ranks any evaluation with acc(syn, P).
-    """
-    newest: dict[tuple[Any, ...], Evaluation] = {}
+
+def fidelity_of(evaluation: Evaluation) -> str:
+    """How faithful the evaluation is to its protocol's source: reference or honest."""
+    return getattr(evaluation, "fidelity", None) or evaluation.selection
+
+
+def group_of(evaluation: Evaluation) -> tuple[Any, ...]:
+    """The leaderboard group of an evaluation, in the order of :data:`GROUP_FIELDS`."""
+    e = evaluation
+    return (e.dataset, e.ipc, e.protocol, e.protocol_hash, fidelity_of(e), e.labels, e.student)
+
+
+def group_label(group: Mapping[str, Any] | Sequence[Any]) -> str:
+    """A group in words, e.g. ``digits · IPC 10 · protocol digits (c4a7bf02) · honest · hard labels ·
+    ConvNet-2-W16``; a row dict or a :func:`group_of` tuple."""
+    values = dict(zip(GROUP_FIELDS, group, strict=True)) if not isinstance(group, Mapping) else group
+    digest = str(values.get("protocol_hash") or "")[:8]
+    parts = [
+        f"{values['dataset']} · IPC {values['ipc']}",
+        f"protocol {values.get('protocol') or '–'}" + (f" ({digest})" if digest else ""),
+        str(values.get("fidelity") or "honest"),
+        f"{values.get('labels') or '–'} labels",
+        str(values.get("student") or "–"),
+    ]
+    if isinstance(group, Mapping) and group.get("smoke"):
+        parts.append("smoke run")
+    return " · ".join(parts)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which evaluations a leaderboard or comparison considers: every given filter must match."""
+
+    dataset: str | None = None
+    ipc: int | None = None
+    protocol: str | None = None  # a protocol name, or the start of its content hash
+    student: str | None = None
+    labels: str | None = None
+    fidelity: str | None = None
+
+    def matches(self, e: Evaluation) -> bool:
+        protocol = self.protocol
+        checks = (
+            self.dataset is None or e.dataset == self.dataset,
+            self.ipc is None or e.ipc == int(self.ipc),
+            protocol is None
+            or e.protocol == protocol
+            or (len(protocol) >= 4 and str(e.protocol_hash).startswith(protocol)),
+            self.student is None or e.student.lower() == self.student.lower(),
+            self.labels is None or e.labels.lower() == self.labels.lower(),
+            self.fidelity is None or fidelity_of(e) == self.fidelity,
+        )
+        return all(checks)
+
+    def words(self) -> str:
+        """The filters in words, for messages (empty when none is given)."""
+        parts = [
+            f" on {self.dataset}" if self.dataset else "",
+            f" at IPC {self.ipc}" if self.ipc is not None else "",
+            f" under protocol {self.protocol}" if self.protocol else "",
+            f" with student {self.student}" if self.student else "",
+            f" with {self.labels} labels" if self.labels else "",
+            f" ({self.fidelity})" if self.fidelity else "",
+        ]
+        return "".join(parts)
+
+
+def _scored(
+    evaluations: Iterable[Evaluation], definition: MetricDefinition, selection: Selection
+) -> list[Evaluation]:
+    """Evaluations that score the metric and match the selection (a metric ranks its own kind of
+    evaluation; accuracy ranks any evaluation with acc(syn, P))."""
+    return [
+        e
+        for e in evaluations
+        if selection.matches(e)
+        and definition.score.field in e.summaries
+        and (definition.ranks_every_evaluation or e.metric == definition.name)
+    ]
+
+
+def _history(evaluations: list[Evaluation]) -> dict[tuple[Any, ...], list[Evaluation]]:
+    """Every evaluation of each (method, group), newest first (the order the store returns them in)."""
+    history: dict[tuple[Any, ...], list[Evaluation]] = {}
     for evaluation in evaluations:
-        if dataset is not None and evaluation.dataset != dataset:
-            continue
-        if ipc is not None and evaluation.ipc != int(ipc):
-            continue
-        if definition.score.field not in evaluation.summaries:
-            continue
-        if not definition.ranks_every_evaluation and evaluation.metric != definition.name:
-            continue
-        key = (evaluation.method, evaluation.dataset, evaluation.ipc, evaluation.protocol_hash)
-        newest.setdefault(key, evaluation)
-    return list(newest.values())
+        history.setdefault((evaluation.method, *group_of(evaluation)), []).append(evaluation)
+    return history
 
 
 def _mean(evaluation: Evaluation, field: str | None) -> float | None:
     summary = evaluation.summaries.get(field) if field is not None else None
     return None if summary is None else _number(summary.mean)
+
+
+def _ci(evaluation: Evaluation, field: str | None) -> tuple[float | None, float | None]:
+    summary = evaluation.summaries.get(field) if field is not None else None
+    return (None, None) if summary is None else (_number(summary.ci_low), _number(summary.ci_high))
 
 
 def _row(evaluation: Evaluation, definition: MetricDefinition) -> dict[str, Any]:
@@ -79,13 +154,33 @@ def _row(evaluation: Evaluation, definition: MetricDefinition) -> dict[str, Any]
         "acc_syn": _mean(evaluation, own.syn_accuracy),
         "acc_random": _mean(evaluation, own.random_accuracy),
         "acc_real": _mean(evaluation, "acc_real"),
+        **dict(zip(("acc_syn_ci_low", "acc_syn_ci_high"), _ci(evaluation, own.syn_accuracy), strict=True)),
+        **dict(
+            zip(
+                ("acc_random_ci_low", "acc_random_ci_high"), _ci(evaluation, own.random_accuracy), strict=True
+            )
+        ),
         "rounds": len(evaluation.rounds),
         "stability_tau": None,
         "stability_min_tau": None,
+        "neutral": definition.neutral,
+        "vs_neutral": None
+        if definition.neutral is None or summary.mean is None
+        else _number(summary.mean - definition.neutral),
         "selection": evaluation.selection,
         "optimistic": evaluation.optimistic,
         "protocol": evaluation.protocol,
         "protocol_hash": evaluation.protocol_hash,
+        "fidelity": fidelity_of(evaluation),
+        "labels": evaluation.labels,
+        "student": evaluation.student,
+        "smoke": evaluation.smoke,
+        "deviations": len(getattr(evaluation, "deviations", None) or []),
+        "diverged": getattr(evaluation, "diverged", None),
+        "evaluation_id": evaluation.record_id,
+        "recorded": evaluation.recorded,
+        "latest": True,
+        "earlier_rounds": None,
     }
 
 
@@ -118,29 +213,51 @@ def build_leaderboard(
     metric: str = "lrs",
     dataset: str | None = None,
     ipc: int | None = None,
+    selection: Selection | None = None,
+    history: bool = False,
 ) -> list[dict[str, Any]]:
-    """Rank methods per (dataset, IPC) by the mean of ``metric`` (lrs, ars or acc).
+    """Rank methods within each group (:data:`GROUP_FIELDS`) by the mean of ``metric`` (lrs, ars or acc).
 
-    ``evaluations`` are newest first, as :func:`~ddrank.evaluation.recorded_evaluations` returns
-    them: of several evaluations of one method, dataset, IPC and protocol the first one wins.
-    Rows are fractions, grouped by dataset and IPC, best first.
+    ``evaluations`` are newest first, as :func:`~ddrank.evaluation.recorded_evaluations` returns them:
+    the newest evaluation of a method in a group is ranked; a row whose earlier evaluations had more
+    rounds says so (``earlier_rounds``). With ``history`` the earlier evaluations follow their group's
+    ranked rows (``latest`` false, no rank). Rows are fractions, groups in sorted order, best first.
     """
     definition = metric_definition(metric)
-    groups: dict[tuple[str, int], list[Evaluation]] = {}
-    for evaluation in _eligible(evaluations, definition, dataset, ipc):
-        groups.setdefault((evaluation.dataset, evaluation.ipc), []).append(evaluation)
+    selection = selection or Selection()
+    if dataset is not None or ipc is not None:
+        selection = replace(selection, dataset=dataset or selection.dataset, ipc=ipc or selection.ipc)
+    groups: dict[tuple[Any, ...], list[list[Evaluation]]] = {}
+    for (_, *group), evaluations_of_method in _history(_scored(evaluations, definition, selection)).items():
+        groups.setdefault(tuple(group), []).append(evaluations_of_method)
     board: list[dict[str, Any]] = []
-    for key in sorted(groups):
-        rows = [_row(e, definition) for e in groups[key]]
-        _stability(rows, [e.per_round(definition.score.field) for e in groups[key]])
+    for key in sorted(groups, key=lambda g: (str(g[0]), int(g[1]), *map(str, g[2:]))):
+        latest = [found[0] for found in groups[key]]
+        rows = [_row(e, definition) for e in latest]
+        for row, found in zip(rows, groups[key], strict=True):
+            most = max(len(e.rounds) for e in found)
+            row["earlier_rounds"] = most if most > row["rounds"] else None
+        _stability(rows, [e.per_round(definition.score.field) for e in latest])
         _rank(rows, definition)
         board += rows
+        if history:
+            earlier = [
+                _row(e, definition) | {"rank": None, "latest": False}
+                for found in sorted(groups[key], key=lambda f: f[0].method)
+                for e in found[1:]
+            ]
+            board += earlier
     return board
+
+
+def group_candidates(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The distinct groups of some leaderboard rows, in words."""
+    return list(dict.fromkeys(group_label(row) for row in rows))
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """Method a minus method b on the rounds both ran with the same seed."""
+    """Method a minus method b on the rounds both ran with the same seed, within one group."""
 
     method_a: str
     method_b: str
@@ -149,6 +266,12 @@ class Comparison:
     metric: str
     seeds: tuple[int, ...]
     result: PairedComparison
+    group: tuple[Any, ...] = ()
+
+    @property
+    def group_label(self) -> str:
+        """The group both evaluations belong to, in words."""
+        return group_label(self.group) if self.group else f"{self.dataset} · IPC {self.ipc}"
 
 
 def compare_methods(
@@ -159,20 +282,21 @@ def compare_methods(
     metric: str = "lrs",
     dataset: str | None = None,
     ipc: int | None = None,
+    selection: Selection | None = None,
 ) -> Comparison:
-    """Paired comparison of the newest evaluations of ``a`` and ``b`` over their shared round seeds."""
+    """Paired comparison of the newest evaluations of ``a`` and ``b`` in one group over their shared seeds;
+    LeaderboardError listing the candidate groups when the selection leaves more than one."""
     definition = metric_definition(metric)
     field = definition.score.field
     if a == b:
         raise LeaderboardError(f"compare needs two different methods, got {a!r} twice")
-    eligible = _eligible(evaluations, definition, dataset, ipc)
-    where = "".join(
-        [f" on {dataset}" if dataset is not None else "", f" at IPC {ipc}" if ipc is not None else ""]
-    )
-    newest: dict[str, dict[tuple[str, int], Evaluation]] = {}
-    for evaluation in eligible:
-        group = (evaluation.dataset, evaluation.ipc)
-        newest.setdefault(evaluation.method, {}).setdefault(group, evaluation)
+    selection = selection or Selection()
+    if dataset is not None or ipc is not None:
+        selection = replace(selection, dataset=dataset or selection.dataset, ipc=ipc or selection.ipc)
+    where = selection.words()
+    newest: dict[str, dict[tuple[Any, ...], Evaluation]] = {}
+    for (method, *group), found in _history(_scored(evaluations, definition, selection)).items():
+        newest.setdefault(method, {})[tuple(group)] = found[0]
     for method in (a, b):
         if method not in newest:
             known = ", ".join(sorted(newest)) or "none"
@@ -180,13 +304,19 @@ def compare_methods(
                 f"no {definition.label} evaluation of method {method!r} is recorded{where} "
                 f"(recorded methods: {known})"
             )
-    shared_groups = sorted(set(newest[a]) & set(newest[b]))
+    shared_groups = sorted(set(newest[a]) & set(newest[b]), key=lambda g: tuple(map(str, g)))
     if not shared_groups:
-        raise LeaderboardError(f"{a!r} and {b!r} have no evaluation on the same dataset and IPC{where}")
-    if len(shared_groups) > 1:
-        listed = ", ".join(f"{d} IPC {i}" for d, i in shared_groups)
+        groups_a = "; ".join(group_label(g) for g in newest[a])
+        groups_b = "; ".join(group_label(g) for g in newest[b])
         raise LeaderboardError(
-            f"{a!r} and {b!r} are both evaluated on {listed}; choose one with --dataset and --ipc"
+            f"{a!r} and {b!r} have no evaluation in the same group (dataset, IPC, protocol, fidelity, "
+            f"labels, student){where}: {a!r} has {groups_a}; {b!r} has {groups_b}"
+        )
+    if len(shared_groups) > 1:
+        listed = "; ".join(group_label(g) for g in shared_groups)
+        raise LeaderboardError(
+            f"{a!r} and {b!r} are both evaluated in {len(shared_groups)} groups ({listed}); choose one with "
+            "--dataset, --ipc, --protocol, --labels or --student"
         )
     group = shared_groups[0]
     by_seed = [
@@ -195,8 +325,8 @@ def compare_methods(
     seeds = tuple(seed for seed in by_seed[0] if seed in by_seed[1])
     if len(seeds) < 2:
         raise LeaderboardError(
-            f"{a!r} and {b!r} share {len(seeds)} round(s) with the same seed on {group[0]} IPC {group[1]}; "
+            f"{a!r} and {b!r} share {len(seeds)} round(s) with the same seed in {group_label(group)}; "
             "a paired comparison needs at least 2 (evaluate both with the same --seed and rounds)"
         )
     result = paired_comparison([by_seed[0][s] for s in seeds], [by_seed[1][s] for s in seeds])
-    return Comparison(a, b, group[0], group[1], definition.name, seeds, result)
+    return Comparison(a, b, group[0], group[1], definition.name, seeds, result, group)

@@ -4,47 +4,123 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from ddrank.errors import UnknownNameError
 from ddrank.metrics.definitions import metric_definition
-from ddrank.report.columns import cell_text, columns, terminal_columns
+from ddrank.names import csv_cell
+from ddrank.report.columns import Column, cell_text, columns, notes, terminal_columns
 from ddrank.report.html import render_html
+from ddrank.report.leaderboard import group_label
+from ddrank.report.payload import dumps, leaderboard_document
 
-FORMATS = ("table", "md", "csv", "json", "html")
+FORMATS = ("table", "md", "paper-md", "csv", "json", "latex", "html")
 
 
 def _metric_of_rows(rows: Sequence[Mapping[str, Any]]) -> str:
     return rows[0]["metric"] if rows else "lrs"
 
 
-def leaderboard_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Table:
-    """A rich table of the leaderboard in percent, one section per (dataset, IPC) under its own heading."""
-    metric = _metric_of_rows(rows)
-    shown = terminal_columns(metric)
-    table = Table(
-        title=title or f"leaderboard · {metric_definition(metric).label} (percent; CIs are 95%)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
+def neutral_note(metric: str) -> str:
+    """Where "no better than random" lies on the metric's scale, and what Δneutral means."""
+    definition = metric_definition(metric)
+    if definition.neutral is None:
+        return ""
+    neutral = f"{100 * definition.neutral:.2f}"
+    when = (
+        "acc(syn) = acc(rand) and HLR = 0" if metric == "lrs" else "synthetic = random with and without aug"
     )
-    for column in shown:
-        table.add_column(column.header, justify="left" if column.is_text else "right")
-    last_group = None
+    return (
+        f"{definition.label} {neutral} is neutral (no better than random: {when}); "
+        f"Δneutral = {definition.label} − {neutral}, in percentage points."
+    )
+
+
+def _groups(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Rows by group, in their order, keyed by the group in words."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
-        group = (row["dataset"], row["ipc"])
-        if group != last_group:
-            if last_group is not None:
-                table.add_section()
-            table.add_row("", f"{group[0]} · IPC {group[1]}", style="bold")
-            last_group = group
-        table.add_row(*(cell_text(row, c) for c in shown))
-    return table
+        groups.setdefault(group_label(row), []).append(row)
+    return groups
+
+
+def leaderboard_table(
+    rows: Sequence[Mapping[str, Any]], title: str | None = None, *, wide: bool = False
+) -> RenderableType:
+    """Rich tables of the leaderboard in percent, one per group, each titled with its group; every
+    string from the results is shown as typed (never read as rich markup)."""
+    metric = _metric_of_rows(rows)
+    shown = [c for c in terminal_columns(metric, wide) if c.kind != "notes" or wide]
+    if not any(notes(row) for row in rows):
+        shown = [c for c in shown if c.kind != "notes"]
+    heading = title or f"leaderboard · {metric_definition(metric).label} (percent; CIs are 95% Student-t)"
+    parts: list[RenderableType] = [Text(heading, style="bold")]
+    for label, members in _groups(rows).items():
+        parts += [Text(""), Text(label, style="bold")]
+        width = max(len(str(r["method"])) for r in members) + 2
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+        for column in shown:
+            numeric = not column.is_text
+            table.add_column(
+                Text(column.header),
+                justify="right" if numeric else "left",
+                no_wrap=numeric,
+                overflow="fold",
+                min_width=min(width, 16) if column.key == "method" else None,
+            )
+        footnotes = []
+        for row in members:
+            cells = [Text(cell_text(row, c)) for c in shown]
+            said = notes(row)
+            if said and not wide:  # compact: a marker on the method, the note under the table
+                cells[[c.key for c in shown].index("method")].append(" *")
+                footnotes.append(f"* {row['method']}: {said}")
+            table.add_row(*cells)
+        parts.append(table)
+        parts += [Text(line, style="dim") for line in footnotes]
+    note = neutral_note(metric)
+    if note:
+        parts += [Text(""), Text(note, style="dim")]
+    return Group(*parts)
+
+
+def student_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> RenderableType:
+    """One set under several students (a cross-architecture matrix): one row per student, each row's name
+    and scores taken from the same leaderboard row."""
+    metric = _metric_of_rows(rows)
+    shown = [c for c in terminal_columns(metric) if c.key not in ("rank", "method")]
+    said = {notes(row) for row in rows}
+    if len(said) <= 1:  # the same for every student (or nothing): said once in the heading
+        shown = [c for c in shown if c.kind != "notes"]
+    shared = {k: rows[0][k] for k in ("dataset", "ipc", "protocol", "fidelity", "labels")} if rows else {}
+    heading = " · ".join(
+        [
+            f"{shared.get('dataset')} · IPC {shared.get('ipc')}",
+            f"protocol {shared.get('protocol')}",
+            str(shared.get("fidelity")),
+            f"{shared.get('labels')} labels",
+            *([said.pop()] if len(said) == 1 and next(iter(said)) else []),
+        ]
+    )
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    longest = max((len(str(r["student"])) for r in rows), default=7)
+    table.add_column("student", no_wrap=True, min_width=min(longest, 24))
+    for column in shown:
+        numeric = not column.is_text
+        table.add_column(Text(column.header), justify="right" if numeric else "left", no_wrap=numeric)
+    for row in rows:
+        table.add_row(Text(str(row["student"])), *(Text(cell_text(row, c)) for c in shown))
+    parts: list[RenderableType] = [Text(title or "students", style="bold"), Text(heading), table]
+    note = neutral_note(metric)
+    if note:
+        parts.append(Text(note, style="dim"))
+    return Group(*parts)
 
 
 def _markdown_cell(text: str) -> str:
@@ -69,31 +145,117 @@ def _fieldnames(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Every row field, fractions unrounded; missing values are empty cells."""
+    """Every row field, fractions unrounded; missing values are empty cells; text that a spreadsheet would
+    read as a formula is prefixed with an apostrophe (OWASP)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=_fieldnames(rows), lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    writer.writerows({k: ("" if v is None else csv_cell(v)) for k, v in row.items()} for row in rows)
     return buffer.getvalue()
 
 
 def to_json(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The rows as a JSON list (fractions; missing values are null)."""
-    return json.dumps(list(rows), indent=2, allow_nan=False) + "\n"
+    """The leaderboard document (schema_version 1): rows by group, fractions, missing values null."""
+    return dumps(leaderboard_document(rows))
 
 
-def render(rows: Sequence[Mapping[str, Any]], fmt: str) -> str:
+def _latex_escape(text: str) -> str:
+    specials = {
+        "\\": r"\textbackslash{}",
+        "&": r"\&",
+        "%": r"\%",
+        "$": r"\$",
+        "#": r"\#",
+        "_": r"\_",
+        "{": r"\{",
+        "}": r"\}",
+        "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}",
+    }
+    return "".join(specials.get(c, c) for c in " ".join(text.split()))
+
+
+def _mean_std(row: Mapping[str, Any], digits: int = 2) -> str:
+    mean, std = row.get("mean"), row.get("std")
+    if mean is None:
+        return "–"
+    return f"{100 * mean:.{digits}f}" + ("" if std is None else f" ± {100 * std:.{digits}f}")
+
+
+def to_latex(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A booktabs table per group as it goes into a paper: method, score mean ± std over rounds (percent),
+    acc(syn) and acc(rand); the best mean in bold; the group and neutral value in the caption."""
+    metric = _metric_of_rows(rows)
+    definition = metric_definition(metric)
+    out = []
+    for label, members in _groups(rows).items():
+        ranked = [r for r in members if r.get("rank") is not None]
+        best = min((r["rank"] for r in ranked), default=None)
+        lines = [
+            "\\begin{table}[t]",
+            "\\centering",
+            f"\\caption{{{_latex_escape(definition.label)} (\\%, mean $\\pm$ std over rounds); "
+            f"{_latex_escape(label)}."
+            + (
+                f" Neutral (no better than random): {100 * definition.neutral:.2f}.}}"
+                if definition.neutral
+                else "}"
+            ),
+            "\\begin{tabular}{lrrrr}",
+            "\\toprule",
+            f"Method & {_latex_escape(definition.label)} & acc(syn) & acc(rand) & rounds \\\\",
+            "\\midrule",
+        ]
+        for row in members:
+            score = _latex_escape(_mean_std(row)).replace(" ± ", " $\\pm$ ")
+            if best is not None and row.get("rank") == best:
+                score = f"\\textbf{{{score}}}"
+            cells = [
+                _latex_escape(str(row["method"])),
+                score,
+                _latex_escape(cell_text(row, Column("acc_syn", "", "pct"))),
+                _latex_escape(cell_text(row, Column("acc_random", "", "pct"))),
+                str(row["rounds"]),
+            ]
+            lines.append(" & ".join(cells) + " \\\\")
+        lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+        out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+def to_paper_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A compact Markdown table per group: method and score mean ± std over rounds (percent)."""
+    metric = _metric_of_rows(rows)
+    label = metric_definition(metric).label
+    out = []
+    for group, members in _groups(rows).items():
+        lines = [f"**{_markdown_cell(group)}**", "", f"| method | {label} (%) | rounds |", "|:---|---:|---:|"]
+        lines += [f"| {_markdown_cell(str(r['method']))} | {_mean_std(r)} | {r['rounds']} |" for r in members]
+        out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+def plain_text(renderable: RenderableType, width: int = 80) -> str:
+    """A rich renderable as plain text for a file or a pipe: no colour, no trailing padding."""
+    console = Console(file=io.StringIO(), width=width, force_terminal=False, color_system=None)
+    console.print(renderable)
+    return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines()) + "\n"
+
+
+def render(rows: Sequence[Mapping[str, Any]], fmt: str, *, wide: bool = False) -> str:
     """The leaderboard as text in ``fmt``: table, md, csv, json or html."""
     if fmt == "table":
-        console = Console(file=io.StringIO(), width=200, force_terminal=False, color_system=None)
-        console.print(leaderboard_table(rows))
-        return console.file.getvalue()
+        return plain_text(leaderboard_table(rows, wide=wide), width=200 if wide else 80)
     if fmt == "md":
         return to_markdown(rows)
     if fmt == "csv":
         return to_csv(rows)
     if fmt == "json":
         return to_json(rows)
+    if fmt == "latex":
+        return to_latex(rows)
+    if fmt == "paper-md":
+        return to_paper_markdown(rows)
     if fmt == "html":
         return render_html(rows)
     raise UnknownNameError("format", fmt, FORMATS)

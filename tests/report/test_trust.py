@@ -1,0 +1,151 @@
+"""Results a reader can trust: each number under its own name, never ranked across groups, history kept
+and removable, intervals inside their bounds, and the neutral point of every score shown."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from ddrank.metrics import label_robust_score
+from ddrank.metrics.scores import NEUTRAL_SCORE
+from ddrank.names import default_method
+from ddrank.report.leaderboard import LeaderboardError, Selection, build_leaderboard, compare_methods
+from ddrank.report.render import plain_text, render, student_table
+from ddrank.store import ResultStore
+
+from .test_leaderboard import SEEDS, evaluation, run_cli
+
+
+# 1. one set under several students: each student's name on its own score
+def test_student_matrix_puts_each_name_on_its_own_score():
+    accuracies = {"ConvNet-2-W16": 0.70, "MLP": 0.90, "ConvNet-2-W16-BN": 0.50}  # not in score order
+    results = []
+    for student, acc in accuracies.items():
+        e = evaluation("herding", acc, protocol_hash=f"hash-{student}")
+        e.student = student
+        results.append(e)
+    rows = build_leaderboard(results)
+    assert {r["student"]: r["acc_syn"] for r in rows} == pytest.approx(accuracies, abs=0.01)
+    text = plain_text(student_table(rows))
+    for result in results:
+        line = next(line for line in text.splitlines() if line.split() and line.split()[0] == result.student)
+        assert f"{100 * result.summaries['lrs'].mean:.2f}" in line
+        assert f"{100 * result.summaries['acc_syn'].mean:.2f}" in line
+
+
+# 2. groups: dataset, IPC, protocol + hash, fidelity, labels and student are never mixed
+def _two_label_modes() -> list:
+    out = []
+    for labels, protocol, digest, shift in (
+        ("hard", "digits", "aaaa1111", 0.0),
+        ("S", "digits-kd", "bbbb2222", 0.1),
+    ):
+        for method, acc in (("dm", 0.80), ("herding", 0.70)):
+            e = evaluation(method, acc + shift, protocol=protocol, protocol_hash=digest)
+            e.labels = labels
+            out.append(e)
+    return out
+
+
+def test_leaderboard_ranks_each_group_apart_and_filters_by_group_fields():
+    rows = build_leaderboard(_two_label_modes())
+    assert [(r["protocol"], r["labels"], r["method"], r["rank"]) for r in rows] == [
+        ("digits", "hard", "dm", 1),
+        ("digits", "hard", "herding", 2),
+        ("digits-kd", "S", "dm", 1),
+        ("digits-kd", "S", "herding", 2),
+    ]
+    assert {r["labels"] for r in build_leaderboard(_two_label_modes(), selection=Selection(labels="s"))} == {
+        "S"
+    }
+    assert {
+        r["protocol"] for r in build_leaderboard(_two_label_modes(), selection=Selection(protocol="bbbb"))
+    } == {"digits-kd"}
+    assert build_leaderboard(_two_label_modes(), selection=Selection(student="MLP")) == []
+    text = render(rows, "table", wide=True)
+    assert "protocol digits (aaaa1111) · honest · hard labels · ConvNet-2-W16" in text
+    assert "protocol digits-kd (bbbb2222) · honest · S labels · ConvNet-2-W16" in text
+
+
+def test_compare_refuses_to_choose_a_group_and_names_the_one_it_compares(capsys, tmp_path):
+    with pytest.raises(LeaderboardError, match=r"2 groups .*digits-kd.*choose one with .*--labels"):
+        compare_methods(_two_label_modes(), "dm", "herding")
+    path = tmp_path / "r.sqlite"
+    with ResultStore(path) as store:
+        for e in _two_label_modes():
+            store.record_evaluation(e.to_dict())
+    code, _, err = run_cli(capsys, "compare", "dm", "herding", "--store", path)
+    assert code == 2 and "hard labels" in err and "S labels" in err and err.count("\n") == 1
+    code, out, err = run_cli(capsys, "compare", "dm", "herding", "--store", path, "--labels", "S")
+    assert code == 0, err
+    assert "group: digits · IPC 10 · protocol digits-kd (bbbb2222) · honest · S labels" in out
+    code, out, _ = run_cli(capsys, "leaderboard", "--store", path, "--protocol", "digits")
+    assert code == 0 and "digits-kd" not in out
+
+
+# 3. history: a rerun with fewer rounds is kept beside the earlier one, which is marked and removable
+def test_rerun_with_fewer_rounds_is_marked_history_is_listed_and_rm_removes_by_id(capsys, tmp_path):
+    path = tmp_path / "r.sqlite"
+    with ResultStore(path) as store:
+        store.record_evaluation(evaluation("herding", 0.7).to_dict())
+        store.record_evaluation(evaluation("herding", 0.6, seeds=SEEDS[:2]).to_dict())
+        store.record_evaluation(evaluation("dm", 0.8).to_dict())
+        jobs = store.job_count()
+    code, out, _ = run_cli(capsys, "leaderboard", "--store", path, "--format", "json")
+    rows = {r["method"]: r for r in json.loads(out)["groups"][0]["rows"]}
+    assert rows["herding"]["rounds"] == 2 and rows["herding"]["earlier_rounds"] == 5
+    assert rows["dm"]["earlier_rounds"] is None
+    code, out, _ = run_cli(capsys, "leaderboard", "--store", path)
+    assert re.search(r"herding \*.*\n\* herding: an earlier evaluation had 5 rounds", out, re.DOTALL)
+    code, out, _ = run_cli(capsys, "leaderboard", "--store", path, "--all", "--format", "json")
+    history = json.loads(out)["groups"][0]["rows"]
+    assert [(r["method"], r["rounds"], r["latest"]) for r in history] == [
+        ("dm", 5, True),
+        ("herding", 2, True),
+        ("herding", 5, False),
+    ]
+    old = history[2]["evaluation_id"]
+    code, _, err = run_cli(capsys, "rm", old, "--store", path)  # not a terminal: needs --yes
+    assert code == 2 and "--yes" in err
+    code, out, err = run_cli(capsys, "rm", old, "--store", path, "--yes")
+    assert code == 0, err
+    assert f"#{old} herding" in out and "removed 1 evaluation" in out
+    with ResultStore(path) as store:
+        assert len(store.evaluations()) == 2 and store.job_count() == jobs
+    code, _, err = run_cli(capsys, "rm", old, "--store", path, "--yes")
+    assert code == 2 and f"id {old}" in err
+    code, out, _ = run_cli(capsys, "rm", "--method", "dm", "--store", path, "--yes")
+    assert code == 0 and "removed 1" in out
+
+
+def test_method_defaults_to_the_file_or_folder_name():
+    assert default_method("runs/herding.pt") == "herding"
+    assert default_method("runs/DATM_CIFAR10_ipc10/") == "DATM_CIFAR10_ipc10"
+    assert default_method("runs/mtt/images.pt") == "mtt"
+
+
+# 4. intervals of bounded quantities stay in their bounds
+def test_accuracy_intervals_stay_within_zero_and_one():
+    e = evaluation("near-perfect", [1.0, 0.85, 1.0], seeds=(1, 2, 3), acc_random=0.02, acc_real=1.0)
+    row = e.row()
+    assert (
+        row["acc_syn_mean"] + (row["acc_syn_mean"] - row["acc_syn_ci_low"]) > 1
+    )  # the t-interval would exceed
+    assert row["acc_syn_ci_high"] == 1.0 and row["acc_random_ci_low"] >= 0.0
+    for name, summary in e.summaries.items():
+        low, high = (-1.0, 1.0) if name in ("hlr", "ior") else (0.0, 1.0)
+        assert low <= summary.ci_low <= summary.ci_high <= high, name
+
+
+# 5. where "no better than random" lies
+def test_neutral_score_is_shown_beside_every_score():
+    assert label_robust_score(0.0, 0.0) == pytest.approx(NEUTRAL_SCORE) == pytest.approx(0.2689, abs=1e-4)
+    neutral = evaluation("as-good-as-random", 0.9, acc_random=0.9, acc_real=0.9, jitter=0.0)
+    rows = build_leaderboard([neutral])
+    assert rows[0]["mean"] == pytest.approx(NEUTRAL_SCORE)
+    assert rows[0]["neutral"] == pytest.approx(NEUTRAL_SCORE) and rows[0]["vs_neutral"] == pytest.approx(0.0)
+    text = render(rows, "table")
+    assert "+0.00" in text and "LRS 26.89 is neutral" in text
+    assert "Δ neutral (pp)" in render(rows, "md")

@@ -1,0 +1,60 @@
+"""The command line explains itself and answers at once: every subcommand has help and an example, every
+option has help text, and building the parser imports no training code (so --help needs no torch)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from ddrank.cli import BACKENDS, METRIC_NAMES, PRECISIONS, build_parser
+
+
+def _subcommands(
+    parser: argparse.ArgumentParser, prefix: str = "ddrank"
+) -> list[tuple[str, argparse.ArgumentParser]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.append((f"{prefix} {name}", sub))
+                found += _subcommands(sub, f"{prefix} {name}")
+    return found
+
+
+def test_building_the_parser_and_help_import_no_torch():
+    code = (
+        "import sys\n"
+        "from ddrank.cli import build_parser, main\n"
+        "build_parser()\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'torchvision', 'scipy', 'matplotlib') if m in sys.modules]\n"
+        "print('HEAVY:' + ','.join(heavy))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "HEAVY:", done.stdout
+
+
+def test_choices_spelled_out_in_the_parser_match_their_sources():
+    from ddrank.engine.runner import BACKENDS as runner_backends
+    from ddrank.metrics.definitions import METRIC_NAMES as metric_names
+    from ddrank.settings import PRECISIONS as precisions
+
+    assert (metric_names, runner_backends, precisions) == (METRIC_NAMES, BACKENDS, PRECISIONS)
+
+
+@pytest.mark.parametrize(
+    "name, sub", _subcommands(build_parser()), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_every_subcommand_and_option_explains_itself(name, sub):
+    has_children = any(isinstance(a, argparse._SubParsersAction) for a in sub._actions)
+    if not has_children:
+        assert sub.epilog and "example" in sub.epilog, f"{name} has no example"
+    undocumented = [
+        "/".join(a.option_strings) or a.dest
+        for a in sub._actions
+        if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction) and not a.help
+    ]
+    assert undocumented == [], f"{name}: {undocumented} have no help text"
