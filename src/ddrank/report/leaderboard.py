@@ -36,7 +36,7 @@ GROUP_FIELDS = ("dataset", "ipc", "protocol", "protocol_hash", "fidelity", "labe
 
 def fidelity_of(evaluation: Evaluation) -> str:
     """How faithful the evaluation is to its protocol's source: reference or honest."""
-    return getattr(evaluation, "fidelity", None) or evaluation.selection
+    return evaluation.fidelity
 
 
 def group_of(evaluation: Evaluation) -> tuple[Any, ...]:
@@ -175,7 +175,7 @@ def _row(evaluation: Evaluation, definition: MetricDefinition) -> dict[str, Any]
         "labels": evaluation.labels,
         "student": evaluation.student,
         "smoke": evaluation.smoke,
-        "deviations": len(getattr(evaluation, "deviations", None) or []),
+        "deviations": len(evaluation.deviations),
         "diverged": getattr(evaluation, "diverged", None),
         "evaluation_id": evaluation.record_id,
         "recorded": evaluation.recorded,
