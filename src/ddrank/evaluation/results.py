@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ddrank.errors import InputError
+from ddrank.errors import DDRankError, InputError, one_line, shown
 from ddrank.metrics import summarize
 from ddrank.metrics.definitions import metric_definition
 from ddrank.metrics.stats import Summary
@@ -25,12 +25,15 @@ CONFIDENCE = 0.95
 
 @dataclass(frozen=True)
 class Run:
-    """One trained student: its learning rate and final accuracies."""
+    """One trained student: its learning rate and final accuracies; ``diverged`` when its training went
+    non-finite at ``diverged_epoch`` (its accuracies are then what the frozen student predicts)."""
 
     lr: float
     test_acc: float
     val_acc: float | None
     best_test_acc: float  # best over test checkpoints (used only by reference selection)
+    diverged: bool = False
+    diverged_epoch: int | None = None
 
 
 @dataclass
@@ -71,6 +74,7 @@ class Evaluation:
 
     ``protocol`` is the protocol's name and ``protocol_hash`` its content hash; ``student`` and
     ``labels`` (hard, S or M) and ``selection`` (honest or reference) say how students trained.
+    ``diverged`` counts the distinct training jobs behind it whose training diverged.
     """
 
     method: str
@@ -86,6 +90,7 @@ class Evaluation:
     rounds: list[RoundResult]
     acc_real_source: str | None
     provenance: dict[str, Any]
+    diverged: int = 0
     summaries: dict[str, Summary] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -116,6 +121,7 @@ class Evaluation:
             "optimistic": self.optimistic,
             "std_ddof": STD_DDOF,
             "confidence": CONFIDENCE,
+            "diverged": self.diverged,
         }
         if self.acc_real_source is not None:
             out["acc_real_source"] = self.acc_real_source
@@ -128,27 +134,41 @@ class Evaluation:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Evaluation:
-        """The evaluation that ``to_dict`` wrote (summaries are recomputed from the rounds)."""
+        """The evaluation that ``to_dict`` wrote (summaries are recomputed from the rounds); InputError
+        (one line) for anything else."""
+        if not isinstance(data, Mapping):
+            raise InputError(
+                f"an evaluation record is a {type(data).__name__}, not Evaluation.to_dict() output"
+            )
         missing = [name for name in _REQUIRED if name not in data]
         if missing:
             raise InputError(
                 f"an evaluation record lacks {', '.join(missing)}; it is not Evaluation.to_dict() output"
             )
-        return cls(
-            data["method"],
-            data["dataset"],
-            data["ipc"],
-            data["metric"],
-            data["weight"],
-            data["protocol"],
-            data["protocol_hash"],
-            data["student"],
-            data["labels"],
-            data["selection"],
-            [RoundResult.from_dict(r) for r in data["per_round"]],
-            data.get("acc_real_source"),
-            dict(data["provenance"]),
-        )
+        try:
+            return cls(
+                data["method"],
+                data["dataset"],
+                data["ipc"],
+                data["metric"],
+                data["weight"],
+                data["protocol"],
+                data["protocol_hash"],
+                data["student"],
+                data["labels"],
+                data["selection"],
+                [RoundResult.from_dict(r) for r in data["per_round"]],
+                data.get("acc_real_source"),
+                dict(data["provenance"]),
+                int(data.get("diverged", 0)),
+            )
+        except DDRankError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+            raise InputError(
+                f"evaluation record of method {shown(data.get('method'))!r} is malformed "
+                f"({type(exc).__name__}: {one_line(exc)}); it is not Evaluation.to_dict() output"
+            ) from exc
 
     def per_round(self, field: str) -> list[float]:
         """A per-round value in round order, rounds without it left out."""
@@ -158,5 +178,16 @@ class Evaluation:
 
 def recorded_evaluations(store: ResultStore, **filters: Any) -> list[Evaluation]:
     """The evaluations recorded in ``store`` that match ``filters`` (dataset, ipc, metric, method), newest
-    first."""
-    return [Evaluation.from_dict(payload) for payload in store.evaluations(**filters)]
+    first; a damaged record is a one-line StoreError naming the store."""
+    from ddrank.store import StoreError
+
+    out = []
+    for payload in store.evaluations(**filters):
+        try:
+            out.append(Evaluation.from_dict(payload))
+        except InputError as exc:
+            where = ":memory:" if store.path is None else shown(store.path)
+            raise StoreError(
+                f"results database {where}: {exc}; it is damaged: move it aside and start a new store"
+            ) from exc
+    return out
