@@ -330,20 +330,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _signal_handlers() -> dict[int, Any]:
-    """SIGTERM raises :class:`Terminated` and SIGINT KeyboardInterrupt (unless ignored); the previous
-    handlers are returned. Only the main thread can set handlers: elsewhere nothing changes."""
+def _signal_handlers(received: list[int]) -> dict[int, Any]:
+    """SIGTERM raises :class:`Terminated` and SIGINT KeyboardInterrupt (unless ignored), each noting its
+    number in ``received`` first; the previous handlers are returned. Only the main thread can set
+    handlers: elsewhere nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         return {}
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
 
     def terminate(signum: int, frame: Any) -> None:
+        received.append(signum)
         raise Terminated()
 
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt()
+
     signal.signal(signal.SIGTERM, terminate)
-    if previous[signal.SIGINT] is signal.SIG_DFL:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if previous[signal.SIGINT] in (signal.SIG_DFL, signal.default_int_handler):
+        signal.signal(signal.SIGINT, interrupt)
     return previous
+
+
+def _stopped(terminated: bool, args: argparse.Namespace | None) -> int:
+    """Report an interruption in one line; its exit code."""
+    what = "terminated (SIGTERM)" if terminated else "interrupted"
+    kept = (
+        "; every job finished before is kept in the results store: rerun the command to resume"
+        if _records_jobs(args)
+        else ""
+    )
+    print(f"ddrank: {what}{kept}", file=sys.stderr)
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 def _hold_signals(handlers: dict[int, Any]) -> None:
@@ -400,6 +418,8 @@ def _run(argv: Sequence[str] | None, state: dict[str, Any]) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed as one line
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if state["received"]:  # a signal during the imports that a library swallowed: stop now
+        raise Terminated() if state["received"][0] == signal.SIGTERM else KeyboardInterrupt()
     state["args"] = args
     console = Console()
     if not console.is_terminal:
@@ -423,8 +443,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The ``ddrank`` command. Exit codes: 0 done; 2 bad input (one line on stderr, nothing trained
     where the input is known up front); 1 an internal error (one line naming its log file); 130
     Ctrl-C and 143 SIGTERM (one line; every job finished before is kept in the results store)."""
-    handlers = _signal_handlers()
-    state: dict[str, Any] = {"prefix": PREFIX, "args": None}
+    received: list[int] = []
+    handlers = _signal_handlers(received)
+    state: dict[str, Any] = {"prefix": PREFIX, "args": None, "received": received}
     try:
         return _run(argv, state)
     except DDRankError as exc:
@@ -433,17 +454,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         _hold_signals(handlers)
-        terminated = isinstance(exc, Terminated)
-        what = "terminated (SIGTERM)" if terminated else "interrupted"
-        kept = (
-            "; every job finished before is kept in the results store: rerun the command to resume"
-            if _records_jobs(state["args"])
-            else ""
-        )
-        print(f"ddrank: {what}{kept}", file=sys.stderr)
-        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        return _stopped(isinstance(exc, Terminated), state["args"])
     except Exception as exc:  # noqa: BLE001 - reported as what it is: ddrank's fault, not the input's
         _hold_signals(handlers)
+        if received:  # a signal that interrupted an import or a library surfaces as another error
+            return _stopped(received[0] == signal.SIGTERM, state["args"])
         try:
             where = f"details in {shown(internal_error_log(exc, argv))}"
         except Exception:  # noqa: BLE001

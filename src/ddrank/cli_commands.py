@@ -247,6 +247,8 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     started = time.perf_counter()
     with Reporter(enabled=not args.no_progress) as reporter:
         sections = run_demo(settings, reporter, store=store)
+    for results in sections.values():
+        report_divergence(results)
     rows = []
     for section, results in sections.items():
         rows += [r.row() | {"labels": section} for r in results]
@@ -370,14 +372,12 @@ def cmd_teacher_train(args: argparse.Namespace, console: Console) -> int:
     from ddrank.evaluation.teachers import train_teacher
     from ddrank.progress import Reporter
     from ddrank.protocols import load_protocol
-    from ddrank.settings import resolve_device
-
     check_output(args.out, "--out")
     real = load_real(args.dataset, args.data_root)
     recipe = load_protocol(args.protocol or real.info.name, dataset=real.info.name).full_data
     updates = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None}
     recipe = recipe.model_copy(update=updates)
-    device = resolve_device(args.device)
+    device = settings_of(device=args.device).torch_device  # checked: a torch device that is available
     with Reporter(enabled=not args.no_progress) as reporter:
         trained = train_teacher(
             real, args.model, recipe, args.out, seed=args.seed, device=device, reporter=reporter
