@@ -341,3 +341,15 @@ def test_huge_values_train_and_report_the_diverged_runs(tmp_path, capsys):
     assert all(run["diverged"] and run["diverged_epoch"] == 1 for run in runs["syn"])
     assert not any(run["diverged"] for run in runs["random"])
     assert Evaluation.from_dict(result).diverged == 2
+
+
+def test_the_python_api_takes_strict_and_max_bytes(tmp_path, no_training):
+    from ddrank import evaluate
+    from ddrank.errors import InputError
+
+    pixels = torch.rand(100, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 255
+    with pytest.raises(InputError, match=r"look like 0\.\.255 pixels.*--space pixel.*strict=True"):
+        evaluate(pixels, device="cpu", strict=True)
+    torch.save(pixels, tmp_path / "p.pt")
+    with pytest.raises(InputError, match="more than the limit of 64 B"):
+        evaluate(tmp_path / "p.pt", device="cpu", max_bytes=64)

@@ -398,7 +398,7 @@ def internal_error_log(exc: BaseException, argv: Sequence[str] | None) -> Path:
             path = folder() / f"internal-error-{stamp}-{os.getpid()}.log"
             path.write_text(text, encoding="utf-8")
             return path
-        except OSError:
+        except Exception:  # noqa: BLE001 - an unusable cache directory: try the next folder
             continue
     raise OSError("no writable folder for the log")
 

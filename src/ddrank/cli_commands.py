@@ -313,7 +313,10 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
     with Reporter(enabled=not args.no_progress) as reporter:
         for entry in entries:
             evaluator = Evaluator(entry.settings(base), store=store, reporter=reporter)
-            result = evaluator.evaluate_set(load_synthetic(entry.images, entry.labels), entry.method)
+            validated = evaluator.validate(load_synthetic(entry.images, entry.labels))
+            for warning in validated.warnings:
+                warn(f"{entry.name}: {warning.message}")
+            result = evaluator.evaluate_sets({entry.method: validated})[0]
             rows.append(result.to_dict())
             report_divergence([result])
             score = evaluator.definition.score
