@@ -8,17 +8,63 @@ go (store, JSON, progress).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+import os
+import signal
 import sys
+import threading
+import time
+import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
-
-from rich.console import Console
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ddrank import __version__
-from ddrank.errors import DDRankError
+from ddrank.errors import DDRankError, one_line, shown
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_USAGE = 2
+EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as a shell reports Ctrl-C
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
+PREFIX = "ddrank: error: "
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that it stops like Ctrl-C: cleanly, finished jobs kept."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit 2), like every other ddrank error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{PREFIX}{' '.join(message.split())}; see {self.prog} --help\n")
+
+
+def count(text: str) -> int:
+    """An argparse type for counts (rounds, IPC, ensemble members, ...): a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
+    return value
+
+
+def size(text: str) -> int:
+    """An argparse type for a number of bytes: 500000, 64MB, 2GiB (see ddrank.data.files.parse_size)."""
+    from ddrank.data.files import parse_size
+
+    try:
+        return parse_size(text)
+    except DDRankError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # Choices spelled out here so that building the parser imports no training code (tests check that they
 # equal METRIC_NAMES of ddrank.metrics.definitions, BACKENDS of ddrank.engine.runner and PRECISIONS of
 # ddrank.settings).
@@ -74,13 +120,13 @@ def _calibration_flag(p: argparse.ArgumentParser) -> None:
 
 def _evaluation_flags() -> argparse.ArgumentParser:
     """What one evaluation computes: dataset, protocol, metric, rounds, acc(real, hard), teachers."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = Parser(add_help=False)
     p.add_argument("--dataset", help="real dataset (ddrank list datasets); default digits")
     _data_flags(p)
     p.add_argument(
         "--protocol", help="protocol preset or YAML file (ddrank list protocols); default: the dataset's"
     )
-    p.add_argument("--ipc", type=int, help="images per class (checked against the set)")
+    p.add_argument("--ipc", type=count, help="images per class (checked against the set)")
     p.add_argument(
         "--labels", help="labels file (.pt/.npy): [N] hard or [N, K] soft; default class-major order"
     )
@@ -94,7 +140,7 @@ def _evaluation_flags() -> argparse.ArgumentParser:
         help="name shown for this set in tables and JSON (default: the file or folder name of --images)",
     )
     p.add_argument("--metric", choices=METRIC_NAMES, help=METRIC_HELP)
-    p.add_argument("--rounds", type=int, help="evaluation rounds (default: the protocol's)")
+    p.add_argument("--rounds", type=count, help="evaluation rounds (default: the protocol's)")
     p.add_argument(
         "--real-acc",
         help="use this acc(real, hard) (a fraction) or 'published' instead of training it "
@@ -112,7 +158,7 @@ def _evaluation_flags() -> argparse.ArgumentParser:
 
 def _engine_flags() -> argparse.ArgumentParser:
     """How students train: seed, backend, device, precision and ensemble limits."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = Parser(add_help=False)
     p.add_argument(
         "--seed",
         type=int,
@@ -132,10 +178,10 @@ def _engine_flags() -> argparse.ArgumentParser:
         default="auto",
         help="bf16 autocast on CUDA by default, fp32 on CPUs",
     )
-    p.add_argument("--max-members", type=int, help="most students trained at once in one ensemble")
+    p.add_argument("--max-members", type=count, help="most students trained at once in one ensemble")
     p.add_argument(
         "--data-parallel-images",
-        type=int,
+        type=count,
         help="under torchrun, a job on at least this many images trains on every rank (default 500000)",
     )
     return p
@@ -143,7 +189,7 @@ def _engine_flags() -> argparse.ArgumentParser:
 
 def _output_flags() -> argparse.ArgumentParser:
     """Where results go: the results store, a JSON file, and the progress bar."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = Parser(add_help=False)
     p.add_argument("--store", help=STORE_HELP + "; finished jobs are reused, so a rerun resumes")
     p.add_argument("--no-store", action="store_true", help="keep results in memory only")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT")
@@ -153,9 +199,9 @@ def _output_flags() -> argparse.ArgumentParser:
 
 def _group_flags() -> argparse.ArgumentParser:
     """Which recorded evaluations a command considers: the fields of a leaderboard group."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = Parser(add_help=False)
     p.add_argument("--dataset", help="only this dataset")
-    p.add_argument("--ipc", type=int, help="only this IPC")
+    p.add_argument("--ipc", type=count, help="only this IPC")
     p.add_argument("--protocol", help="only this protocol (its name, or the first 4+ characters of its hash)")
     p.add_argument("--student", help="only this student model")
     p.add_argument("--labels", help="only this label mode: hard, S (soft) or M (mixed)")
@@ -164,7 +210,10 @@ def _group_flags() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from ddrank.data.files import DEFAULT_MAX_BYTES, human_bytes
+
+    default_input = human_bytes(DEFAULT_MAX_BYTES)
+    parser = Parser(
         prog="ddrank",
         description="Fair, fast, reproducible evaluation of dataset distillation (HLR, IOR, LRS, ARS).",
         epilog="Accuracies and scores are fractions in [0, 1]; tables show them as percentages.",
@@ -203,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--resize", action="store_true", help="resize images to the dataset's resolution")
     ev.add_argument(
         "--epochs",
-        type=int,
+        type=count,
         help="smoke run: train every student this many epochs (labelled smoke, never ranked with full runs)",
     )
     ev.add_argument(
@@ -211,6 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="smoke run: a tenth of the protocol's epochs and 2 rounds (labelled smoke, never ranked with "
         "full runs)",
+    )
+    ev.add_argument(
+        "--strict",
+        action="store_true",
+        help="treat warnings (values that contradict their space, labels the protocol ignores) as errors",
+    )
+    ev.add_argument(
+        "--max-input-size",
+        type=size,
+        metavar="BYTES",
+        help=f"largest synthetic-set file or decoded array accepted, e.g. 4GiB (default {default_input})",
     )
     ev.add_argument(
         "--teacher",
@@ -238,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--protocol", help="protocol preset or YAML file (ddrank list protocols); default: the dataset's"
     )
     cal.add_argument("--ipc", default="1,10,50", help="comma-separated IPCs of the random subsets (1,10,50)")
-    cal.add_argument("--rounds", type=int, help="rounds per baseline (default: the protocol's)")
+    cal.add_argument("--rounds", type=count, help="rounds per baseline (default: the protocol's)")
     _calibration_flag(cal)
     cal.set_defaults(run=cli_commands.cmd_calibrate)
 
@@ -275,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("name", help="a preset (ddrank list protocols) or a protocol YAML file")
     show.add_argument("--dataset", help="resolve the preset for this dataset")
-    show.add_argument("--ipc", type=int, help="resolve the preset for this IPC")
+    show.add_argument("--ipc", type=count, help="resolve the preset for this IPC")
     show.add_argument("--fidelity", choices=FIDELITY_CHOICES, help=FIDELITY_HELP)
     show.set_defaults(run=cli_commands.cmd_protocol_show)
 
@@ -287,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("method", help="the baseline (ddrank list baselines)")
     base.add_argument("--dataset", default="digits", help="real dataset to select from (default digits)")
     base.add_argument("--data-root", help="folder holding the real dataset (not needed for digits)")
-    base.add_argument("--ipc", type=int, required=True, help="images per class")
+    base.add_argument("--ipc", type=count, required=True, help="images per class")
     base.add_argument("--seed", type=int, default=0, help="seed of the selection (default 0)")
     base.add_argument("--out", required=True, help="output .pt file (dict with images and labels)")
     base.set_defaults(run=cli_commands.cmd_baseline)
@@ -320,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("file", help="YAML list of entries: method, dataset, ipc, images[, labels, protocol]")
     sweep.add_argument("--data-root", help="folder holding the real datasets")
     sweep.add_argument("--metric", choices=METRIC_NAMES, help=METRIC_HELP)
-    sweep.add_argument("--rounds", type=int, help="evaluation rounds (default: each protocol's)")
+    sweep.add_argument("--rounds", type=count, help="evaluation rounds (default: each protocol's)")
     sweep.add_argument(
         "--teacher-dir", help="folder of teachers laid out as DIR/<dataset>/<model>/ckpt_best.pt"
     )
@@ -340,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-root", help="folder holding the real dataset (not needed for digits)")
     train.add_argument("--model", required=True, help="teacher architecture (ddrank list models)")
     train.add_argument("--protocol", help="take the full-data recipe from this preset")
-    train.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    train.add_argument("--epochs", type=count, help="override the recipe's epochs")
     train.add_argument("--lr", type=float, help="override the recipe's learning rate")
     train.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
@@ -428,37 +488,151 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _signal_handlers(received: list[int]) -> dict[int, Any]:
+    """SIGTERM raises :class:`Terminated` and SIGINT KeyboardInterrupt (unless ignored), each noting its
+    number in ``received`` first; the previous handlers are returned. Only the main thread can set
+    handlers: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+    def terminate(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise Terminated()
+
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGTERM, terminate)
+    if previous[signal.SIGINT] in (signal.SIG_DFL, signal.default_int_handler):
+        signal.signal(signal.SIGINT, interrupt)
+    return previous
+
+
+def _stopped(terminated: bool, args: argparse.Namespace | None) -> int:
+    """Report an interruption in one line; its exit code."""
+    what = "terminated (SIGTERM)" if terminated else "interrupted"
+    kept = (
+        "; every job finished before is kept in the results store: rerun the command to resume"
+        if _records_jobs(args)
+        else ""
+    )
+    print(f"ddrank: {what}{kept}", file=sys.stderr)
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+def _hold_signals(handlers: dict[int, Any]) -> None:
+    """Ignore further Ctrl-C and SIGTERM while the process reports and cleans up."""
+    for signum in handlers:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _restore(handlers: dict[int, Any]) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def internal_error_log(exc: BaseException, argv: Sequence[str] | None) -> Path:
+    """Write ``exc``'s traceback, with the command and versions, to a log file in the cache; its path."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    text = (
+        f"ddrank {__version__}, Python {sys.version.split()[0]}, pid {os.getpid()}\n"
+        f"command: ddrank {' '.join(map(str, sys.argv[1:] if argv is None else argv))}\n\n"
+        + "".join(traceback.format_exception(exc))
+    )
+    folders: list[Callable[[], Path]] = []
+    try:
+        from ddrank.paths import cache_dir
+
+        folders.append(lambda: cache_dir("logs"))
+    except Exception:  # noqa: BLE001 - a broken install still gets its log
+        pass
+    import tempfile
+
+    folders.append(lambda: Path(tempfile.gettempdir()))
+    for folder in folders:
+        try:
+            path = folder() / f"internal-error-{stamp}-{os.getpid()}.log"
+            path.write_text(text, encoding="utf-8")
+            return path
+        except Exception:  # noqa: BLE001 - an unusable cache directory: try the next folder
+            continue
+    raise OSError("no writable folder for the log")
+
+
+def _records_jobs(args: argparse.Namespace | None) -> bool:
+    return args is not None and args.command in ("evaluate", "demo", "sweep") and not args.no_store
+
+
+def _run(argv: Sequence[str] | None, state: dict[str, Any]) -> int:
+    """Parse ``argv`` and run its command (``state`` collects the arguments and the error prefix)."""
+    from rich.console import Console
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed as one line
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     from ddrank import distributed  # after parsing: --help and --version import no torch
 
+    state["distributed"] = distributed
+    if state["received"]:  # a signal during the imports that a library swallowed: stop now
+        raise Terminated() if state["received"][0] == signal.SIGTERM else KeyboardInterrupt()
+    state["args"] = args
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)
-    prefix = "ddrank: error: "
+    world = distributed.init_from_env(getattr(args, "device", None))
+    if world.distributed:
+        state["prefix"] = f"ddrank (rank {world.rank}): error: "
+        if getattr(args, "device", "unset") is None:
+            args.device = distributed.default_device()
+        if not world.main:  # one rank speaks and writes files
+            console = Console(file=io.StringIO())
+            for name in ("json", "html"):
+                if hasattr(args, name):
+                    setattr(args, name, None)
+            if hasattr(args, "no_progress"):
+                args.no_progress = True
+    return args.run(args, console)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``ddrank`` command. Exit codes: 0 done; 2 bad input (one line on stderr, nothing trained
+    where the input is known up front); 1 an internal error (one line naming its log file); 130
+    Ctrl-C and 143 SIGTERM (one line; every job finished before is kept in the results store)."""
+    received: list[int] = []
+    handlers = _signal_handlers(received)
+    state: dict[str, Any] = {"prefix": PREFIX, "args": None, "received": received}
     try:
-        world = distributed.init_from_env(getattr(args, "device", None))
-        if world.distributed:
-            prefix = f"ddrank (rank {world.rank}): error: "
-            if getattr(args, "device", "unset") is None:
-                args.device = distributed.default_device()
-            if not world.main:  # one rank speaks and writes files
-                console = Console(file=io.StringIO())
-                for name in ("json", "html"):
-                    if hasattr(args, name):
-                        setattr(args, name, None)
-                if hasattr(args, "no_progress"):
-                    args.no_progress = True
-        return args.run(args, console)
+        return _run(argv, state)
     except DDRankError as exc:
-        print(prefix + " ".join(str(exc).split()), file=sys.stderr)
+        _hold_signals(handlers)
+        print(state["prefix"] + shown(" ".join(str(exc).split())), file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("ddrank: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        _hold_signals(handlers)
+        return _stopped(isinstance(exc, Terminated), state["args"])
+    except Exception as exc:  # noqa: BLE001 - reported as what it is: ddrank's fault, not the input's
+        _hold_signals(handlers)
+        if received:  # a signal that interrupted an import or a library surfaces as another error
+            return _stopped(received[0] == signal.SIGTERM, state["args"])
+        try:
+            where = f"details in {shown(internal_error_log(exc, argv))}"
+        except Exception:  # noqa: BLE001
+            where = "no log could be written"
+        print(
+            f"ddrank: internal error: {type(exc).__name__}: {one_line(exc)} ({where}); please report it",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
     finally:
-        distributed.shutdown()
+        _hold_signals(handlers)
+        distributed = state.get("distributed")
+        if distributed is not None:
+            with contextlib.suppress(Exception):  # the outcome is already decided and reported
+                distributed.shutdown()
+        _restore(handlers)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ the public API, and print. No evaluation logic lives here."""
 from __future__ import annotations
 
 import argparse
+import errno
 import fnmatch
 import json
 import os
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ddrank.calibration import calibration_warnings
-from ddrank.errors import InputError
+from ddrank.errors import InputError, one_line, shown
 from ddrank.evaluation import Evaluation
 from ddrank.names import check_name, default_method
 from ddrank.protocols import Deviation
@@ -26,12 +27,45 @@ from ddrank.settings import RunSettings, SettingError
 from ddrank.store import ResultStore, StoreError
 
 
-def _write_json(path: str, payload: Any) -> None:
+def check_output(path: str | None, flag: str) -> None:
+    """Refuse an output path that cannot be written (a folder, a folder that is a file, no permission),
+    before anything trains."""
+    if path is None:
+        return
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    where = f"{flag} {shown(path)}"
+    if target.is_dir():
+        raise InputError(f"{where} is a folder; give a file path")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"{where}: {shown(parent)} is a file, not a folder; give a path in a folder")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise InputError(f"{where} is not writable; give another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{where}: folder {shown(parent)} is not writable; give a path in a writable folder")
+
+
+def _write_json(path: str, payload: Any, flag: str = "--json") -> None:
+    target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    tmp.replace(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+        tmp.replace(target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        full = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
+        raise InputError(
+            f"cannot write {flag} {shown(path)}{full}: {exc.strerror or one_line(exc)}; the results are in "
+            "the results store (ddrank export writes them out)"
+        ) from exc
+
+
+def warn(line: str) -> None:
+    """One warning line on stderr."""
+    print(f"ddrank: warning: {shown(' '.join(line.split()))}", file=sys.stderr)
 
 
 def _print(console: Console, line: str) -> None:
@@ -146,19 +180,49 @@ def smoke_settings(
     return out, note
 
 
-def open_store(path: str | None, *, must_exist: bool) -> ResultStore:
-    """The results store at ``path`` (default: the cache's); reading commands refuse a missing one."""
+def open_store(path: str | None, *, must_exist: bool, readonly: bool = False) -> ResultStore:
+    """The results store at ``path`` (default: the cache's); reading commands refuse a missing one and
+    open it ``readonly`` (it is never written, and may be on read-only media)."""
     from ddrank.paths import cache_dir
 
     target = Path(path) if path else cache_dir() / "results.sqlite"
     if must_exist and not target.exists():
-        raise StoreError(f"no results store at {target}; record evaluations there first or pass --store PATH")
-    return ResultStore(target)
+        raise StoreError(
+            f"no results store at {shown(target)}; record evaluations there first or pass --store PATH"
+        )
+    return ResultStore(target, readonly=readonly)
+
+
+def check_store(args: argparse.Namespace) -> None:
+    """Refuse a damaged or foreign results store before anything is loaded or trained: an existing store
+    is opened read-only and checked whole (SQLite's quick_check and every row), so a refused file is
+    never modified, not even migrated."""
+    from ddrank.paths import cache_dir
+    from ddrank.store import inspect_store
+
+    if args.no_store:
+        return
+    target = Path(args.store) if args.store else cache_dir() / "results.sqlite"
+    if target.is_file() and inspect_store(target) is not None:
+        with ResultStore(target, readonly=True) as store:
+            store.check_integrity()
 
 
 def _store_for(args: argparse.Namespace) -> ResultStore | None:
     """The results store a run records into: --store PATH, the default one, or none with --no-store."""
     return None if args.no_store else open_store(args.store, must_exist=False)
+
+
+def report_divergence(results: list[Evaluation]) -> None:
+    """One line on stderr per evaluation in which some students' training diverged."""
+    for result in results:
+        if result.diverged:
+            jobs = sum(len(runs) for r in result.rounds for runs in r.runs.values())
+            warn(
+                f"{result.method}: {result.diverged} of its {jobs} training runs diverged (non-finite loss "
+                'or logits); each was stopped and scored as it predicts (flagged "diverged" in the JSON '
+                "runs): check the set's values and the learning rates"
+            )
 
 
 # -- evaluate, demo, sweep --------------------------------------------------------------------------
@@ -174,6 +238,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
 
     if not args.images and not args.dry_run:
         raise InputError("ddrank evaluate needs --images (the synthetic set), or --dry-run to only plan")
+    check_output(args.json, "--json")
     matrix = run_settings(args)
     smoke = None
     if args.epochs is not None or args.quick:
@@ -182,6 +247,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     method = check_name("method name", named)
     syn = None
     if args.images:
+        reading = {} if args.max_input_size is None else {"max_bytes": args.max_input_size}
         syn = load_synthetic(
             args.images,
             args.labels,
@@ -189,17 +255,25 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
             lr=args.lr,
             space=args.space,
             allow_pickle=args.allow_pickle,
+            **reading,
         )
     if args.dry_run:
         return _dry_run(console, matrix, syn, method, args.json)
+    check_store(args)
     store = _store_for(args)
     with Reporter(enabled=not args.no_progress) as reporter:
         evaluators = []
+        warned: set[str] = set()
         for settings in matrix:
             evaluator = Evaluator(settings, store=store, reporter=reporter, say=_say_deviation)
             if smoke is not None:
                 evaluator.extra_provenance["smoke"] = smoke
-            evaluators.append((evaluator, evaluator.validate(syn, resize=args.resize)))  # all before training
+            validated = evaluator.validate(syn, resize=args.resize, strict=args.strict)  # all before training
+            for warning in validated.warnings:
+                if warning.message not in warned:
+                    warned.add(warning.message)
+                    warn(warning.message)
+            evaluators.append((evaluator, validated))
         started = time.perf_counter()
         results = [evaluator.evaluate_sets({method: validated})[0] for evaluator, validated in evaluators]
     for result in results if distributed.world().main else ():  # one rank speaks
@@ -212,6 +286,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
         _show(console, student_table(rows, title=f"{method} · one evaluation per student"))
     else:
         _show(console, leaderboard_table(rows, title=f"{method} · {rows[0]['dataset']} · {matrix[0].metric}"))
+    report_divergence(results)
     reporter.log(f"done in {time.perf_counter() - started:.1f} s")
     if args.json:
         _write_json(args.json, evaluations_document(results))
@@ -306,12 +381,17 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from ddrank.report.leaderboard import build_leaderboard
     from ddrank.report.render import leaderboard_table
 
+    check_output(args.json, "--json")
+    check_output(args.html, "--html")
+    check_store(args)
     run = settings_of(**engine_fields(args))
     settings = DemoSettings(quick=args.quick, soft=not args.hard_only, run=run)
     store = _store_for(args)
     started = time.perf_counter()
     with Reporter(enabled=not args.no_progress) as reporter:
         sections = run_demo(settings, reporter, store=store)
+    for results in sections.values():
+        report_divergence(results)
     rows = []
     for section, results in sections.items():
         rows += results
@@ -354,6 +434,8 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
     from ddrank.progress import Reporter
     from ddrank.sweep import load_sweep
 
+    check_output(args.json, "--json")
+    check_store(args)
     entries = load_sweep(args.file)
     missing = [e.name for e in entries if not e.images]
     if missing:
@@ -372,8 +454,12 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
     with Reporter(enabled=not args.no_progress) as reporter:
         for entry in entries:
             evaluator = Evaluator(entry.settings(base), store=store, reporter=reporter)
-            result = evaluator.evaluate_set(load_synthetic(entry.images, entry.labels), entry.method)
+            validated = evaluator.validate(load_synthetic(entry.images, entry.labels))
+            for warning in validated.warnings:
+                warn(f"{entry.name}: {warning.message}")
+            result = evaluator.evaluate_sets({entry.method: validated})[0]
             rows.append(result)
+            report_divergence([result])
             score = evaluator.definition.score
             reporter.log(f"{entry.name}: {score.label} {100 * result.summaries[score.field].mean:.2f}%")
     if args.json:
@@ -453,13 +539,13 @@ def cmd_teacher_train(args: argparse.Namespace, console: Console) -> int:
     from ddrank.evaluation.teachers import train_teacher
     from ddrank.progress import Reporter
     from ddrank.protocols import load_protocol
-    from ddrank.settings import resolve_device
 
+    check_output(args.out, "--out")
     real = load_real(args.dataset, args.data_root)
     recipe = load_protocol(args.protocol or real.info.name, dataset=real.info.name).full_data
     updates = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None}
     recipe = recipe.model_copy(update=updates)
-    device = resolve_device(args.device)
+    device = settings_of(device=args.device).torch_device  # checked: a torch device that is available
     with Reporter(enabled=not args.no_progress) as reporter:
         trained = train_teacher(
             real, args.model, recipe, args.out, seed=args.seed, device=device, reporter=reporter
@@ -478,10 +564,14 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
     from ddrank.baselines import generate
     from ddrank.data.real import load_real
 
+    check_output(args.out, "--out")
     real = load_real(args.dataset, args.data_root)
     syn = generate(args.method, real, args.ipc, seed=args.seed)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"images": syn.images, "labels": syn.labels}, args.out)
+    try:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"images": syn.images, "labels": syn.labels}, args.out)
+    except OSError as exc:
+        raise InputError(f"cannot write --out {shown(args.out)}: {exc.strerror or one_line(exc)}") from exc
     console.print(
         f"wrote {args.out}: {tuple(syn.images.shape)} normalised images, class-major labels", highlight=False
     )
@@ -575,7 +665,7 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
     from ddrank.report.render import leaderboard_table, render
 
     selection = _selection(args)
-    with open_store(args.store, must_exist=True) as store:
+    with open_store(args.store, must_exist=True, readonly=True) as store:
         evaluations = recorded_evaluations(store, dataset=args.dataset, ipc=args.ipc)
         source = store.path
     rows = build_leaderboard(evaluations, metric=args.metric, selection=selection, history=args.all)
@@ -604,7 +694,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from ddrank.metrics.definitions import metric_definition
     from ddrank.report.leaderboard import compare_methods
 
-    with open_store(args.store, must_exist=True) as store:
+    with open_store(args.store, must_exist=True, readonly=True) as store:
         evaluations = recorded_evaluations(store, dataset=args.dataset, ipc=args.ipc)
     c = compare_methods(evaluations, args.a, args.b, metric=args.metric, selection=_selection(args))
     r, label = c.result, metric_definition(c.metric).label
@@ -676,7 +766,8 @@ def _group_row(evaluation: Evaluation) -> dict[str, Any]:
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
-    with open_store(args.store, must_exist=True) as store:
+    check_output(args.out, "--out")
+    with open_store(args.store, must_exist=True, readonly=True) as store:
         rows = store.export(args.out)
         jobs, evaluations = store.job_count(), len(store.evaluations())
         source = store.path

@@ -8,6 +8,7 @@ already holds) → score (the metric's definition) → record (into its results 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -28,7 +29,15 @@ from ddrank.calibration import (
 )
 from ddrank.data.real import DatasetInfo, RealData, dataset_info, load_real
 from ddrank.data.sampling import random_subset, validation_split
-from ddrank.data.synthetic import SyntheticSet, ValidatedSet, load_synthetic, validate_synthetic
+from ddrank.data.synthetic import (
+    SyntheticSet,
+    ValidatedSet,
+    check_values,
+    load_synthetic,
+    protocol_warnings,
+    refuse_warnings,
+    validate_synthetic,
+)
 from ddrank.engine.job import EvalSet, JobCache, JobResult, MemoryCache, RunData, TrainingSet, TrainJob
 from ddrank.engine.runner import run_jobs
 from ddrank.errors import ConfigError, InputError
@@ -133,9 +142,13 @@ class Evaluator:
             )
         return self._real
 
-    def validate(self, syn: SyntheticSet, ipc: int | None = None, resize: bool = False) -> ValidatedSet:
+    def validate(
+        self, syn: SyntheticSet, ipc: int | None = None, resize: bool = False, *, strict: bool = False
+    ) -> ValidatedSet:
         """``syn`` checked against the dataset and the protocol of its IPC (``ipc`` defaults to the
-        settings'), before anything trains."""
+        settings'), before anything trains. Its ``warnings`` (values that contradict the set's space,
+        or the protocol's when the set names none; soft labels a hard-label protocol ignores) become
+        an InputError under ``strict``."""
         info = self.real.info
         validated = validate_synthetic(
             syn,
@@ -145,8 +158,13 @@ class Evaluator:
             ipc=self.settings.ipc if ipc is None else ipc,
             resize=resize,
         )
-        self.protocol_for(validated.ipc)
-        return validated
+        protocol = self.protocol_for(validated.ipc)
+        found = list(validated.warnings)
+        if syn.space is None:
+            found += check_values(validated.images, protocol.space, syn.source)
+        found += protocol_warnings(validated, label_mode=protocol.labels.mode, protocol=protocol.name)
+        refuse_warnings(found, strict)
+        return dataclasses.replace(validated, warnings=tuple(found))
 
     def space(self, protocol: Protocol) -> TrainingSpace:
         key = protocol.zca_regularization if protocol.zca else None
@@ -278,6 +296,7 @@ class Evaluator:
         proto = planned.protocol
         published, source = self.real_accuracy(proto) if self.definition.needs_real else (None, None)
         round_results = []
+        keys: set[str] = set()
         for planned_round in planned.rounds:
             values: dict[str, float] = {}
             chosen: dict[str, float] = {}
@@ -288,6 +307,7 @@ class Evaluator:
                 planned_cell = planned_round.cells[cell.name]
                 pairs = zip(planned_cell.learning_rates, planned_cell.keys, strict=True)
                 cell_runs = [_run(lr, results[key]) for lr, key in pairs]
+                keys.update(planned_cell.keys)
                 best = _select(cell_runs, proto)
                 values[f"acc_{cell.name}"] = _reported(best, proto)
                 chosen[cell.name] = best.lr
@@ -312,6 +332,7 @@ class Evaluator:
             round_results,
             source,
             self._provenance(vs, proto) | {"fidelity": proto.fidelity, "deviations": deviations},
+            sum(1 for key in keys if results[key].diverged),
             fidelity=proto.fidelity,
             deviations=deviations,
             calibration=calibration,
@@ -577,7 +598,8 @@ def _check_buildable(protocol: Protocol, info: DatasetInfo) -> None:
 
 
 def _run(lr: float, result: JobResult) -> Run:
-    return Run(lr, result.test_acc, result.val_acc, max(acc for _, acc in result.curve))
+    best = max(acc for _, acc in result.curve)
+    return Run(lr, result.test_acc, result.val_acc, best, result.diverged, result.diverged_epoch)
 
 
 def _select(runs: list[Run], protocol: Protocol) -> Run:
@@ -604,6 +626,8 @@ def evaluate(
     allow_pickle: bool = False,
     store: JobCache | bool | None = True,
     progress: bool = True,
+    strict: bool = False,
+    max_bytes: int | None = None,
     **setting_fields: Any,
 ) -> Evaluation:
     """Score one synthetic set: LRS (HLR, IOR), ARS, or plain accuracy, with 95% CIs over rounds.
@@ -615,13 +639,17 @@ def evaluate(
     validated before any training starts. As on the command line, finished jobs are kept and the
     evaluation is recorded in the default results store (``store=True``; a ResultStore or JobCache of
     your own, or False for none), and a progress bar is drawn on a terminal (``progress=False``: none).
-    ``method`` defaults to the file or folder name of ``images`` when it is a path.
+    ``method`` defaults to the file or folder name of ``images`` when it is a path. ``strict`` refuses a
+    set with warnings (see :meth:`Evaluator.validate`); ``max_bytes`` raises the size limit on input files.
     """
     if settings is not None and setting_fields:
         settings = settings.replace(**setting_fields)
     elif settings is None:
         settings = RunSettings(**setting_fields)
-    syn = load_synthetic(images, labels, format=format, lr=lr, space=space, allow_pickle=allow_pickle)
+    reading = {} if max_bytes is None else {"max_bytes": max_bytes}
+    syn = load_synthetic(
+        images, labels, format=format, lr=lr, space=space, allow_pickle=allow_pickle, **reading
+    )
     if method is None:
         method = default_method(images) if isinstance(images, str | os.PathLike) else "synthetic"
     if store is True:
@@ -630,7 +658,8 @@ def evaluate(
         store = None
     with Reporter(enabled=progress) as reporter:
         evaluator = Evaluator(settings, store=store, reporter=reporter)
-        return evaluator.evaluate_set(syn, method, resize=resize)
+        validated = evaluator.validate(syn, resize=resize, strict=strict)
+        return evaluator.evaluate_sets({method: validated})[0]
 
 
 def calibrate(

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ddrank.errors import InputError
+from ddrank.errors import DDRankError, InputError, one_line, shown
 from ddrank.metrics import summarize
 from ddrank.metrics.definitions import field_bounds, metric_definition
 from ddrank.metrics.stats import Summary
@@ -26,12 +26,15 @@ CONFIDENCE = 0.95
 
 @dataclass(frozen=True)
 class Run:
-    """One trained student: its learning rate and final accuracies."""
+    """One trained student: its learning rate and final accuracies; ``diverged`` when its training went
+    non-finite at ``diverged_epoch`` (its accuracies are then what the frozen student predicts)."""
 
     lr: float
     test_acc: float
     val_acc: float | None
     best_test_acc: float  # best over test checkpoints (used only by reference selection)
+    diverged: bool = False
+    diverged_epoch: int | None = None
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Evaluation:
     ``{"cell", "ipc", "measured", "published_mean", "published_std", "z", "source"}`` per cell.
     ``fidelity`` (reference or honest) is the protocol's, and ``deviations`` every way it differs from
     its source (``Deviation.model_dump()`` dicts), as printed before training.
+    ``diverged`` counts the distinct training jobs behind it whose training diverged.
     """
 
     method: str
@@ -91,6 +95,7 @@ class Evaluation:
     rounds: list[RoundResult]
     acc_real_source: str | None
     provenance: dict[str, Any]
+    diverged: int = 0
     summaries: dict[str, Summary] = field(init=False)
     calibration: list[dict[str, Any]] = field(default_factory=list)
     fidelity: str = ""  # empty: taken from the selection (records written before fidelity existed)
@@ -139,6 +144,7 @@ class Evaluation:
             "smoke": self.smoke,
             "std_ddof": STD_DDOF,
             "confidence": CONFIDENCE,
+            "diverged": self.diverged,
         }
         if self.acc_real_source is not None:
             out["acc_real_source"] = self.acc_real_source
@@ -157,30 +163,44 @@ class Evaluation:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Evaluation:
-        """The evaluation that ``to_dict`` wrote (summaries are recomputed from the rounds)."""
+        """The evaluation that ``to_dict`` wrote (summaries are recomputed from the rounds); InputError
+        (one line) for anything else."""
+        if not isinstance(data, Mapping):
+            raise InputError(
+                f"an evaluation record is a {type(data).__name__}, not Evaluation.to_dict() output"
+            )
         missing = [name for name in _REQUIRED if name not in data]
         if missing:
             raise InputError(
                 f"an evaluation record lacks {', '.join(missing)}; it is not Evaluation.to_dict() output"
             )
-        return cls(
-            data["method"],
-            data["dataset"],
-            data["ipc"],
-            data["metric"],
-            data["weight"],
-            data["protocol"],
-            data["protocol_hash"],
-            data["student"],
-            data["labels"],
-            data["selection"],
-            [RoundResult.from_dict(r) for r in data["per_round"]],
-            data.get("acc_real_source"),
-            dict(data["provenance"]),
-            calibration=[dict(entry) for entry in data.get("calibration") or []],
-            fidelity=data.get("fidelity") or "",
-            deviations=list(data.get("deviations") or []),
-        )
+        try:
+            return cls(
+                data["method"],
+                data["dataset"],
+                data["ipc"],
+                data["metric"],
+                data["weight"],
+                data["protocol"],
+                data["protocol_hash"],
+                data["student"],
+                data["labels"],
+                data["selection"],
+                [RoundResult.from_dict(r) for r in data["per_round"]],
+                data.get("acc_real_source"),
+                dict(data["provenance"]),
+                int(data.get("diverged", 0)),
+                calibration=[dict(entry) for entry in data.get("calibration") or []],
+                fidelity=data.get("fidelity") or "",
+                deviations=list(data.get("deviations") or []),
+            )
+        except DDRankError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+            raise InputError(
+                f"evaluation record of method {shown(data.get('method'))!r} is malformed "
+                f"({type(exc).__name__}: {one_line(exc)}); it is not Evaluation.to_dict() output"
+            ) from exc
 
     @property
     def smoke(self) -> bool:
@@ -239,10 +259,19 @@ class Evaluation:
 
 def recorded_evaluations(store: ResultStore, **filters: Any) -> list[Evaluation]:
     """The evaluations recorded in ``store`` that match ``filters`` (dataset, ipc, metric, method), newest
-    first, each with its ``record_id`` and ``recorded`` time."""
+    first, each with its ``record_id`` and ``recorded`` time; a damaged record is a one-line StoreError
+    naming the store."""
+    from ddrank.store import StoreError
+
     out = []
     for record in store.evaluation_records(**filters):
-        evaluation = Evaluation.from_dict(record["payload"])
+        try:
+            evaluation = Evaluation.from_dict(record["payload"])
+        except InputError as exc:
+            where = ":memory:" if store.path is None else shown(store.path)
+            raise StoreError(
+                f"results database {where}: {exc}; it is damaged: move it aside and start a new store"
+            ) from exc
         evaluation.record_id, evaluation.recorded = record["id"], record["created"]
         out.append(evaluation)
     return out
