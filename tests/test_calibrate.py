@@ -89,7 +89,7 @@ def test_a_later_evaluation_reuses_the_calibration_jobs_and_warns(tmp_path, caps
     assert code == 0, err
     with ResultStore(store_path) as store:
         assert store.job_count() - calibrated == ROUNDS * len(LRS)  # only the synthetic set trained
-    result = json.loads(out_json.read_text())
+    result = json.loads(out_json.read_text())["evaluations"][0]
     entries = {e["cell"]: e for e in result["calibration"]}
     assert set(entries) == {"random", "real"} and all(set(e) == ENTRY_KEYS for e in entries.values())
     assert entries["random"]["measured"] == pytest.approx(result["acc_random_mean"])

@@ -335,7 +335,7 @@ def test_huge_values_train_and_report_the_diverged_runs(tmp_path, capsys):
     lines = err.splitlines()
     assert any("far outside any image space" in line for line in lines)
     assert any("2 of its" in line and "training runs diverged" in line for line in lines), err
-    result = json.loads((tmp_path / "out.json").read_text())
+    result = json.loads((tmp_path / "out.json").read_text())["evaluations"][0]
     assert result["diverged"] == 2
     runs = result["per_round"][0]["runs"]
     assert all(run["diverged"] and run["diverged_epoch"] == 1 for run in runs["syn"])

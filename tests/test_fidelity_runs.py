@@ -213,7 +213,7 @@ def test_a_reference_run_says_and_stores_its_deviations(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 0, err
     said = [line for line in err.splitlines() if line.startswith("ddrank: deviation: ")]
-    result = json.loads(out.read_text())
+    result = json.loads(out.read_text())["evaluations"][0]
     assert result["fidelity"] == "reference" == result["provenance"]["fidelity"]
     assert len(said) == len(result["deviations"]) > 0
     assert (
@@ -222,7 +222,7 @@ def test_a_reference_run_says_and_stores_its_deviations(capsys, tmp_path):
     )
     code = main(["evaluate", *map(str, common), "--fidelity", "honest", "--json", str(out)])
     assert code == 0
-    honest = json.loads(out.read_text())
+    honest = json.loads(out.read_text())["evaluations"][0]
     assert honest["fidelity"] == "honest" and honest["protocol_hash"] != result["protocol_hash"]
     with ResultStore(store) as opened:
         stored = {(e["protocol_hash"], e["fidelity"]) for e in opened.evaluations()}

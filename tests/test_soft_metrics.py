@@ -19,6 +19,7 @@ from ddrank.data.synthetic import SyntheticSet
 from ddrank.evaluation import Evaluator
 from ddrank.evaluation.teachers import train_teacher
 from ddrank.metrics import augmentation_robust_score, label_robust_score
+from ddrank.metrics.definitions import metric_definition
 from ddrank.protocols import load_protocol, preset, preset_names
 from ddrank.settings import RunSettings
 
@@ -182,10 +183,15 @@ def test_every_preset_builds_a_runnable_plan(monkeypatch, name, dataset, ipc):
         )
         evaluator = Evaluator(settings)
         jobs, data, plans = evaluator.plan({"set": evaluator.validate(syn, ipc=ipc)}, dry_run=True)
-        lrs = 1 if protocol.lr is not None else len(protocol.lr_grid)
-        per_round = {"lrs": 3 if protocol.labels.mode == "hard" else 4, "ars": 4}[metric]
+        # random subsets and the hard-label run follow the protocol's search; the synthetic run may use
+        # the method's own learning rate
+        per_cell = {run: len(protocol.learning_rates(run)) for run in ("random", "hard", "syn")}
+        cells = [c for c in metric_definition(metric).cells if c.source != "real"]
+        if protocol.labels.mode == "hard":
+            cells = [c for c in cells if c.variant != "hard"]  # the P run is already hard-label
+        runs = ["random" if c.source == "random" else "hard" if c.variant == "hard" else "syn" for c in cells]
         student_jobs = [j for j in jobs if j.cell != "real"]
-        assert len(student_jobs) == 2 * (per_round - (metric == "lrs")) * lrs
+        assert len(student_jobs) == 2 * sum(per_cell[run] for run in runs)
         assert all(j.spec.epochs == protocol.epochs and j.spec.model == protocol.model for j in student_jobs)
         if metric == "lrs" or protocol.augment.enabled:
             assert len({j.key for j in jobs}) == len(jobs)

@@ -289,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         "baseline under a protocol, and print each beside its published value (mean ± std, source) "
         "with a z-score; more than 3 published std away is flagged. The jobs are stored, so a later "
         "ddrank evaluate under the same protocol trains neither again.",
+        epilog="example: ddrank calibrate --dataset cifar10 --download --ipc 1,10 --json calibration.json",
     )
     cal.add_argument(
         "--dataset", default="digits", help="real dataset (ddrank list datasets); default digits"
