@@ -12,6 +12,14 @@ from typing import Any
 import pytest
 import torch
 
+# Under pytest-xdist, the workers share the cores: each torch (and each ddrank subprocess a test starts)
+# gets its share of threads, so that they do not oversubscribe the machine.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _THREADS = max(1, (os.cpu_count() or 1) // _WORKERS)
+    torch.set_num_threads(_THREADS)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
