@@ -7,6 +7,8 @@ import struct
 import zlib
 from pathlib import Path
 
+from hypothesis import HealthCheck, settings
+
 
 class MakesDirectory:
     """A pickle payload with a visible side effect: unpickling it creates a directory."""
@@ -68,3 +70,12 @@ def png_header(width: int, height: int) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
     )
+
+
+def fuzz_settings(fast: int, slow: int, *checks: HealthCheck) -> tuple[settings, settings]:
+    """Hypothesis settings for a fuzz module: ``fast`` derandomized examples in the default suite and
+    ``slow`` random ones under ``-m slow``; no deadline, no example database, ``checks`` suppressed
+    beside too_slow."""
+    quiet = [HealthCheck.too_slow, *checks]
+    common = {"deadline": None, "database": None, "suppress_health_check": quiet}
+    return settings(max_examples=fast, derandomize=True, **common), settings(max_examples=slow, **common)

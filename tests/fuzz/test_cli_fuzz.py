@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, given
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -30,21 +30,9 @@ from ddrank.errors import DDRankError
 from ddrank.protocols import AugmentSpec, OptimizerSpec, Protocol, ScheduleSpec
 from ddrank.protocols.protocol import METADATA_FIELDS
 from ddrank.store import ResultStore
-from malformed import MakesDirectory, npy_bytes, png_header, zip_bomb
+from malformed import MakesDirectory, fuzz_settings, npy_bytes, png_header, zip_bomb
 
-FAST = settings(
-    max_examples=15,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-SLOW = settings(
-    max_examples=300,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+FAST, SLOW = fuzz_settings(15, 300, HealthCheck.function_scoped_fixture)
 CLASSES, IPC = 10, 10
 DDRANKING = Path("/work/shared/ddranking-configs/dist/configs")
 

@@ -16,27 +16,15 @@ import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from PIL import Image
 
 from ddrank.data.synthetic import load_synthetic, validate_synthetic
 from ddrank.errors import DDRankError
-from malformed import MakesDirectory, npy_bytes, zip_bomb
+from malformed import MakesDirectory, fuzz_settings, npy_bytes, zip_bomb
 
-FAST = settings(
-    max_examples=30,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-SLOW = settings(
-    max_examples=400,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FAST, SLOW = fuzz_settings(30, 400, HealthCheck.data_too_large)
 
 
 def _images(n: int = 4) -> torch.Tensor:

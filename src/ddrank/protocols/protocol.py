@@ -280,7 +280,29 @@ class LabelSpec(_Spec):
         return LabelSpec()
 
 
-class FullDataRecipe(_Spec):
+class _Training(_Spec):
+    """Bounds shared by everything that trains (a protocol's students, the full-data recipe): the
+    learning rate, epochs and batch size are checked against the limits before anything allocates."""
+
+    @field_validator("lr", check_fields=False)
+    @classmethod
+    def _lr(cls, v: float | None) -> float | None:
+        return None if v is None else _at_most(v, MAX_LR, "learning rate")
+
+    @field_validator("epochs", "eval_every", check_fields=False)
+    @classmethod
+    def _epochs(cls, v: int) -> int:
+        _check_limit("epochs", v)
+        return v
+
+    @field_validator("batch_size", check_fields=False)
+    @classmethod
+    def _batch(cls, v: int) -> int:
+        _check_limit("batch_size", v, "images per batch")
+        return v
+
+
+class FullDataRecipe(_Training):
     """How ``acc(real, hard)`` is obtained: trained with this recipe, or a published value.
 
     ``source: published`` uses ``published_acc`` (labelled with ``published_source``) instead of
@@ -297,23 +319,6 @@ class FullDataRecipe(_Spec):
     source: Literal["trained", "published"] = "trained"
     published_acc: float | None = Field(None, ge=0.0, le=1.0)
     published_source: str | None = None
-
-    @field_validator("lr")
-    @classmethod
-    def _lr(cls, v: float) -> float:
-        return _at_most(v, MAX_LR, "learning rate")
-
-    @field_validator("epochs")
-    @classmethod
-    def _epochs(cls, v: int) -> int:
-        _check_limit("epochs", v)
-        return v
-
-    @field_validator("batch_size")
-    @classmethod
-    def _batch(cls, v: int) -> int:
-        _check_limit("batch_size", v, "images per batch")
-        return v
 
     @model_validator(mode="after")
     def _published(self) -> FullDataRecipe:
@@ -345,7 +350,7 @@ def _size(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096
 
 
-class Protocol(_Spec):
+class Protocol(_Training):
     """Everything that affects a score, validated; ``content_hash`` identifies it in results.
 
     Cell conventions (what the planner does per cell variant): ``P`` trains with ``labels`` and
@@ -401,23 +406,6 @@ class Protocol(_Spec):
         for lr in v:
             _at_most(lr, MAX_LR, "learning rate")
         return tuple(v)
-
-    @field_validator("lr")
-    @classmethod
-    def _lr(cls, v: float | None) -> float | None:
-        return None if v is None else _at_most(v, MAX_LR, "learning rate")
-
-    @field_validator("epochs", "eval_every")
-    @classmethod
-    def _epochs(cls, v: int) -> int:
-        _check_limit("epochs", v)
-        return v
-
-    @field_validator("batch_size")
-    @classmethod
-    def _batch(cls, v: int) -> int:
-        _check_limit("batch_size", v, "images per batch")
-        return v
 
     @field_validator("rounds")
     @classmethod
