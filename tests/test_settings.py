@@ -21,7 +21,7 @@ def test_defaults_and_canonical_names():
     settings = RunSettings(dataset="CIFAR-10", real_acc="0.9", teachers="teacher.pt")
     assert (settings.dataset, settings.metric, settings.seed, settings.weight) == ("cifar10", "lrs", 0, 0.5)
     assert settings.real_acc == 0.9 and settings.teachers == ("teacher.pt",)
-    assert settings.protocol_source == "cifar10" and settings.fidelity is None
+    assert settings.protocol_source == "dsa" and settings.fidelity is None
     assert settings.torch_device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     default = RunSettings(device="cpu")
     assert default.train_precision == "fp32" and default.options == EngineOptions()
@@ -94,3 +94,13 @@ def test_a_student_matrix_replaces_only_the_model():
         RunSettings(protocol="dsaa").for_students(["MLP"])
     with pytest.raises(ConfigError, match="defined for cifar10"):
         RunSettings(protocol="dsa").for_students(["MLP"])
+
+
+def test_a_dataset_without_a_protocol_gets_its_default_or_an_error_naming_the_choices():
+    assert RunSettings(dataset="cifar10").protocol_source == "dsa"
+    assert RunSettings(dataset="svhn").protocol_source == "dsa"
+    assert RunSettings(dataset="digits").protocol_source == "digits"
+    with pytest.raises(ConfigError, match="pass --protocol, one of d4m, edc, gvbsm, rded, sre2l"):
+        RunSettings(dataset="imagenet1k").protocol_source
+    with pytest.raises(ConfigError, match="no preset covers dataset 'imagenette'"):
+        RunSettings(dataset="imagenette").protocol_source

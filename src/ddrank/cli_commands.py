@@ -305,24 +305,16 @@ def ipc_list(text: str) -> list[int]:
     return ipcs
 
 
-def calibration_protocol(dataset: str, table_path: str | None) -> str | None:
+def calibration_protocol(dataset: str, table_path: str | None) -> str:
     """The protocol a calibration runs under when none is given: the one the dataset's published
-    baselines were measured under, else the dataset's own preset, else the first founding-paper
-    preset (DC, DSA, DM, MTT) that covers it."""
+    baselines were measured under, else the dataset's default protocol."""
     from ddrank.calibration import published_table
     from ddrank.data.real import dataset_info
-    from ddrank.protocols import preset, preset_names
+    from ddrank.protocols import default_protocol
 
     name = dataset_info(dataset).name
     published = published_table(table_path).for_dataset(name)
-    if published:
-        return published[0].protocol
-    if name in preset_names():
-        return None
-    covering = [p for p in ("dc", "dsa", "dm", "mtt") if name in preset(p).get("datasets", [])]
-    if not covering:
-        raise InputError(f"no preset covers dataset {name!r}; pass --protocol (ddrank list protocols)")
-    return covering[0]
+    return published[0].protocol if published else default_protocol(name)
 
 
 def cmd_calibrate(args: argparse.Namespace, console: Console) -> int:

@@ -17,7 +17,7 @@ from ddrank.engine.options import EngineOptions, Precision, default_precision
 from ddrank.engine.runner import BACKENDS, Backend
 from ddrank.errors import DDRankError, InputError, UnknownNameError
 from ddrank.metrics.definitions import METRICS
-from ddrank.protocols import Protocol, load_protocol
+from ddrank.protocols import Protocol, default_protocol, load_protocol
 
 if TYPE_CHECKING:
     from ddrank.compat.ddranking_config import TranslatedConfig
@@ -234,8 +234,8 @@ class RunSettings(BaseModel):
 
     @property
     def protocol_source(self) -> str | Protocol:
-        """The protocol as given, or the dataset's preset."""
-        return self.protocol if self.protocol is not None else self.dataset
+        """The protocol as given, or the dataset's default (:func:`ddrank.protocols.default_protocol`)."""
+        return self.protocol if self.protocol is not None else default_protocol(self.dataset)
 
     # -- building ----------------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ __all__ = [
     "OptimizerSpec",
     "Protocol",
     "ScheduleSpec",
+    "default_protocol",
     "deviation",
     "load_protocol",
     "metric_deviations",
@@ -81,6 +82,32 @@ def preset(name: str) -> dict[str, Any]:
         return _presets()[name.lower()]
     except KeyError:
         raise UnknownNameError("protocol", name, preset_names()) from None
+
+
+# The founding papers' hard-label protocols, in the order a dataset without a preset of its own takes them.
+DEFAULT_FAMILY = ("dsa", "dc", "dm", "mtt")
+
+
+def default_protocol(dataset: str) -> str:
+    """The preset a dataset is evaluated under when no protocol is given: its own (digits), else the
+    first founding-paper preset that covers it (DSA for CIFAR, TinyImageNet, the MNIST family, SVHN).
+    A dataset none covers is a ConfigError naming the presets that do cover it, if any."""
+    names = {name.lower(): name for name in preset_names()}
+    if dataset.lower() in names:
+        return names[dataset.lower()]
+    for name in DEFAULT_FAMILY:
+        if dataset in (preset(name).get("datasets") or ()):
+            return name
+    covering = [name for name in preset_names() if dataset in (preset(name).get("datasets") or ())]
+    if covering:
+        raise ConfigError(
+            f"dataset {dataset!r} has no default protocol (its presets need teachers or soft labels): "
+            f"pass --protocol, one of {', '.join(covering)}"
+        )
+    raise ConfigError(
+        f"no preset covers dataset {dataset!r}: pass --protocol with a protocol YAML file "
+        "(see PROTOCOLS.md; ddrank protocol show dsa --dataset cifar10 prints one to start from)"
+    )
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
