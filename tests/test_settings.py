@@ -11,7 +11,7 @@ import torch
 from ddrank.compat.ddranking_config import translate_ddranking_config
 from ddrank.engine.options import EngineOptions
 from ddrank.errors import ConfigError, InputError, UnknownNameError
-from ddrank.protocols import load_protocol
+from ddrank.protocols import default_protocol, load_protocol
 from ddrank.settings import RunSettings, SettingError
 
 CONFIGS = Path(__file__).parent / "fixtures" / "ddranking-configs"
@@ -101,6 +101,6 @@ def test_a_dataset_without_a_protocol_gets_its_default_or_an_error_naming_the_ch
     assert RunSettings(dataset="svhn").protocol_source == "dsa"
     assert RunSettings(dataset="digits").protocol_source == "digits"
     with pytest.raises(ConfigError, match="pass --protocol, one of d4m, edc, gvbsm, rded, sre2l"):
-        RunSettings(dataset="imagenet1k").protocol_source
+        default_protocol("imagenet1k")
     with pytest.raises(ConfigError, match="no preset covers dataset 'imagenette'"):
-        RunSettings(dataset="imagenette").protocol_source
+        default_protocol("imagenette")
