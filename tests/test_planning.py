@@ -109,3 +109,12 @@ def test_plan_sizes_a_sweep_file(sweep_files, capsys):
     out = capsys.readouterr().out
     assert f"sweep {sweep_files / 'sweep.yaml'}: 2 evaluations: 4 jobs" in out  # 2 syn, 1 random, 1 real
     assert "world size 1:" in out and "world size 2:" in out and "rank 1:" in out
+
+
+def test_a_sweep_takes_the_fidelity_of_its_command_line(sweep_files, capsys):
+    out = sweep_files / "reference.json"
+    args = ["sweep", sweep_files / "sweep.yaml", "--no-store", "--json", out, "--device", "cpu"]
+    assert main([str(a) for a in [*args, "--no-progress", "--fidelity", "reference"]]) == 0
+    rows = json.loads(out.read_text())["evaluations"]
+    assert {r["fidelity"] for r in rows} == {"reference"}
+    assert "ddrank: deviation: " in capsys.readouterr().err

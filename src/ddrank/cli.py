@@ -382,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--data-root", help="folder holding the real datasets")
     sweep.add_argument("--metric", choices=METRIC_NAMES, help=METRIC_HELP)
     sweep.add_argument("--rounds", type=count, help="evaluation rounds (default: each protocol's)")
+    sweep.add_argument("--fidelity", choices=FIDELITY_CHOICES, help=FIDELITY_HELP)
     sweep.add_argument(
         "--teacher-dir", help="folder of teachers laid out as DIR/<dataset>/<model>/ckpt_best.pt"
     )

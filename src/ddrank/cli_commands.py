@@ -439,13 +439,14 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
         metric=args.metric,
         rounds=args.rounds,
         teacher_dir=args.teacher_dir,
+        fidelity=args.fidelity,
         **engine_fields(args),
     )
     store = _store_for(args)
     rows = []
     with Reporter(enabled=not args.no_progress) as reporter:
         for entry in entries:
-            evaluator = Evaluator(entry.settings(base), store=store, reporter=reporter)
+            evaluator = Evaluator(entry.settings(base), store=store, reporter=reporter, say=_say_deviation)
             validated = evaluator.validate(load_synthetic(entry.images, entry.labels))
             for warning in validated.warnings:
                 warn(f"{entry.name}: {warning.message}")
