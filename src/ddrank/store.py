@@ -307,7 +307,7 @@ class ResultStore:
         if not job.key:
             raise InputError("a job needs its key (ddrank.engine.job.job_key) to be stored")
         spec = job.spec
-        diverged_epoch = getattr(result, "diverged_epoch", None)
+        diverged_epoch = result.diverged_epoch
         row = {
             "key": job.key,
             "spec": spec.fingerprint(),
@@ -331,7 +331,7 @@ class ResultStore:
             "device": self.device,
             "ddrank_version": __version__,
             "created": _now(),
-            "diverged": bool(getattr(result, "diverged", False)),
+            "diverged": bool(result.diverged),
             "diverged_epoch": None if diverged_epoch is None else int(diverged_epoch),
         }
         params = encode(row, JOB_FIELDS)

@@ -176,7 +176,7 @@ def _row(evaluation: Evaluation, definition: MetricDefinition) -> dict[str, Any]
         "student": evaluation.student,
         "smoke": evaluation.smoke,
         "deviations": len(evaluation.deviations),
-        "diverged": getattr(evaluation, "diverged", None),
+        "diverged": evaluation.diverged,
         "evaluation_id": evaluation.record_id,
         "recorded": evaluation.recorded,
         "latest": True,
