@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,57 @@ def test_an_internal_error_is_one_line_naming_its_log(monkeypatch, capsys):
 
 
 def test_signal_handlers_are_restored_after_main(capsys):
-    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    before = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)]
     run_cli(capsys, "--version")
-    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)] == before
+
+
+# A library whose import receives the signal and swallows every exception, as C code that clears
+# errors does; the command then works for a while. The signal must still stop the command, right
+# after the import, and in one line.
+SWALLOWING_MODULE = """
+import os, signal, time
+try:
+    os.kill(os.getpid(), signal.{name})
+    time.sleep(0.2)
+except BaseException:
+    pass
+"""
+COMMAND_IMPORTING_IT = """
+import argparse, sys, time
+import ddrank.cli as cli
+sys.path.insert(0, sys.argv[1])
+def work(args, console):
+    import swallowing
+    time.sleep(30)
+    return 0
+parser = cli.build_parser
+def build():
+    p = parser()
+    parse = p.parse_args
+    p.parse_args = lambda argv=None: argparse.Namespace(**{**vars(parse(argv)), "run": work})
+    return p
+cli.build_parser = build
+sys.exit(cli.main(["list", "models"]))
+"""
+
+
+@pytest.mark.parametrize(
+    "name, code, fragment",
+    [("SIGINT", EXIT_INTERRUPTED, "ddrank: interrupted"), ("SIGTERM", EXIT_TERMINATED, "ddrank: terminated")],
+)
+def test_a_signal_inside_an_import_that_swallows_it_still_stops_the_command(name, code, fragment, tmp_path):
+    (tmp_path / "swallowing.py").write_text(SWALLOWING_MODULE.format(name=name))
+    started = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-c", COMMAND_IMPORTING_IT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == code, proc.stderr
+    one_line(proc.stderr, fragment)
+    assert time.time() - started < 25  # stopped after the import, not after the 30 s of work
 
 
 def _wait_for_jobs(store_path: Path, count: int, proc: subprocess.Popen, timeout: float = 300) -> None:

@@ -490,25 +490,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_exception(signum: int) -> BaseException:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _in_import(frame: Any) -> bool:
+    """Whether ``frame`` runs inside an import (a module's top-level code or the import machinery)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+# How soon a signal that arrived during an import is raised again, once the import is over.
+_RETRY_S = 0.02
+
+
 def _signal_handlers(received: list[int]) -> dict[int, Any]:
     """SIGTERM raises :class:`Terminated` and SIGINT KeyboardInterrupt (unless ignored), each noting its
     number in ``received`` first; the previous handlers are returned. Only the main thread can set
-    handlers: elsewhere nothing changes."""
+    handlers: elsewhere nothing changes.
+
+    A signal that lands inside an import is not raised there: a library's import can swallow the
+    exception (C code that clears errors) or abort the process (an exception thrown through C++). It is
+    raised instead at the first moment after the import, checked every ``_RETRY_S`` seconds by a timer.
+    """
     if threading.current_thread() is not threading.main_thread():
         return {}
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    previous = {
+        signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)
+    }
 
-    def terminate(signum: int, frame: Any) -> None:
-        received.append(signum)
-        raise Terminated()
+    def stop(signum: int, frame: Any) -> None:
+        if signum != signal.SIGALRM:
+            received.append(signum)
+        elif not received:  # not this module's retry
+            return
+        if _in_import(frame):
+            signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
+            return
+        raise _stop_exception(received[0])
 
-    def interrupt(signum: int, frame: Any) -> None:
-        received.append(signum)
-        raise KeyboardInterrupt()
-
-    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGALRM, stop)
     if previous[signal.SIGINT] in (signal.SIG_DFL, signal.default_int_handler):
-        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGINT, stop)
     return previous
 
 
@@ -525,7 +552,9 @@ def _stopped(terminated: bool, args: argparse.Namespace | None) -> int:
 
 
 def _hold_signals(handlers: dict[int, Any]) -> None:
-    """Ignore further Ctrl-C and SIGTERM while the process reports and cleans up."""
+    """Ignore further Ctrl-C and SIGTERM, and a pending retry, while the process reports and cleans up."""
+    if handlers:
+        signal.setitimer(signal.ITIMER_REAL, 0)
     for signum in handlers:
         signal.signal(signum, signal.SIG_IGN)
 
@@ -578,8 +607,6 @@ def _run(argv: Sequence[str] | None, state: dict[str, Any]) -> int:
     from ddrank import distributed  # after parsing: --help and --version import no torch
 
     state["distributed"] = distributed
-    if state["received"]:  # a signal during the imports that a library swallowed: stop now
-        raise Terminated() if state["received"][0] == signal.SIGTERM else KeyboardInterrupt()
     state["args"] = args
     console = Console()
     if not console.is_terminal:
@@ -607,7 +634,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = _signal_handlers(received)
     state: dict[str, Any] = {"prefix": PREFIX, "args": None, "received": received}
     try:
-        return _run(argv, state)
+        code = _run(argv, state)
+        if received:  # a signal whose exception a library swallowed: it still ends the command
+            raise _stop_exception(received[0])
+        return code
     except DDRankError as exc:
         _hold_signals(handlers)
         print(state["prefix"] + shown(" ".join(str(exc).split())), file=sys.stderr)
