@@ -42,17 +42,32 @@ def key_from_seed(seed: int | list[int], device: torch.device | str | None = Non
     return _mix32(_mix32(x) ^ 0x9E3779B9)
 
 
+def _fold_tag(tag: int | Tensor) -> int | Tensor:
+    return (tag * 0x9E3779B1 + 0x7F4A7C15) & _MASK32
+
+
 def fold(key: Tensor, *tags: int) -> Tensor:
     """Derive an independent key from ``key`` and integer tags (epoch, step, stream id)."""
     for tag in tags:
-        key = _mix32(key ^ _mix32(torch.full_like(key, (int(tag) * 0x9E3779B1 + 0x7F4A7C15) & _MASK32)))
+        key = _mix32(key ^ _mix32(torch.full_like(key, _fold_tag(int(tag)))))
     return key
+
+
+def fold_each(key: Tensor, tags: Tensor) -> Tensor:
+    """``fold(key, t)`` for every ``t`` in the int64 tensor ``tags`` at once, for one key (shape ``[1]``):
+    shape ``[len(tags)]``."""
+    return _mix32(key ^ _mix32(_fold_tag(tags.to(torch.int64))))
+
+
+def bits_at(keys: Tensor, counters: Tensor) -> Tensor:
+    """Element ``counter`` of each key's stream (``bits(key, n)[:, counter]``), for broadcastable int64
+    tensors of keys and counters."""
+    return _mix32(_mix32(keys ^ _mix32(counters + 0x632BE5AB)) + 0x3C6EF372)
 
 
 def bits(key: Tensor, n: int) -> Tensor:
     """Uniform 32-bit integers, shape ``[K, n]`` (int64 values in [0, 2**32))."""
-    counter = torch.arange(n, device=key.device, dtype=torch.int64)
-    return _mix32(_mix32(key[:, None] ^ _mix32(counter[None, :] + 0x632BE5AB)) + 0x3C6EF372)
+    return bits_at(key[:, None], torch.arange(n, device=key.device, dtype=torch.int64)[None, :])
 
 
 def uniform(key: Tensor, *shape: int) -> Tensor:

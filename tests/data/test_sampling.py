@@ -93,3 +93,21 @@ def test_asking_for_more_images_than_a_class_has_is_an_input_error(labels):
         InputError, match=f"only {smallest} images outside the validation split; cannot draw IPC"
     ):
         random_subset(labels, pool, 10, smallest + 1, seed=0)
+
+
+@pytest.mark.parametrize("num_classes", [3, 10, 1000])
+def test_every_class_is_ordered_by_its_own_counter_based_permutation(num_classes):
+    """The draws for all classes at once equal, class by class, ``rng.permutation`` of that class's own
+    key: the definition that keeps stored subsets and splits the same across versions and devices."""
+    from ddrank import rng
+    from ddrank.data.sampling import _shuffled_by_class
+
+    gen = torch.Generator().manual_seed(num_classes)
+    labels = torch.randint(0, num_classes, (20 * num_classes,), generator=gen)
+    candidates = torch.randperm(labels.numel(), generator=gen)[: 12 * num_classes]
+    for seed, tag in ((0, 1), (123456789, 2)):
+        shuffled = _shuffled_by_class(labels, candidates, num_classes, seed, tag)
+        for cls in range(num_classes):
+            members = candidates[labels[candidates] == cls]
+            key = rng.fold(rng.key_from_seed(seed), tag, cls)
+            assert torch.equal(shuffled[cls], members[rng.permutation(key, members.numel())[0]]), cls

@@ -144,4 +144,4 @@ def normalize(images_uint8: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
         )
     mean = torch.tensor(info.mean, dtype=torch.float32, device=images_uint8.device).view(-1, 1, 1)
     std = torch.tensor(info.std, dtype=torch.float32, device=images_uint8.device).view(-1, 1, 1)
-    return (images_uint8.float() / 255 - mean) / std
+    return images_uint8.float().div_(255).sub_(mean).div_(std)  # in place: one buffer, the same values

@@ -12,18 +12,31 @@ _VALIDATION_TAG = 1
 _SUBSET_TAG = 2
 
 
-def _shuffled_class_members(labels: Tensor, candidates: Tensor, cls: int, seed: int, tag: int) -> Tensor:
-    members = candidates[labels[candidates] == cls]
-    order = rng.permutation(rng.fold(rng.key_from_seed(seed), tag, cls), int(members.numel()))[0]
-    return members[order]
+def _shuffled_by_class(
+    labels: Tensor, candidates: Tensor, num_classes: int, seed: int, tag: int
+) -> list[Tensor]:
+    """Per class, its members among ``candidates`` in a seeded random order, for every class at once:
+    class ``c``'s ``n`` members (in candidate order) take the order ``rng.permutation(rng.fold(key, tag,
+    c), n)`` gives, i.e. a stable sort of their draws."""
+    classes = labels[candidates]
+    candidates = candidates[(classes >= 0) & (classes < num_classes)]
+    classes = labels[candidates]
+    grouped = torch.sort(classes, stable=True).indices  # class-major, candidate order within a class
+    candidates, classes = candidates[grouped], classes[grouped]
+    counts = torch.bincount(classes, minlength=num_classes)
+    position = torch.arange(classes.numel()) - (torch.cumsum(counts, 0) - counts)[classes]
+    keys = rng.fold_each(rng.fold(rng.key_from_seed(seed), tag), torch.arange(num_classes))
+    drawn = rng.bits_at(keys[classes], position)  # < 2**32, so (drawn, position) packs into an int64
+    order = torch.sort(drawn * 2**31 + position).indices
+    order = order[torch.sort(classes[order], stable=True).indices]  # by class, then draw, then position
+    return list(torch.split(candidates[order], counts.tolist()))
 
 
 def validation_split(labels: Tensor, num_classes: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     """(validation indices, pool indices): a stratified fraction of every class held out."""
-    everything = torch.arange(labels.numel())
     val, pool = [], []
-    for cls in range(num_classes):
-        members = _shuffled_class_members(labels, everything, cls, seed, _VALIDATION_TAG)
+    shuffled = _shuffled_by_class(labels, torch.arange(labels.numel()), num_classes, seed, _VALIDATION_TAG)
+    for cls, members in enumerate(shuffled):
         if members.numel() < 2:
             raise InputError(
                 f"class {cls} has {members.numel()} training image(s); need at least 2 to hold out validation"
@@ -37,8 +50,7 @@ def validation_split(labels: Tensor, num_classes: int, fraction: float, seed: in
 def random_subset(labels: Tensor, pool: Tensor, num_classes: int, ipc: int, seed: int) -> Tensor:
     """Indices of ``ipc`` distinct images per class from ``pool``, uniformly at random, class-major."""
     chosen = []
-    for cls in range(num_classes):
-        members = _shuffled_class_members(labels, pool, cls, seed, _SUBSET_TAG)
+    for cls, members in enumerate(_shuffled_by_class(labels, pool, num_classes, seed, _SUBSET_TAG)):
         if members.numel() < ipc:
             raise InputError(
                 f"class {cls} has only {members.numel()} images outside the validation split; "
