@@ -138,7 +138,7 @@ def _stand_in(name: str) -> RealData:
         return torch.randint(0, 256, (n, info.channels, size, size), generator=gen, dtype=torch.uint8)
 
     labels = torch.arange(classes).repeat_interleave(per_class)
-    return RealData(
+    _STAND_INS[name] = RealData(
         info,
         images(len(labels)),
         labels,
@@ -147,6 +147,7 @@ def _stand_in(name: str) -> RealData:
         [str(c) for c in range(classes)],
         f"stand-in-{name}",
     )
+    return _STAND_INS[name]
 
 
 # ImageNet-1K stand-ins take ~20 s each to normalise: one preset runs by default, the others under -m slow

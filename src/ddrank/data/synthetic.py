@@ -856,8 +856,8 @@ def validate_synthetic(
         )
     if h == 0 or w == 0:
         raise InputError(f"{where}: images are {h}x{w}; expected {size}x{size}")
-    nan, inf = int(torch.isnan(images).sum()), int(torch.isinf(images).sum())
-    if nan or inf:
+    if not bool(torch.isfinite(images).all()):
+        nan, inf = int(torch.isnan(images).sum()), int(torch.isinf(images).sum())
         raise InputError(f"{where}: images hold {nan} NaN and {inf} Inf values")
     space = syn.space if syn.space is not None else default_space
     found = list(syn.warnings) + (check_values(images, space, syn.source) if space is not None else [])

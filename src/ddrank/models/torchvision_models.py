@@ -73,6 +73,11 @@ def _unusable(arch: str, channels: int, size: int, error: Exception) -> InputErr
     return InputError(f"{PREFIX}{arch} cannot take {channels}x{size}x{size} images: {reason}")
 
 
+# (arch, channels, num_classes, size) whose forward pass already ran on meta tensors: each build after
+# the first skips the check (a ResNet's costs about a third of a second).
+_USABLE: set[tuple[str, int, int, int]] = set()
+
+
 def _check_input(model: nn.Module, arch: str, channels: int, size: int) -> None:
     """Run the forward pass on meta tensors (no compute, no memory) to reject unusable input sizes early."""
     tensors = itertools.chain(model.named_parameters(), model.named_buffers())
@@ -104,7 +109,9 @@ def build_torchvision(arch: str, channels: int, num_classes: int, size: int) -> 
     for module in model.modules():
         if isinstance(getattr(module, "inplace", None), bool):
             module.inplace = False
-    _check_input(model, arch, channels, size)
+    if (arch, channels, num_classes, size) not in _USABLE:
+        _check_input(model, arch, channels, size)
+        _USABLE.add((arch, channels, num_classes, size))
     return model
 
 
