@@ -312,7 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
         "tables and write an HTML leaderboard.",
         epilog="example: ddrank demo --quick --html demo.html",
     )
-    demo.add_argument("--quick", action="store_true", help="fewer epochs, rounds and learning rates")
+    demo.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer epochs, rounds and learning rates, and a shorter DM distillation",
+    )
     demo.add_argument("--hard-only", action="store_true", help="skip the soft-label (teacher) section")
     demo.add_argument("--html", default="ddrank-demo.html", help="where to write the HTML leaderboard")
     demo.set_defaults(run=cli_commands.cmd_demo)

@@ -7,6 +7,7 @@ space of the dataset, with hard labels.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -163,10 +164,11 @@ def distribution_matching(real: RealData, ipc: int, seed: int, iterations: int =
     return syn.detach()
 
 
-def generate(method: str, real: RealData, ipc: int, seed: int = 0) -> SyntheticSet:
-    """A synthetic set from a reference generator, in the dataset's normalised space."""
+def generate(method: str, real: RealData, ipc: int, seed: int = 0, **options: Any) -> SyntheticSet:
+    """A synthetic set from a reference generator, in the dataset's normalised space; ``options`` go to
+    the generator (e.g. ``iterations`` for ``dm``)."""
     _check_ipc(real, ipc)
-    images = BASELINES.get(method)(real, ipc, seed)
+    images = BASELINES.get(method)(real, ipc, seed, **options)
     labels = torch.arange(real.info.num_classes).repeat_interleave(ipc)
     return SyntheticSet(
         images.float(), labels, None, "normalized", f"<baseline {BASELINES.canonical(method)}>", "tensor"
