@@ -24,13 +24,18 @@ from ddrank.store import ResultStore
 def workdir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("resume")
     digits = load_protocol("digits")
-    protocol = digits.with_overrides(
-        epochs=60, rounds=2, lr_grid=[0.03, 0.1], full_data=digits.full_data.model_copy(update={"epochs": 8})
-    )
-    doc = protocol.model_dump(mode="json")
-    for key in ("dataset", "ipc"):
-        doc.pop(key)
-    (root / "small.yaml").write_text(yaml.safe_dump(doc))
+    # small: enough training for scores that differ; tiny: enough for jobs to finish one at a time
+    for name, epochs, full_epochs in (("small", 60, 8), ("tiny", 20, 3)):
+        protocol = digits.with_overrides(
+            epochs=epochs,
+            rounds=2,
+            lr_grid=[0.03, 0.1],
+            full_data=digits.full_data.model_copy(update={"epochs": full_epochs}),
+        )
+        doc = protocol.model_dump(mode="json")
+        for key in ("dataset", "ipc"):
+            doc.pop(key)
+        (root / f"{name}.yaml").write_text(yaml.safe_dump(doc))
     real = load_real("digits")
     for method in ("herding", "kcenter"):
         syn = generate(method, real, 10, seed=0)
@@ -38,7 +43,7 @@ def workdir(tmp_path_factory) -> Path:
     return root
 
 
-def _args(root: Path, method: str, store: str, out: str, *extra: str) -> list[str]:
+def _args(root: Path, method: str, store: str, out: str, *extra: str, protocol: str = "small") -> list[str]:
     return [
         "evaluate",
         "--images",
@@ -46,7 +51,7 @@ def _args(root: Path, method: str, store: str, out: str, *extra: str) -> list[st
         "--method",
         method,
         "--protocol",
-        str(root / "small.yaml"),
+        str(root / f"{protocol}.yaml"),
         "--device",
         "cpu",
         "--no-progress",
@@ -64,7 +69,7 @@ def _scores(path: Path) -> dict:
 
 def test_sigkill_then_rerun_trains_only_the_unfinished_jobs(workdir, ddrank_processes):
     processes = ddrank_processes(workdir)
-    args = _args(workdir, "herding", "killed.sqlite", "killed.json", "--max-members", "1")
+    args = _args(workdir, "herding", "killed.sqlite", "killed.json", "--max-members", "1", protocol="tiny")
     proc = processes.start(processes.command(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store_path = workdir / "killed.sqlite"
     deadline = time.time() + 300
@@ -87,7 +92,7 @@ def test_sigkill_then_rerun_trains_only_the_unfinished_jobs(workdir, ddrank_proc
     assert len(after) > len(before)
     assert all(after[key] == created for key, created in before.items())  # finished jobs were not retrained
 
-    clean = _args(workdir, "herding", "clean.sqlite", "clean.json", "--max-members", "1")
+    clean = _args(workdir, "herding", "clean.sqlite", "clean.json", "--max-members", "1", protocol="tiny")
     processes.run(*clean)
     assert _scores(workdir / "killed.json") == _scores(workdir / "clean.json")
     with ResultStore(workdir / "clean.sqlite") as store:
