@@ -37,6 +37,19 @@ def test_building_the_parser_and_help_import_no_torch():
     assert done.stdout.strip().splitlines()[-1] == "HEAVY:", done.stdout
 
 
+def test_commands_that_train_start_without_torchvision_scipy_scikit_learn_or_matplotlib():
+    """Each of them takes a second or more to import: they load only when a run needs them (a
+    torchvision model, a download, scores, the cache-less digits split, a page)."""
+    code = (
+        "import sys\n"
+        "import ddrank.cli_commands, ddrank.evaluation.evaluator, ddrank.demo, ddrank.planning\n"
+        "heavy = [m for m in ('torchvision', 'scipy', 'sklearn', 'matplotlib') if m in sys.modules]\n"
+        "print('HEAVY:' + ','.join(heavy))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "HEAVY:", done.stdout
+
+
 def test_choices_spelled_out_in_the_parser_match_their_sources():
     from ddrank.engine.runner import BACKENDS as runner_backends
     from ddrank.metrics.definitions import METRIC_NAMES as metric_names

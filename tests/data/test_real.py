@@ -4,6 +4,8 @@ import os
 import pickle
 import re
 import shutil
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -229,6 +231,20 @@ def test_digits_pixels_are_scaled_from_sklearn():
     assert int(data.train_images.sum()) + int(data.test_images.sum()) == int(
         np.round(load_digits().images * 255 / 16).sum()
     )
+
+
+def test_digits_split_is_read_back_from_the_cache_without_scikit_learn():
+    first = load_real("digits")  # splits with scikit-learn and caches the arrays
+    (cached,) = cache_dir("datasets").glob("digits-sklearn-*.npz")
+    code = (
+        "import sys; from ddrank.data.real import load_real; "
+        "print(load_real('digits').fingerprint, 'sklearn' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [first.fingerprint, "False"]
+    cached.write_bytes(b"damaged")  # an unreadable entry is split again and rewritten
+    assert load_real("digits").fingerprint == first.fingerprint
+    assert np.load(cached)["train_labels"].shape == first.train_labels.shape
 
 
 def test_digits_statistics_match_the_train_split():

@@ -7,6 +7,7 @@ its files under a data root, and, where the licence allows, the files to downloa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -91,12 +92,22 @@ class Resource:
     extract: bool = False
 
 
-@dataclass(frozen=True)
 class DownloadPlan:
-    """The files of a downloadable dataset and where their URLs and checksums come from."""
+    """The files of a downloadable dataset and where their URLs and checksums come from.
 
-    resources: tuple[Resource, ...]
-    source: str
+    ``resources`` may be a function that lists them, called on first use: torchvision's dataset
+    classes are then imported only when a download or a message needs their URLs, not at start-up.
+    """
+
+    def __init__(self, resources: tuple[Resource, ...] | Callable[[], tuple[Resource, ...]], source: str):
+        self._resources, self.source = resources, source
+
+    @functools.cached_property
+    def resources(self) -> tuple[Resource, ...]:
+        return self._resources() if callable(self._resources) else self._resources
+
+    def __repr__(self) -> str:
+        return f"DownloadPlan(source={self.source!r})"
 
 
 @dataclass(frozen=True)

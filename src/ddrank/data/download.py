@@ -39,7 +39,6 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from torchvision.datasets.utils import USER_AGENT, calculate_md5, check_integrity, extract_archive
 
 from ddrank.data.base import DATASETS, DatasetSpec, DownloadPlan, Resource
 from ddrank.errors import DataError, InputError
@@ -96,6 +95,8 @@ def download_files(
     A file already in place with the right MD5 is not fetched again. ``mirror`` as in
     :func:`download_dataset`.
     """
+    from torchvision.datasets.utils import check_integrity  # torchvision loads when a download runs
+
     directory = Path(root).expanduser().resolve()
     base = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
     for resource in plan.resources:
@@ -121,6 +122,8 @@ def _present(spec: DatasetSpec, directory: Path) -> bool:
 
 def _fetch(url: str, target: Path, resource: Resource, source: str, progress: bool) -> None:
     """Download ``url`` into ``target`` through ``target.part``, resuming it, and verify its MD5."""
+    from torchvision.datasets.utils import calculate_md5
+
     part = target.with_name(target.name + ".part")
     if not _transfer(url, part, progress):
         _transfer(url, part, progress)  # a stale .part was discarded: one fresh transfer
@@ -136,6 +139,8 @@ def _fetch(url: str, target: Path, resource: Resource, source: str, progress: bo
 
 def _transfer(url: str, part: Path, progress: bool) -> bool:
     """Append the missing bytes to ``part``; False when a stale ``part`` had to be discarded first."""
+    from torchvision.datasets.utils import USER_AGENT
+
     offset = part.stat().st_size if part.is_file() else 0
     headers = {"User-Agent": USER_AGENT}
     if offset:
@@ -230,6 +235,8 @@ class _TransferBar:
 
 def _extract(archive: Path, folder: Path) -> None:
     """Unpack ``archive`` into a temporary folder, then move its entries into ``folder``."""
+    from torchvision.datasets.utils import extract_archive
+
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=folder))
     try:
         try:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision.datasets as tv
 
 from ddrank.data import layouts
 from ddrank.data.base import (
@@ -122,10 +121,30 @@ def _how_to_fetch(spec: DatasetSpec, directory: Path) -> str:
 
 DIGITS_TEST_FRACTION = 0.3
 DIGITS_SPLIT_SEED = 0
+SPLIT_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
-def _load_digits(info: DatasetInfo) -> RealData:
-    """scikit-learn's 8x8 digits, 0..16 scaled to uint8, split 70/30 stratified with a fixed seed."""
+def _digits_split() -> dict[str, np.ndarray]:
+    """scikit-learn's 8x8 digits, 0..16 scaled to uint8, split 70/30 stratified with a fixed seed.
+
+    The split is kept in the cache per scikit-learn version: importing scikit-learn takes longer
+    than any digits run's set-up, so later runs read the arrays instead.
+    """
+    from importlib.metadata import version
+
+    from ddrank.paths import cache_dir
+
+    name = f"digits-sklearn-{version('scikit-learn')}-{DIGITS_TEST_FRACTION}-{DIGITS_SPLIT_SEED}.npz"
+    try:
+        path: Path | None = cache_dir("datasets") / name
+    except InputError:  # no usable cache directory: digits need none
+        path = None
+    try:
+        if path is not None:
+            with np.load(path, allow_pickle=False) as stored:
+                return {key: stored[key] for key in SPLIT_KEYS}
+    except (OSError, ValueError, KeyError):  # not cached yet, or unreadable: split again
+        pass
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -135,14 +154,30 @@ def _load_digits(info: DatasetInfo) -> RealData:
     train_images, test_images, train_labels, test_labels = train_test_split(
         images, labels, test_size=DIGITS_TEST_FRACTION, stratify=labels, random_state=DIGITS_SPLIT_SEED
     )
+    split = dict(zip(SPLIT_KEYS, (train_images, train_labels, test_images, test_labels), strict=True))
+    if path is not None:
+        try:
+            tmp = path.with_name(f".{name}.{os.getpid()}.npz")
+            np.savez(tmp, **split)
+            tmp.replace(path)
+        except OSError:  # a read-only cache: the split is simply made again next time
+            pass
+    return split
+
+
+def _load_digits(info: DatasetInfo) -> RealData:
+    """The digits split (see :func:`_digits_split`) as a dataset."""
+    split = _digits_split()
+    train = split["train_images"], split["train_labels"]
+    test = split["test_images"], split["test_labels"]
     return RealData(
         info=info,
-        train_images=torch.from_numpy(train_images),
-        train_labels=torch.from_numpy(train_labels),
-        test_images=torch.from_numpy(test_images),
-        test_labels=torch.from_numpy(test_labels),
+        train_images=torch.from_numpy(train[0]),
+        train_labels=torch.from_numpy(train[1]),
+        test_images=torch.from_numpy(test[0]),
+        test_labels=torch.from_numpy(test[1]),
         classes=[str(digit) for digit in range(10)],
-        fingerprint=fingerprint([(train_images, train_labels), (test_images, test_labels)]),
+        fingerprint=fingerprint([train, test]),
     )
 
 
@@ -173,20 +208,26 @@ def _folder_info(name: str, num_classes: int, size: int, train_size: int | None)
     )
 
 
-def _torchvision_plan(cls: type, folder: str, *, extract: bool) -> DownloadPlan:
-    """The files torchvision's dataset class ``cls`` downloads (URL and MD5 from its attributes)."""
-    if hasattr(cls, "resources"):  # MNIST family: a list of (file, md5) under the first mirror
-        mirror = cls.mirrors[0]
-        resources = tuple(Resource(mirror + file, file, md5, folder) for file, md5 in cls.resources)
-    elif hasattr(cls, "split_list"):  # SVHN: split -> [url, file, md5]
-        resources = tuple(
-            Resource(url, file, md5, folder)
-            for split, (url, file, md5) in cls.split_list.items()
-            if split != "extra"
-        )
-    else:  # CIFAR: one archive
-        resources = (Resource(cls.url, cls.filename, cls.tgz_md5, folder, extract=extract),)
-    return DownloadPlan(resources, source=f"torchvision.datasets.{cls.__name__}")
+def _torchvision_plan(name: str, folder: str, *, extract: bool) -> DownloadPlan:
+    """The files torchvision's dataset class ``name`` downloads (URL and MD5 from its attributes, read
+    when first needed)."""
+
+    def resources() -> tuple[Resource, ...]:
+        import torchvision.datasets
+
+        cls = getattr(torchvision.datasets, name)
+        if hasattr(cls, "resources"):  # MNIST family: a list of (file, md5) under the first mirror
+            mirror = cls.mirrors[0]
+            return tuple(Resource(mirror + file, file, md5, folder) for file, md5 in cls.resources)
+        if hasattr(cls, "split_list"):  # SVHN: split -> [url, file, md5]
+            return tuple(
+                Resource(url, file, md5, folder)
+                for split, (url, file, md5) in cls.split_list.items()
+                if split != "extra"
+            )
+        return (Resource(cls.url, cls.filename, cls.tgz_md5, folder, extract=extract),)  # CIFAR: one archive
+
+    return DownloadPlan(resources, source=f"torchvision.datasets.{name}")
 
 
 # The Tiny ImageNet archive's MD5 as Avalanche's TinyImagenet dataset checks it (ContinualAI/avalanche,
@@ -231,7 +272,7 @@ _register(
         ),
         "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)",
         partial(layouts.locate_cifar, layouts.CIFAR10),
-        download=_torchvision_plan(tv.CIFAR10, "", extract=True),
+        download=_torchvision_plan("CIFAR10", "", extract=True),
     ),
     aliases=("cifar-10",),
 )
@@ -252,7 +293,7 @@ _register(
         "cifar-100-python/ (train, test, meta)",
         partial(layouts.locate_cifar, layouts.CIFAR100),
         stats_options=("cifar10",),
-        download=_torchvision_plan(tv.CIFAR100, "", extract=True),
+        download=_torchvision_plan("CIFAR100", "", extract=True),
     ),
     aliases=("cifar-100",),
 )
@@ -264,7 +305,7 @@ _register(
         "MNIST/raw/ (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
         "t10k-labels-idx1-ubyte; gzip'd or not)",
         partial(layouts.locate_idx, layouts.MNIST),
-        download=_torchvision_plan(tv.MNIST, "MNIST/raw", extract=False),
+        download=_torchvision_plan("MNIST", "MNIST/raw", extract=False),
     ),
 )
 _register(
@@ -274,7 +315,7 @@ _register(
         DatasetInfo("fashion-mnist", 10, 1, 28, (0.2861,), (0.3530,), needs_root=True, train_size=60_000),
         "FashionMNIST/raw/ (the four IDX files, gzip'd or not)",
         partial(layouts.locate_idx, layouts.FASHION_MNIST),
-        download=_torchvision_plan(tv.FashionMNIST, "FashionMNIST/raw", extract=False),
+        download=_torchvision_plan("FashionMNIST", "FashionMNIST/raw", extract=False),
     ),
     aliases=("fashionmnist", "fashion_mnist", "fmnist"),
 )
@@ -285,7 +326,7 @@ _register(
         DatasetInfo("kmnist", 10, 1, 28, (0.1918,), (0.3483,), needs_root=True, train_size=60_000),
         "KMNIST/raw/ (the four IDX files, gzip'd or not)",
         partial(layouts.locate_idx, layouts.KMNIST),
-        download=_torchvision_plan(tv.KMNIST, "KMNIST/raw", extract=False),
+        download=_torchvision_plan("KMNIST", "KMNIST/raw", extract=False),
     ),
     aliases=("kuzushiji-mnist",),
 )
@@ -305,7 +346,7 @@ _register(
         ),
         "train_32x32.mat and test_32x32.mat (as torchvision's SVHN keeps them)",
         layouts.locate_svhn,
-        download=_torchvision_plan(tv.SVHN, "", extract=False),
+        download=_torchvision_plan("SVHN", "", extract=False),
     ),
 )
 _register(

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms.v2 import functional as tvf
 
 from ddrank.augment import ZCA
 from ddrank.data.base import DatasetInfo
@@ -131,6 +130,8 @@ def random_subset_pixels(
 def view_images(images: torch.Tensor, transforms: Sequence[dict[str, Any]], size: int) -> torch.Tensor:
     """uint8 test images through a protocol's test transforms (``resize``: the shorter side, or an
     exact [H, W] pair; ``center_crop``), in chunks; the result must have the dataset's ``size``."""
+    from torchvision.transforms.v2 import functional as tvf  # only protocols with test transforms need it
+
     chunks = []
     for start in range(0, images.shape[0], 1024):
         chunk = images[start : start + 1024]

@@ -5,11 +5,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from types import ModuleType
 
 import numpy as np
-from scipy import stats as _scipy_stats
 
 from ddrank.errors import InputError
+
+
+def _scipy_stats() -> ModuleType:
+    """scipy.stats, imported on first use: it takes about a second, which commands without scores skip."""
+    from scipy import stats
+
+    return stats
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ def summarize(
     if x.size == 1:
         return Summary(mean, math.nan, math.nan, math.nan, 1, confidence=confidence)
     std = float(x.std(ddof=1))
-    half = float(_scipy_stats.t.ppf(0.5 + confidence / 2, df=x.size - 1)) * std / math.sqrt(x.size)
+    half = float(_scipy_stats().t.ppf(0.5 + confidence / 2, df=x.size - 1)) * std / math.sqrt(x.size)
     low, high = mean - half, mean + half
     if bounds is not None:
         low, high = max(low, bounds[0]), min(high, bounds[1])
@@ -77,8 +84,8 @@ def bootstrap_ci(
     if n == 1:
         return math.nan, math.nan
     # Widen the tail so that a normal sample gets the t-interval's width; skewness still shows.
-    z = math.sqrt(n / (n - 1)) * float(_scipy_stats.t.ppf(0.5 + confidence / 2, df=n - 1))
-    tail = float(_scipy_stats.norm.sf(z))
+    z = math.sqrt(n / (n - 1)) * float(_scipy_stats().t.ppf(0.5 + confidence / 2, df=n - 1))
+    tail = float(_scipy_stats().norm.sf(z))
     generator = np.random.Generator(np.random.PCG64(seed))
     chunk = max(1, (1 << 20) // n)  # bounds memory at about 8 MiB of indices per block
     means = np.concatenate(
@@ -127,8 +134,8 @@ def paired_comparison(
     if float(np.ptp(d)) <= 1e-12 * max(1.0, float(np.abs(d).max())):
         p = 1.0 if mean == 0.0 else 0.0
         return PairedComparison(mean, mean, mean, p, n, f"{test} (constant differences)", confidence)
-    half = float(_scipy_stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
-    p = float(_scipy_stats.ttest_rel(x, y).pvalue)
+    half = float(_scipy_stats().t.ppf(0.5 + confidence / 2, df=n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
+    p = float(_scipy_stats().ttest_rel(x, y).pvalue)
     return PairedComparison(mean, mean - half, mean + half, p, n, test, confidence)
 
 

@@ -29,8 +29,11 @@ class ModelFamily:
     """How one architecture family is spelled, listed and parsed."""
 
     pattern: str
-    examples: tuple[str, ...]
+    examples: tuple[str, ...] | Callable[[], tuple[str, ...]]  # a function: listed on first use
     parse: Callable[[str], ModelSpec | None]
+
+    def example_names(self) -> tuple[str, ...]:
+        return self.examples() if callable(self.examples) else self.examples
 
 
 MODELS: Registry[ModelFamily] = Registry("model family")
@@ -75,7 +78,7 @@ def create_model(name: str, channels: int, num_classes: int, size: int) -> nn.Mo
 
 def model_names() -> list[str]:
     """Every concrete model name, families with parameters represented by their canonical examples."""
-    return [example for entry in MODELS.entries() for example in entry.value.examples]
+    return [example for entry in MODELS.entries() for example in entry.value.example_names()]
 
 
 def describe_models() -> list[tuple[str, str]]:

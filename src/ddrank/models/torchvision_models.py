@@ -9,10 +9,10 @@ requested input raises InputError when it is created, not in the middle of train
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import torch
-import torchvision
 from torch import nn
 
 from ddrank.errors import InputError
@@ -20,7 +20,14 @@ from ddrank.models.registry import MODELS, ModelFamily, ModelSpec
 
 PREFIX = "torchvision:"
 SMALL_IMAGE_MAX = 64
-ARCHITECTURES = tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+@functools.cache
+def architectures() -> tuple[str, ...]:
+    """torchvision's classification builders (torchvision is imported here, on first use, not at start-up)."""
+    import torchvision
+
+    return tuple(torchvision.models.list_models(module=torchvision.models))
 
 
 def _builder_options(arch: str, size: int) -> dict[str, object]:
@@ -56,6 +63,8 @@ def _with_in_channels(conv: nn.Conv2d, channels: int) -> nn.Conv2d:
 
 def _adapt_small_images(model: nn.Module) -> None:
     """Keep full resolution through the stem: no stride (3x3 stride-1 conv1 for ResNets), no max-pool."""
+    import torchvision
+
     path, conv = _first_conv(model)
     if isinstance(model, torchvision.models.ResNet):
         model.set_submodule(path, nn.Conv2d(conv.in_channels, conv.out_channels, 3, padding=1, bias=False))
@@ -95,6 +104,8 @@ def _check_input(model: nn.Module, arch: str, channels: int, size: int) -> None:
 
 def build_torchvision(arch: str, channels: int, num_classes: int, size: int) -> nn.Module:
     """Build torchvision's ``arch`` untrained, with the small-image stem and channel adaptations."""
+    import torchvision
+
     try:
         model = torchvision.models.get_model(
             arch, weights=None, num_classes=num_classes, **_builder_options(arch, size)
@@ -118,7 +129,7 @@ def build_torchvision(arch: str, channels: int, num_classes: int, size: int) -> 
 def parse_torchvision(name: str) -> ModelSpec | None:
     """Parse ``torchvision:<builder name>`` for any classification builder in ``torchvision.models``."""
     lowered = name.lower()
-    if not lowered.startswith(PREFIX) or lowered[len(PREFIX) :] not in ARCHITECTURES:
+    if not lowered.startswith(PREFIX) or lowered[len(PREFIX) :] not in architectures():
         return None
     arch = lowered[len(PREFIX) :]
 
@@ -134,7 +145,7 @@ MODELS.register(
 )(
     ModelFamily(
         pattern="torchvision:<name>",
-        examples=tuple(PREFIX + arch for arch in ARCHITECTURES),
+        examples=lambda: tuple(PREFIX + arch for arch in architectures()),
         parse=parse_torchvision,
     )
 )

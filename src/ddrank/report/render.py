@@ -16,7 +16,6 @@ from ddrank.errors import UnknownNameError
 from ddrank.metrics.definitions import metric_definition
 from ddrank.names import csv_cell
 from ddrank.report.columns import Column, cell_text, columns, notes, terminal_columns
-from ddrank.report.html import render_html
 from ddrank.report.leaderboard import group_label
 from ddrank.report.payload import dumps, leaderboard_document
 
@@ -257,5 +256,7 @@ def render(rows: Sequence[Mapping[str, Any]], fmt: str, *, wide: bool = False) -
     if fmt == "paper-md":
         return to_paper_markdown(rows)
     if fmt == "html":
+        from ddrank.report.html import render_html  # matplotlib loads only for a page
+
         return render_html(rows)
     raise UnknownNameError("format", fmt, FORMATS)
