@@ -8,8 +8,9 @@
 demo (JSON, results store, HTML), the leaderboard of that store as JSON, CSV and Markdown (LRS and
 accuracy) and HTML, a two-student cross-architecture evaluation (JSON), and an ARS evaluation
 recorded in a second store with its leaderboard. ``compare`` requires byte-identical JSON, CSV and
-Markdown; HTML equal up to its generated-at time; and equal store rows except for the wall-clock
-columns (jobs: ``seconds``, ``created``; evaluations: ``created``). Paths inside the outputs (the
+Markdown up to the time the store recorded each evaluation (the leaderboards' ``recorded``); HTML equal
+up to its generated-at time; and equal store rows except for the wall-clock columns (jobs:
+``seconds``, ``created``; evaluations: ``created``). Paths inside the outputs (the
 synthetic set's file, the cached teacher) name each run's own folder, so the folder's path is read
 as ``<run>`` in both. It exits 1 on any difference.
 """
@@ -28,6 +29,8 @@ from pathlib import Path
 
 WALL_CLOCK = {"jobs": ("seconds", "created"), "evaluations": ("created",)}
 _GENERATED = re.compile(r"Generated \S+ by ddrank")
+# When the store recorded an evaluation (a leaderboard row's ``recorded``): the wall clock again.
+_RECORDED = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00")
 
 
 def _ddrank(src: Path, out: Path, *args: str) -> None:
@@ -124,8 +127,8 @@ def compare(before: Path, after: Path) -> list[str]:
                 print(f"{old.name} {table}: {len(rows)} rows {verdict} (ignoring {ignored})")
                 problems += [] if same else [f"{old.name}: table {table} differs"]
         else:
-            same = _text(old) == _text(new)
-            print(f"{old.name}: {'identical' if same else 'DIFFERENT'}")
+            same = _RECORDED.sub("<time>", _text(old)) == _RECORDED.sub("<time>", _text(new))
+            print(f"{old.name}: {'identical up to recorded times' if same else 'DIFFERENT'}")
             problems += [] if same else [f"{old.name} differs"]
     for name in ("demo.json", "students.json"):
         if (before / name).exists():
