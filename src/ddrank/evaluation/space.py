@@ -12,7 +12,7 @@ from PIL import Image
 
 from ddrank.augment import ZCA
 from ddrank.data.base import DatasetInfo
-from ddrank.data.real import RealData, normalize
+from ddrank.data.real import DATASETS, RealData, normalize
 from ddrank.errors import ConfigError
 from ddrank.fingerprint import fingerprint
 from ddrank.paths import cache_dir
@@ -79,21 +79,10 @@ def fitted_zca(real: RealData, regularization: float) -> ZCA:
     return zca
 
 
-# Datasets DD-Ranking reads as image folders: its random subsets in ``image`` format are copies of the
-# original files (pixels unchanged); every other dataset's subsets go through a JPEG round trip.
-FOLDER_DATASETS = frozenset(
-    {
-        "tinyimagenet",
-        "imagefolder",
-        "imagenet1k",
-        "imagenette",
-        "imagewoof",
-        "imagemeow",
-        "imagesquawk",
-        "imagefruit",
-        "imageyellow",
-    }
-)
+# Datasets read from image files (those the registry lets resize), which DD-Ranking reads as image
+# folders too: its random subsets in ``image`` format are copies of the original files (pixels
+# unchanged); every other dataset's subsets go through a JPEG round trip.
+FOLDER_DATASETS = frozenset(entry.name for entry in DATASETS.entries() if entry.value.resizable)
 
 
 def jpeg_round_trip(images: torch.Tensor, info: DatasetInfo, quality: int) -> torch.Tensor:
