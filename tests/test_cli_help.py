@@ -24,30 +24,29 @@ def _subcommands(
     return found
 
 
+def _loaded(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has imported after running ``code``."""
+    check = f"import sys\n{code}\nprint('LOADED:' + ','.join(m for m in {modules!r} if m in sys.modules))\n"
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("LOADED:"), done.stdout
+    return [m for m in last.removeprefix("LOADED:").split(",") if m]
+
+
 def test_building_the_parser_and_help_import_no_torch():
     code = (
-        "import sys\n"
         "from ddrank.cli import build_parser, main\n"
         "build_parser()\n"
-        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch', 'torchvision', 'scipy', 'matplotlib') if m in sys.modules]\n"
-        "print('HEAVY:' + ','.join(heavy))\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip().splitlines()[-1] == "HEAVY:", done.stdout
+    assert _loaded(code, ("torch", "torchvision", "scipy", "matplotlib")) == []
 
 
 def test_commands_that_train_start_without_torchvision_scipy_scikit_learn_or_matplotlib():
     """Each of them takes a second or more to import: they load only when a run needs them (a
     torchvision model, a download, scores, the cache-less digits split, a page)."""
-    code = (
-        "import sys\n"
-        "import ddrank.cli_commands, ddrank.evaluation.evaluator, ddrank.demo, ddrank.planning\n"
-        "heavy = [m for m in ('torchvision', 'scipy', 'sklearn', 'matplotlib') if m in sys.modules]\n"
-        "print('HEAVY:' + ','.join(heavy))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip().splitlines()[-1] == "HEAVY:", done.stdout
+    code = "import ddrank.cli_commands, ddrank.evaluation.evaluator, ddrank.demo, ddrank.planning"
+    assert _loaded(code, ("torchvision", "scipy", "sklearn", "matplotlib")) == []
 
 
 def test_choices_spelled_out_in_the_parser_match_their_sources():
