@@ -19,8 +19,8 @@ def _shuffled_by_class(
     class ``c``'s ``n`` members (in candidate order) take the order ``rng.permutation(rng.fold(key, tag,
     c), n)`` gives, i.e. a stable sort of their draws."""
     classes = labels[candidates]
-    candidates = candidates[(classes >= 0) & (classes < num_classes)]
-    classes = labels[candidates]
+    known = (classes >= 0) & (classes < num_classes)
+    candidates, classes = candidates[known], classes[known]
     grouped = torch.sort(classes, stable=True).indices  # class-major, candidate order within a class
     candidates, classes = candidates[grouped], classes[grouped]
     counts = torch.bincount(classes, minlength=num_classes)
