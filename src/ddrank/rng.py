@@ -6,7 +6,9 @@ ensemble backend (K members at once) draw exactly the same numbers for the same 
 CPU or the GPU, with no generator state to carry and no per-sample Python.
 
 Keys for sub-streams (an epoch, a step, one augmentation family) are derived with
-:func:`fold`. All arithmetic stays below 2**49 in int64, so there is no overflow.
+:func:`fold`. All arithmetic stays below 2**49 in int64, so there is no overflow. On a CPU the
+same hash runs in numpy (uint64 with wrap-around, then masked: the same values) because there
+it is several times faster than a chain of small torch ops.
 """
 
 from __future__ import annotations
@@ -35,6 +37,37 @@ def _mix32(x: Tensor) -> Tensor:
     return x ^ (x >> 16)
 
 
+_U16, _U15 = np.uint64(16), np.uint64(15)
+_UMASK32, _UMUL1, _UMUL2 = np.uint64(_MASK32), np.uint64(0x7FEB352D), np.uint64(0x846CA68B)
+
+
+def _mix32_np(x: np.ndarray) -> np.ndarray:
+    """:func:`_mix32` on a uint64 array, in place: products wrap modulo 2**64, so masking them
+    gives the same low 32 bits as the split products of the torch version, for any input."""
+    x ^= x >> _U16
+    x *= _UMUL1
+    x &= _UMASK32
+    x ^= x >> _U15
+    x *= _UMUL2
+    x &= _UMASK32
+    x ^= x >> _U16
+    return x
+
+
+def _on_cpu(*tensors: Tensor) -> bool:
+    """Whether to hash in numpy: every tensor on the CPU, and not inside a torch.compile trace."""
+    return all(t.device.type == "cpu" for t in tensors) and not torch.compiler.is_compiling()
+
+
+def _as_u64(x: Tensor) -> np.ndarray:
+    return x.numpy().astype(np.uint64)
+
+
+def _as_tensor(x: np.ndarray) -> Tensor:
+    """int64 tensor of hash values (below 2**32, so the uint64 bits read as the same int64)."""
+    return torch.from_numpy(np.asarray(x).view(np.int64))
+
+
 def key_from_seed(seed: int | list[int], device: torch.device | str | None = None) -> Tensor:
     """Keys (int64, in [0, 2**32)) for one seed or a list of seeds."""
     seeds = [seed] if isinstance(seed, int) else list(seed)
@@ -48,6 +81,12 @@ def _fold_tag(tag: int | Tensor) -> int | Tensor:
 
 def fold(key: Tensor, *tags: int) -> Tensor:
     """Derive an independent key from ``key`` and integer tags (epoch, step, stream id)."""
+    if _on_cpu(key):
+        x = _as_u64(key)
+        for tag in tags:
+            x ^= _mix32_np(np.full_like(x, _fold_tag(int(tag))))
+            x = _mix32_np(x)
+        return _as_tensor(x)
     for tag in tags:
         key = _mix32(key ^ _mix32(torch.full_like(key, _fold_tag(int(tag)))))
     return key
@@ -56,12 +95,23 @@ def fold(key: Tensor, *tags: int) -> Tensor:
 def fold_each(key: Tensor, tags: Tensor) -> Tensor:
     """``fold(key, t)`` for every ``t`` in the int64 tensor ``tags`` at once, for one key (shape ``[1]``):
     shape ``[len(tags)]``."""
+    if _on_cpu(key, tags):
+        x = _mix32_np(_as_u64(_fold_tag(tags.to(torch.int64))))
+        x ^= _as_u64(key)
+        return _as_tensor(_mix32_np(x))
     return _mix32(key ^ _mix32(_fold_tag(tags.to(torch.int64))))
 
 
 def bits_at(keys: Tensor, counters: Tensor) -> Tensor:
     """Element ``counter`` of each key's stream (``bits(key, n)[:, counter]``), for broadcastable int64
     tensors of keys and counters."""
+    if _on_cpu(keys, counters):
+        x = _as_u64(counters)
+        x += np.uint64(0x632BE5AB)
+        x = _mix32_np(x) ^ _as_u64(keys)
+        x = _mix32_np(x)
+        x += np.uint64(0x3C6EF372)
+        return _as_tensor(_mix32_np(x))
     return _mix32(_mix32(keys ^ _mix32(counters + 0x632BE5AB)) + 0x3C6EF372)
 
 
