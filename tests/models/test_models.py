@@ -18,6 +18,7 @@ from ddrank.models import (
     model_names,
     uses_batchnorm,
 )
+from ddrank.models.layers import AvgPool2x2
 
 OWN_NAMES = [name for name in model_names() if not name.startswith("torchvision:")]
 TORCHVISION_SAMPLE = [
@@ -140,7 +141,7 @@ def test_convnet_variants():
     assert create_model("ConvNet-3-W64", 3, 10, 32).features[0].out_channels == 64
 
     no_norm = create_model("ConvNet-3-NN", 3, 10, 32)
-    assert [type(layer) for layer in no_norm.features[:3]] == [nn.Conv2d, nn.ReLU, nn.AvgPool2d]
+    assert [type(layer) for layer in no_norm.features[:3]] == [nn.Conv2d, nn.ReLU, AvgPool2x2]
     conv_keys = [f"features.{conv}.{kind}" for conv in (0, 3, 6) for kind in ("weight", "bias")]
     assert sorted(no_norm.state_dict()) == sorted([*conv_keys, "classifier.weight", "classifier.bias"])
 

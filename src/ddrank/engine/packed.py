@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ddrank.engine import fused
 from ddrank.models.convnet import ConvNet
+from ddrank.models.layers import avg_pool2x2
 from ddrank.models.mlp import MLP
 
 
@@ -74,9 +75,6 @@ def packed_program(model: nn.Module, fuse: bool = False) -> list[Op] | None:
     return None
 
 
-_SQUARE_POOL = nn.AvgPool2d(2)
-
-
 def _is_square_pool(module: nn.Module | None) -> bool:
     return (
         isinstance(module, nn.AvgPool2d)
@@ -129,14 +127,9 @@ def _conv_unfold(h: Tensor, weight: Tensor, bias: Tensor | None, conv: nn.Conv2d
 
 
 def _avg_pool(h: Tensor, pool: nn.AvgPool2d) -> Tensor:
-    """Average pooling; on CUDA the 2x2 case is a reshape and a mean.
-
-    PyTorch's CUDA avg_pool2d backward kernel took a quarter of a ConvNet ensemble step on an
-    H200; the mean's backward is one broadcast write. On CPUs the native kernel is faster.
-    """
-    square = pool.kernel_size in (2, (2, 2)) and pool.stride in (2, (2, 2)) and pool.padding in (0, (0, 0))
-    if h.is_cuda and square and h.shape[-1] % 2 == 0 and h.shape[-2] % 2 == 0:
-        return h.unflatten(-1, (h.shape[-1] // 2, 2)).unflatten(-3, (h.shape[-2] // 2, 2)).mean((-1, -3))
+    """Average pooling; the 2x2 case by the fastest exact route on each device (see avg_pool2x2)."""
+    if _is_square_pool(pool):
+        return avg_pool2x2(h)
     return F.avg_pool2d(h, pool.kernel_size, pool.stride, pool.padding)
 
 
@@ -148,7 +141,7 @@ def _norm_relu_pool(
         upcast = h.dtype == torch.bfloat16 and not norm_in_bf16  # plain autocast runs norms in fp32
         return fused.instance_norm_relu_pool(h, weight, bias, norm.eps, torch.float32 if upcast else h.dtype)
     h = _group_norm(h, k * norm.num_groups, weight, bias, norm.eps, norm_in_bf16)
-    return _avg_pool(F.relu(h), _SQUARE_POOL)
+    return avg_pool2x2(F.relu(h, inplace=True))  # the norm's backward needs its input, not this output
 
 
 def _group_norm(
@@ -247,8 +240,8 @@ def run_packed(
                 norm.momentum,
                 norm.eps,
             )
-        elif op.kind == "relu":
-            h = F.relu(h)
+        elif op.kind == "relu":  # after a conv, norm or linear layer, whose backward keeps its input only
+            h = F.relu(h, inplace=True)
         elif op.kind == "avg_pool":
             h = _avg_pool(h, op.module)
         elif op.kind == "global_pool":

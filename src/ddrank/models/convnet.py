@@ -12,7 +12,7 @@ import re
 from torch import Tensor, nn
 
 from ddrank.errors import InputError
-from ddrank.models.layers import NORM_SUFFIXES, SUFFIX_OF_NORM, norm_layer
+from ddrank.models.layers import NORM_SUFFIXES, SUFFIX_OF_NORM, AvgPool2x2, norm_layer
 from ddrank.models.registry import MODELS, ModelFamily, ModelSpec
 
 DEFAULT_DEPTH = 3
@@ -49,7 +49,7 @@ class ConvNet(nn.Module):
             layers.append(nn.Conv2d(in_channels, width, kernel_size=3, padding=1))
             if norm != "none":
                 layers.append(norm_layer(norm, width))
-            layers += [nn.ReLU(), nn.AvgPool2d(kernel_size=2, stride=2)]
+            layers += [nn.ReLU(), AvgPool2x2()]
             in_channels = width
         side = size >> depth
         self.features = nn.Sequential(*layers)
