@@ -71,7 +71,7 @@ class StepTimer:
         self.device, self.options = device, replace(options, cuda_graphs=False)
         self._seen: dict[tuple, float] = {}
         if device.type == "cpu":
-            keep_freed_memory()  # as the runner does, so probes pay no page faults it would not
+            keep_freed_memory()  # as training does, so probes pay no page faults it would not
 
     def __call__(self, unit: Unit) -> float:
         spec = unit.jobs[0].spec

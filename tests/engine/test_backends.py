@@ -145,3 +145,17 @@ def test_mixed_lowering_matches_grouped():
         mixed.train_epoch(epoch)
     for name, value in grouped.ensemble.params.items():
         torch.testing.assert_close(mixed.ensemble.params[name], value, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["ensemble", "loop"])
+def test_training_on_a_cpu_keeps_freed_memory_for_the_next_step(backend, monkeypatch):
+    """Without it glibc unmaps every large activation on free, and each step pays page faults again;
+    the teacher (loop backend) and the students (ensemble) both train through ``fit``."""
+    from ddrank.engine import common
+
+    calls = []
+    monkeypatch.setattr(common, "keep_freed_memory", lambda: calls.append(1) or True)
+    data = _data()
+    job = TrainJob(_spec(epochs=1), "a", "v", 0.01, 7, "k")
+    train_ensemble([job], data) if backend == "ensemble" else train_one(job, data)
+    assert calls

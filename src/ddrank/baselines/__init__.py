@@ -16,6 +16,7 @@ from ddrank import rng
 from ddrank.augment import DSA
 from ddrank.data.real import RealData, normalize
 from ddrank.data.synthetic import SyntheticSet
+from ddrank.engine.allocator import keep_freed_memory
 from ddrank.errors import InputError
 from ddrank.models import create_model
 from ddrank.registry import Registry
@@ -127,6 +128,7 @@ def distribution_matching(real: RealData, ipc: int, seed: int, iterations: int =
     Classes are batched as members of one DSA call, so class c's real and synthetic images share
     augmentation parameters (the siamese part of DSA) and every class is embedded in one pass.
     """
+    keep_freed_memory()  # as training does: the iterations reuse their activations' memory
     info = real.info
     classes = info.num_classes
     syn = random_real(real, ipc, seed).clone().requires_grad_(True)

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ddrank import rng
+from ddrank.engine.allocator import keep_freed_memory
 from ddrank.engine.job import STREAM_AUGMENT, STREAM_ORDER, EvalSet, JobResult, RunData, TrainJob, TrainSpec
 from ddrank.engine.scoring import EvalMetrics, Tally
 from ddrank.models import create_model
@@ -132,6 +133,8 @@ def fit(
 ) -> list[JobResult]:
     """Run every epoch, record test accuracy at the spec's eval epochs, then final test and validation."""
     start = time.perf_counter()
+    if data.device.type == "cpu":
+        keep_freed_memory()  # every step would otherwise pay page faults for its activations
     spec = jobs[0].spec
     everyone = list(range(len(jobs)))
     test_set = data.test_for(spec)

@@ -9,7 +9,6 @@ import torch
 from torch import Tensor, nn
 
 from ddrank import distributed
-from ddrank.engine.allocator import keep_freed_memory
 from ddrank.engine.common import init_model
 from ddrank.engine.ensemble import train_ensemble
 from ddrank.engine.job import JobCache, JobResult, MemoryCache, RunData, TrainJob, TrainSpec
@@ -121,9 +120,7 @@ def run_jobs(
     if not todo:
         return results
     options = options or EngineOptions()
-    if data.device.type == "cpu":
-        keep_freed_memory()
-    elif data.device.type == "cuda" and options.cudnn_benchmark:
+    if data.device.type == "cuda" and options.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True  # fixed shapes: autotune each convolution once
     limits = member_limits(todo, data, options)
     units = make_units(
