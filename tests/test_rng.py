@@ -50,4 +50,3 @@ def test_the_cpu_hash_equals_the_torch_hash(torch_hash):
     for function, *args in cases:
         fast, reference = function(*args), torch_hash(function, *args)
         assert fast.dtype == reference.dtype and torch.equal(fast, reference), function.__name__
-
