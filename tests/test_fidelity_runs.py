@@ -227,3 +227,28 @@ def test_a_reference_run_says_and_stores_its_deviations(capsys, tmp_path):
     with ResultStore(store) as opened:
         stored = {(e["protocol_hash"], e["fidelity"]) for e in opened.evaluations()}
     assert stored == {(result["protocol_hash"], "reference"), (honest["protocol_hash"], "honest")}
+
+
+def test_honest_selection_sees_the_validation_split_through_the_test_transforms():
+    """The lr is chosen on the view the test set is scored on: the protocol cells' validation split goes
+    through the test transforms too, as a set of its own (other cells keep the plain split)."""
+    from ddrank import rng
+    from ddrank.baselines import generate
+    from ddrank.data.sampling import validation_split
+    from ddrank.evaluation.evaluator import Evaluator
+    from ddrank.protocols import Protocol
+
+    protocol = Protocol.model_validate(TINY | {"selection": "honest"})
+    evaluator = Evaluator(RunSettings(dataset="digits", protocol=protocol, device="cpu", rounds=1))
+    syn = generate("random", evaluator.real, 1, seed=0)
+    jobs, data, _ = evaluator.plan({"x": evaluator.validate(syn, ipc=1)})
+    cells = {job.cell: job for job in jobs}
+    assert cells["syn"].val_set == cells["random"].val_set != "val:0"
+    viewed, plain = data.val_sets[cells["syn"].val_set], data.val_sets["val:0"]
+    real = evaluator.real
+    val_idx, _ = validation_split(real.train_labels, 10, protocol.val_fraction, rng.derive_seed(0, 0))
+    expected = view_images(real.train_images[val_idx], TINY["test_transforms"], 8)
+    assert torch.equal(viewed.images, evaluator.space(protocol).real(expected))
+    assert torch.equal(viewed.labels, plain.labels) and not torch.equal(viewed.images, plain.images)
+    assert viewed.fingerprint != plain.fingerprint  # the jobs' keys name the view they were chosen on
+    assert data.test_for(cells["syn"].spec) is not data.test

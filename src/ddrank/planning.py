@@ -201,8 +201,12 @@ class _ShapeSets:
         name = f"test:{entry.info.name}:{json.dumps(list(transforms), sort_keys=True)}"
         return name, name
 
-    def validation(self, entry: PlanEntry, round: int, seed: int) -> tuple[str, str]:
+    def validation(
+        self, entry: PlanEntry, round: int, seed: int, transforms: tuple[dict, ...] = ()
+    ) -> tuple[str, str]:
         name = f"val:{entry.info.name}:{round}"
+        if transforms:
+            name += f":{json.dumps(list(transforms), sort_keys=True)}"
         return name, name
 
     def synthetic(self, entry: PlanEntry) -> tuple[str, str]:

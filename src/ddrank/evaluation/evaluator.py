@@ -494,6 +494,7 @@ class _DeviceSets:
         )
         self.data = RunData({}, {}, test, device)
         self._pools: dict[int, torch.Tensor] = {}
+        self._val_indices: dict[int, torch.Tensor] = {}
         for name, vs in sets.items():
             proto, space = protocols[name], spaces[name]
             images = space.synthetic(vs.images, vs.space or proto.space, proto.name)
@@ -529,20 +530,34 @@ class _DeviceSets:
             )
         return name, fp
 
-    def validation(self, entry: PlanEntry, round: int, seed: int) -> tuple[str, str]:
-        """The round's validation split of the real training set (its rest is the random-subset pool)."""
+    def validation(
+        self, entry: PlanEntry, round: int, seed: int, transforms: tuple[dict, ...] = ()
+    ) -> tuple[str, str]:
+        """The round's validation split of the real training set (its rest is the random-subset pool),
+        seen through ``transforms`` when the cell's test images are (so the lr is chosen on the view the
+        test set is scored on)."""
         name = f"val:{round}"
+        real = self.real_data
         if name not in self.data.val_sets:
-            real = self.real_data
             val_idx, self._pools[round] = validation_split(
                 real.train_labels, real.info.num_classes, entry.protocol.val_fraction, seed
             )
+            self._val_indices[round] = val_idx
             self.data.val_sets[name] = EvalSet(
                 self.test_space.real(real.train_images[val_idx]).to(self.device),
                 real.train_labels[val_idx].to(self.device),
                 set_fingerprint(real.fingerprint, "val", self.test_space.tag, val_idx),
             )
-        return name, self.data.val_sets[name].fingerprint
+        plain = self.data.val_sets[name]
+        if not transforms:
+            return name, plain.fingerprint
+        fp = set_fingerprint(plain.fingerprint, f"view:{json.dumps(list(transforms))}", "")
+        view = f"{name}:{fp[:12]}"
+        if view not in self.data.val_sets:
+            val_idx = self._val_indices[round]
+            images = view_images(real.train_images[val_idx], transforms, real.info.size)
+            self.data.val_sets[view] = EvalSet(self.test_space.real(images).to(self.device), plain.labels, fp)
+        return view, fp
 
     def synthetic(self, entry: PlanEntry) -> tuple[str, str]:
         name = f"syn:{entry.name}"

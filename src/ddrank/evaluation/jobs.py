@@ -68,7 +68,9 @@ class SetSource(Interface):
 
     def test_view(self, entry: PlanEntry, transforms: tuple[dict, ...]) -> tuple[str, str]: ...
 
-    def validation(self, entry: PlanEntry, round: int, seed: int) -> tuple[str, str]: ...
+    def validation(
+        self, entry: PlanEntry, round: int, seed: int, transforms: tuple[dict, ...] = ()
+    ) -> tuple[str, str]: ...
 
     def synthetic(self, entry: PlanEntry) -> tuple[str, str]: ...
 
@@ -187,23 +189,24 @@ def plan_jobs(
                 if cell.source == "real":
                     if not entry.train_real:
                         continue
-                    (set_name, set_fp), val = sets.real(entry), None
+                    (set_name, set_fp), val, cell_val_fp = sets.real(entry), None, None
                     spec, rates = full_data_spec(protocol, info, precision), [protocol.full_data.lr]
                     cell_test_fp = test_fp
                 else:
-                    view, cell_test_fp = "", test_fp
+                    view, cell_test_fp, val, cell_val_fp = "", test_fp, None, None
+                    if protocol.selection == "honest":
+                        val, cell_val_fp = val_name, val_fp
                     if transforms := protocol.test_transforms_for(cell.variant):
                         view, cell_test_fp = sets.test_view(entry, transforms)
+                        if val is not None:  # the lr is chosen on the view the test set is scored on
+                            val, cell_val_fp = sets.validation(entry, r, seed, transforms)
                     spec = student_spec(protocol, info, cell.variant, precision, entry.teachers, view)
-                    val = val_name if protocol.selection == "honest" else None
                     rates = cell_learning_rates(protocol, cell, entry.set_lr)
                     if cell.source == "syn":
                         set_name, set_fp = sets.synthetic(entry)
                     else:
                         set_name, set_fp = sets.random(entry, r, seed)
-                keys = [
-                    job_key(spec, set_fp, val_fp if val else None, cell_test_fp, lr, seed) for lr in rates
-                ]
+                keys = [job_key(spec, set_fp, cell_val_fp, cell_test_fp, lr, seed) for lr in rates]
                 for lr, key in zip(rates, keys, strict=True):
                     jobs.append(TrainJob(spec, set_name, val, lr, seed, key, cell.name, r))
                 planned.cells[cell.name] = PlannedCell(cell, spec, set_name, val, tuple(rates), tuple(keys))
