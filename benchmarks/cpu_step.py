@@ -67,17 +67,17 @@ def _norm_relu_pool_out_of_place(h, norm, weight, bias, k, norm_in_bf16):
 
 @contextmanager
 def routes(matmul_pool: bool, numpy_hash: bool, relu_in_place: bool):
-    saved = layers.MATMUL_POOL_PLANE, rng._on_cpu, packed._norm_relu_pool
+    saved = layers.MATMUL_POOL_PLANE, rng._operands, packed._norm_relu_pool
     if not matmul_pool:
         layers.MATMUL_POOL_PLANE = 0
     if not numpy_hash:
-        rng._on_cpu = lambda *tensors: False
+        rng._operands = lambda *tensors: tensors
     if not relu_in_place:
         packed._norm_relu_pool = _norm_relu_pool_out_of_place
     try:
         yield
     finally:
-        layers.MATMUL_POOL_PLANE, rng._on_cpu, packed._norm_relu_pool = saved
+        layers.MATMUL_POOL_PLANE, rng._operands, packed._norm_relu_pool = saved
 
 
 VARIANTS: dict[str, tuple[bool, bool, bool]] = {

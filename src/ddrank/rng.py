@@ -7,8 +7,8 @@ CPU or the GPU, with no generator state to carry and no per-sample Python.
 
 Keys for sub-streams (an epoch, a step, one augmentation family) are derived with
 :func:`fold`. All arithmetic stays below 2**49 in int64, so there is no overflow. On a CPU the
-same hash runs in numpy (uint64 with wrap-around, then masked: the same values) because there
-it is several times faster than a chain of small torch ops.
+same hash runs on numpy uint64 arrays (products wrap, then are masked: the same values), which
+there is several times faster than a chain of small torch ops.
 """
 
 from __future__ import annotations
@@ -19,17 +19,31 @@ from torch import Tensor
 
 _MASK32 = 0xFFFFFFFF
 _MASK16 = 0xFFFF
+_U16, _U15 = np.uint64(16), np.uint64(15)
+_UMASK32, _UMUL1, _UMUL2 = np.uint64(_MASK32), np.uint64(0x7FEB352D), np.uint64(0x846CA68B)
 
 
-def _mul32(x: Tensor, c: int) -> Tensor:
-    """(x * c) mod 2**32 for x in [0, 2**32), without int64 overflow."""
+def _mul32(x: Tensor | int, c: int) -> Tensor | int:
+    """(x * c) mod 2**32 for x >= 0, split in 16-bit halves so that an int64 product never overflows."""
     lo = (x & _MASK16) * c
     hi = ((x >> 16) * c) & _MASK16
     return (lo + (hi << 16)) & _MASK32
 
 
-def _mix32(x: Tensor) -> Tensor:
-    """A 32-bit integer finaliser with good avalanche (Wellons' lowbias32)."""
+def _mix32(x: Tensor | np.ndarray | int) -> Tensor | np.ndarray | int:
+    """A 32-bit integer finaliser with good avalanche (Wellons' lowbias32).
+
+    A numpy uint64 array is a fresh intermediate of the hash (see :func:`_operands`) and is updated
+    in place: its products wrap modulo 2**64, so masking them gives the same low 32 bits."""
+    if isinstance(x, np.ndarray):
+        x ^= x >> _U16
+        x *= _UMUL1
+        x &= _UMASK32
+        x ^= x >> _U15
+        x *= _UMUL2
+        x &= _UMASK32
+        x ^= x >> _U16
+        return x
     x = x ^ (x >> 16)
     x = _mul32(x, 0x7FEB352D)
     x = x ^ (x >> 15)
@@ -37,35 +51,18 @@ def _mix32(x: Tensor) -> Tensor:
     return x ^ (x >> 16)
 
 
-_U16, _U15 = np.uint64(16), np.uint64(15)
-_UMASK32, _UMUL1, _UMUL2 = np.uint64(_MASK32), np.uint64(0x7FEB352D), np.uint64(0x846CA68B)
+def _operands(*tensors: Tensor) -> tuple[Tensor | np.ndarray, ...]:
+    """What the hash runs on: fresh uint64 numpy copies when every tensor is on the CPU (outside a
+    torch.compile trace), where numpy is several times faster than a chain of small torch ops; the
+    tensors themselves elsewhere."""
+    if all(t.device.type == "cpu" for t in tensors) and not torch.compiler.is_compiling():
+        return tuple(t.numpy().astype(np.uint64) for t in tensors)
+    return tensors
 
 
-def _mix32_np(x: np.ndarray) -> np.ndarray:
-    """:func:`_mix32` on a uint64 array, in place: products wrap modulo 2**64, so masking them
-    gives the same low 32 bits as the split products of the torch version, for any input."""
-    x ^= x >> _U16
-    x *= _UMUL1
-    x &= _UMASK32
-    x ^= x >> _U15
-    x *= _UMUL2
-    x &= _UMASK32
-    x ^= x >> _U16
-    return x
-
-
-def _on_cpu(*tensors: Tensor) -> bool:
-    """Whether to hash in numpy: every tensor on the CPU, and not inside a torch.compile trace."""
-    return all(t.device.type == "cpu" for t in tensors) and not torch.compiler.is_compiling()
-
-
-def _as_u64(x: Tensor) -> np.ndarray:
-    return x.numpy().astype(np.uint64)
-
-
-def _as_tensor(x: np.ndarray) -> Tensor:
-    """int64 tensor of hash values (below 2**32, so the uint64 bits read as the same int64)."""
-    return torch.from_numpy(np.asarray(x).view(np.int64))
+def _result(x: Tensor | np.ndarray) -> Tensor:
+    """int64 hash values (below 2**32, so uint64 bits read as the same int64) as a tensor."""
+    return torch.from_numpy(np.asarray(x).view(np.int64)) if isinstance(x, np.ndarray | np.generic) else x
 
 
 def key_from_seed(seed: int | list[int], device: torch.device | str | None = None) -> Tensor:
@@ -81,38 +78,24 @@ def _fold_tag(tag: int | Tensor) -> int | Tensor:
 
 def fold(key: Tensor, *tags: int) -> Tensor:
     """Derive an independent key from ``key`` and integer tags (epoch, step, stream id)."""
-    if _on_cpu(key):
-        x = _as_u64(key)
-        for tag in tags:
-            x ^= _mix32_np(np.full_like(x, _fold_tag(int(tag))))
-            x = _mix32_np(x)
-        return _as_tensor(x)
+    (x,) = _operands(key)
     for tag in tags:
-        key = _mix32(key ^ _mix32(torch.full_like(key, _fold_tag(int(tag)))))
-    return key
+        x = _mix32(x ^ _mix32(_fold_tag(int(tag))))
+    return _result(x)
 
 
 def fold_each(key: Tensor, tags: Tensor) -> Tensor:
     """``fold(key, t)`` for every ``t`` in the int64 tensor ``tags`` at once, for one key (shape ``[1]``):
     shape ``[len(tags)]``."""
-    if _on_cpu(key, tags):
-        x = _mix32_np(_as_u64(_fold_tag(tags.to(torch.int64))))
-        x ^= _as_u64(key)
-        return _as_tensor(_mix32_np(x))
-    return _mix32(key ^ _mix32(_fold_tag(tags.to(torch.int64))))
+    x, t = _operands(key, _fold_tag(tags.to(torch.int64)))
+    return _result(_mix32(x ^ _mix32(t)))
 
 
 def bits_at(keys: Tensor, counters: Tensor) -> Tensor:
     """Element ``counter`` of each key's stream (``bits(key, n)[:, counter]``), for broadcastable int64
     tensors of keys and counters."""
-    if _on_cpu(keys, counters):
-        x = _as_u64(counters)
-        x += np.uint64(0x632BE5AB)
-        x = _mix32_np(x) ^ _as_u64(keys)
-        x = _mix32_np(x)
-        x += np.uint64(0x3C6EF372)
-        return _as_tensor(_mix32_np(x))
-    return _mix32(_mix32(keys ^ _mix32(counters + 0x632BE5AB)) + 0x3C6EF372)
+    k, c = _operands(keys, counters)
+    return _result(_mix32(_mix32(k ^ _mix32(c + 0x632BE5AB)) + 0x3C6EF372))
 
 
 def bits(key: Tensor, n: int) -> Tensor:
