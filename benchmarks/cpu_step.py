@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ddrank import rng
-from ddrank.data.real import load_real
+from ddrank.data.real import load_real, normalize
 from ddrank.engine import packed
 from ddrank.engine.allocator import keep_freed_memory
 from ddrank.engine.ensemble import EnsembleTrainer
@@ -35,7 +35,7 @@ LRS = (0.003, 0.01, 0.03, 0.1)
 def trainer(members: int, ipc: int) -> EnsembleTrainer:
     """The digits protocol's students on ``members // 4`` disjoint IPC-``ipc`` subsets of the train split."""
     real = load_real("digits")
-    images = (real.train_images.float() - 255 * 0.305604) / (255 * 0.375962)
+    images = normalize(real.train_images, real.info)
     labels = real.train_labels
     spec = TrainSpec(
         "ConvNet-2-W16",
@@ -56,7 +56,7 @@ def trainer(members: int, ipc: int) -> EnsembleTrainer:
         for lr in LRS:
             key = job_key(spec, f"set{s}", "val", "test", lr, seed)
             jobs.append(TrainJob(spec, f"set{s}", "val", lr, seed, key, f"set{s}", s))
-    test = EvalSet((real.test_images.float() - 255 * 0.305604) / (255 * 0.375962), real.test_labels, "test")
+    test = EvalSet(normalize(real.test_images, real.info), real.test_labels, "test")
     return EnsembleTrainer(jobs, RunData(sets, {"val": test}, test, torch.device("cpu")))
 
 
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=4, help="epochs per variant and repetition")
     args = parser.parse_args()
-    keep_freed_memory()  # as the runner does
+    keep_freed_memory()  # as training does (fit)
     model = trainer(args.members, args.ipc)
     epoch = 0
     model.train_epoch(epoch)
