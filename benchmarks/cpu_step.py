@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=4, help="epochs per variant and repetition")
     args = parser.parse_args()
+    if args.members < len(LRS) or min(args.ipc, args.repeat, args.epochs) < 1:
+        parser.error(f"--members must be at least {len(LRS)}; --ipc, --repeat and --epochs at least 1")
     keep_freed_memory()  # as training does (fit)
     model = trainer(args.members, args.ipc)
     epoch = 0
