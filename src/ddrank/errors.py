@@ -71,3 +71,18 @@ def one_line(error: BaseException | str) -> str:
         line = type(error).__name__ if isinstance(error, BaseException) else "unknown error"
     line = shown(line)
     return line if len(line) <= MAX_QUOTED else line[: MAX_QUOTED - 3] + "..."
+
+
+def positive_int_env(variable: str, default: int, error: type[DDRankError], what: str = "") -> int:
+    """The positive integer in environment variable ``variable`` (unset or blank: ``default``);
+    anything else raises ``error`` naming the variable (and ``what`` it limits)."""
+    raw = os.environ.get(variable)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise error(f"{variable}={shown(raw)!r} must be a positive integer{what and f' ({what})'}")
+    return value

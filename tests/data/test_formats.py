@@ -341,6 +341,8 @@ def test_the_image_limit_can_be_raised_or_lowered(tmp_path, monkeypatch):
     monkeypatch.setenv("DDRANK_MAX_IMAGE_PIXELS", "lots")
     with pytest.raises(DataError, match="DDRANK_MAX_IMAGE_PIXELS='lots' must be a positive integer"):
         load_real("imagefolder", tmp_path, size=16)
+    monkeypatch.setenv("DDRANK_MAX_IMAGE_PIXELS", " ")  # blank, as unset: the default limit
+    assert load_real("imagefolder", tmp_path, size=16).train_images.shape == (2, 3, 16, 16)
 
 
 # --- the default data root ----------------------------------------------------------------------

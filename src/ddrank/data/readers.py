@@ -10,7 +10,6 @@ from __future__ import annotations
 import codecs
 import gzip
 import math
-import os
 import pickle
 import struct
 import zlib
@@ -20,7 +19,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image
 
-from ddrank.errors import DataError
+from ddrank.errors import DataError, positive_int_env
 
 try:
     from numpy._core import multiarray as _np_multiarray
@@ -55,27 +54,14 @@ MAX_IMAGE_PIXELS = 1 << 26
 IMAGE_PIXELS_ENV = "DDRANK_MAX_IMAGE_PIXELS"
 
 
-def _limit(variable: str, default: int) -> int:
-    value = os.environ.get(variable)
-    if value is None:
-        return default
-    try:
-        limit = int(value)
-    except ValueError:
-        limit = 0
-    if limit < 1:
-        raise DataError(f"{variable}={value!r} must be a positive integer")
-    return limit
-
-
 def array_byte_limit() -> int:
     """The byte limit for one array of an IDX or ``.mat`` file (``$DDRANK_MAX_DATASET_BYTES`` overrides)."""
-    return _limit(ARRAY_BYTES_ENV, MAX_ARRAY_BYTES)
+    return positive_int_env(ARRAY_BYTES_ENV, MAX_ARRAY_BYTES, DataError)
 
 
 def image_pixel_limit() -> int:
     """The pixel limit for one image of an image-folder dataset (``$DDRANK_MAX_IMAGE_PIXELS`` overrides)."""
-    return _limit(IMAGE_PIXELS_ENV, MAX_IMAGE_PIXELS)
+    return positive_int_env(IMAGE_PIXELS_ENV, MAX_IMAGE_PIXELS, DataError)
 
 
 def _over_limit(path: Path, what: str, nbytes: int) -> DataError:

@@ -9,9 +9,7 @@ count limit can be raised for a run that needs more with an environment variable
 
 from __future__ import annotations
 
-import os
-
-from ddrank.errors import ConfigError
+from ddrank.errors import ConfigError, positive_int_env
 
 COUNT_LIMITS: dict[str, int] = {
     "epochs": 10_000,
@@ -35,17 +33,7 @@ def env_name(name: str) -> str:
 
 def limit(name: str) -> int:
     """The current limit ``name`` (its environment override, else the default)."""
-    default = COUNT_LIMITS[name]
-    raw = os.environ.get(env_name(name))
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"{env_name(name)}={raw!r} must be a positive integer (the limit on {name})")
-    return value
+    return positive_int_env(env_name(name), COUNT_LIMITS[name], ConfigError, f"the limit on {name}")
 
 
 def over_limit(name: str, value: int, what: str | None = None) -> str | None:
