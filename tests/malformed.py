@@ -7,7 +7,10 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
+import torch
 from hypothesis import HealthCheck, settings
+from PIL import Image
 
 
 class MakesDirectory:
@@ -18,6 +21,60 @@ class MakesDirectory:
 
     def __reduce__(self):
         return (os.mkdir, (self.target,))
+
+
+SYNTHETIC_FORMATS = ("pt", "pt-legacy", "npy", "npz", "dc", "datm", "imagefolder")
+"""The on-disk forms of a synthetic set that :func:`write_synthetic` writes."""
+
+
+def write_synthetic(
+    fmt: str,
+    folder: Path,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    soft: torch.Tensor | None = None,
+    experiments: int = 1,
+) -> Path:
+    """A valid synthetic set of ``images`` [N, C, H, W] and ``labels`` [N] in format ``fmt`` (one of
+    :data:`SYNTHETIC_FORMATS`) under ``folder``; returns the file or folder to load. Formats without a
+    labels field (npy, DATM without ``soft``) carry the images only; DC's result file holds
+    ``experiments`` copies; an image folder holds 8-bit PNGs, grey for one channel."""
+    folder = Path(folder)
+    if fmt in ("pt", "pt-legacy"):
+        payload = {"images": images, "labels": labels}
+        if fmt == "pt":
+            payload["lr"] = 0.01
+        torch.save(payload, folder / "syn.pt", _use_new_zipfile_serialization=fmt == "pt")
+        return folder / "syn.pt"
+    if fmt == "npy":
+        np.save(folder / "syn.npy", images.numpy())
+        return folder / "syn.npy"
+    if fmt == "npz":
+        np.savez(folder / "syn.npz", images=images.numpy(), labels=labels.numpy())
+        return folder / "syn.npz"
+    if fmt == "dc":
+        accuracies = [0.5 + 0.02 * i for i in range(experiments)]
+        data = [[images, labels] for _ in range(experiments)]
+        torch.save({"data": data, "accs_all_exps": {"ConvNet": accuracies}}, folder / "res_DC.pt")
+        return folder / "res_DC.pt"
+    if fmt == "datm":
+        (folder / "datm").mkdir()
+        torch.save(images, folder / "datm" / "images_best.pt")
+        if soft is not None:
+            torch.save(soft, folder / "datm" / "labels_best.pt")
+        torch.save(torch.tensor(0.01), folder / "datm" / "lr_best.pt")
+        return folder / "datm"
+    if fmt == "imagefolder":
+        low, high = images.min(), images.max()
+        pixels = ((images - low) / (high - low).clamp_min(1e-12) * 255).round().to(torch.uint8)
+        for i, (picture, label) in enumerate(zip(pixels, labels.tolist(), strict=True)):
+            (folder / "syn" / f"class{label:03d}").mkdir(parents=True, exist_ok=True)
+            array = picture.permute(1, 2, 0).numpy()
+            Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(
+                folder / "syn" / f"class{label:03d}" / f"{i}.png"
+            )
+        return folder / "syn"
+    raise ValueError(f"unknown format {fmt}")
 
 
 def npy_bytes(shape: tuple[int, ...], descr: str = "<f4", data: bytes = b"") -> bytes:

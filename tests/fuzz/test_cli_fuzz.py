@@ -30,7 +30,15 @@ from ddrank.errors import DDRankError
 from ddrank.protocols import AugmentSpec, OptimizerSpec, Protocol, ScheduleSpec
 from ddrank.protocols.protocol import METADATA_FIELDS
 from ddrank.store import ResultStore
-from malformed import MakesDirectory, fuzz_settings, npy_bytes, png_header, zip_bomb
+from malformed import (
+    SYNTHETIC_FORMATS,
+    MakesDirectory,
+    fuzz_settings,
+    npy_bytes,
+    png_header,
+    write_synthetic,
+    zip_bomb,
+)
 
 FAST, SLOW = fuzz_settings(15, 300, HealthCheck.function_scoped_fixture)
 CLASSES, IPC = 10, 10
@@ -345,57 +353,8 @@ def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
 # ---- damaged files of every format -----------------------------------------------------------------
 
 
-def _write_pt(folder: Path) -> Path:
-    return _set(folder, {"images": images(), "labels": torch.arange(CLASSES).repeat_interleave(IPC)})
-
-
-def _write_pt_legacy(folder: Path) -> Path:
-    torch.save(images(), folder / "set.pt", _use_new_zipfile_serialization=False)
-    return folder / "set.pt"
-
-
-def _write_npy(folder: Path) -> Path:
-    np.save(folder / "set.npy", images().numpy())
-    return folder / "set.npy"
-
-
-def _write_npz(folder: Path) -> Path:
-    np.savez(folder / "set.npz", images=images().numpy())
-    return folder / "set.npz"
-
-
-def _write_dc(folder: Path) -> Path:
-    labels = torch.arange(CLASSES).repeat_interleave(IPC)
-    torch.save({"data": [[images(), labels]], "accs_all_exps": {"ConvNet": [0.5]}}, folder / "res_DC.pt")
-    return folder / "res_DC.pt"
-
-
-def _write_datm(folder: Path) -> Path:
-    (folder / "datm").mkdir()
-    torch.save(images(), folder / "datm" / "images_best.pt")
-    torch.save(torch.tensor(0.01), folder / "datm" / "lr_best.pt")
-    return folder / "datm"
-
-
-def _write_imagefolder(folder: Path) -> Path:
-    for k in range(CLASSES):
-        (folder / "syn" / f"c{k}").mkdir(parents=True)
-        for i in range(2):
-            Image.fromarray(np.full((8, 8), 20 * k + i, dtype=np.uint8)).save(
-                folder / "syn" / f"c{k}" / f"{i}.png"
-            )
-    return folder / "syn"
-
-
-WRITERS: dict[str, Callable[[Path], Path]] = {
-    "pt": _write_pt,
-    "pt-legacy": _write_pt_legacy,
-    "npy": _write_npy,
-    "npz": _write_npz,
-    "dc": _write_dc,
-    "datm": _write_datm,
-    "imagefolder": _write_imagefolder,
-}
+def _write(fmt: str, folder: Path) -> Path:
+    return write_synthetic(fmt, folder, images(), torch.arange(CLASSES).repeat_interleave(IPC))
 
 
 def _first_file(source: Path) -> Path:
@@ -403,9 +362,9 @@ def _first_file(source: Path) -> Path:
 
 
 @pytest.mark.parametrize("damage", ["zero-length", "truncated", "oversized"])
-@pytest.mark.parametrize("fmt", list(WRITERS))
+@pytest.mark.parametrize("fmt", SYNTHETIC_FORMATS)
 def test_damaged_and_oversized_files_of_every_format(fmt, damage, tmp_path, capsys):
-    source = WRITERS[fmt](tmp_path)
+    source = _write(fmt, tmp_path)
     target = _first_file(source)
     extra: list[str] = []
     if damage == "zero-length":

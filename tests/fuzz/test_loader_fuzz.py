@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import pickle
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import hypothesis.extra.numpy as hnp
@@ -18,11 +17,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
-from PIL import Image
 
 from ddrank.data.synthetic import load_synthetic, validate_synthetic
 from ddrank.errors import DDRankError
-from malformed import MakesDirectory, fuzz_settings, npy_bytes, zip_bomb
+from malformed import SYNTHETIC_FORMATS, MakesDirectory, fuzz_settings, npy_bytes, write_synthetic, zip_bomb
 
 FAST, SLOW = fuzz_settings(30, 400, HealthCheck.data_too_large)
 
@@ -35,60 +33,8 @@ def _labels(n: int = 4) -> torch.Tensor:
     return torch.arange(n) % 2
 
 
-def _write_pt_zip(folder: Path) -> Path:
-    torch.save({"images": _images(), "labels": _labels(), "lr": 0.01}, folder / "syn.pt")
-    return folder / "syn.pt"
-
-
-def _write_pt_legacy(folder: Path) -> Path:
-    torch.save(
-        {"images": _images(), "labels": _labels()}, folder / "syn.pt", _use_new_zipfile_serialization=False
-    )
-    return folder / "syn.pt"
-
-
-def _write_npy(folder: Path) -> Path:
-    np.save(folder / "syn.npy", _images().numpy())
-    return folder / "syn.npy"
-
-
-def _write_npz(folder: Path) -> Path:
-    np.savez(folder / "syn.npz", images=_images().numpy(), labels=_labels().numpy())
-    return folder / "syn.npz"
-
-
-def _write_dc(folder: Path) -> Path:
-    data = [[_images(), _labels()], [_images(), _labels()]]
-    torch.save({"data": data, "accs_all_exps": {"ConvNet": [0.5, 0.52]}}, folder / "res_DC.pt")
-    return folder / "res_DC.pt"
-
-
-def _write_datm(folder: Path) -> Path:
-    (folder / "datm").mkdir()
-    torch.save(_images(), folder / "datm" / "images_best.pt")
-    torch.save(torch.randn(4, 2), folder / "datm" / "labels_best.pt")
-    torch.save(torch.tensor(0.01), folder / "datm" / "lr_best.pt")
-    return folder / "datm"
-
-
-def _write_imagefolder(folder: Path) -> Path:
-    for cls in range(2):
-        (folder / "syn" / f"new{cls:03d}").mkdir(parents=True)
-        for i in range(2):
-            pixels = np.full((4, 4, 3), 40 * (cls + 2 * i), dtype=np.uint8)
-            Image.fromarray(pixels).save(folder / "syn" / f"new{cls:03d}" / f"{i}.png")
-    return folder / "syn"
-
-
-WRITERS: dict[str, Callable[[Path], Path]] = {
-    "pt-zip": _write_pt_zip,
-    "pt-legacy": _write_pt_legacy,
-    "npy": _write_npy,
-    "npz": _write_npz,
-    "dc": _write_dc,
-    "datm": _write_datm,
-    "imagefolder": _write_imagefolder,
-}
+def _write(fmt: str, folder: Path) -> Path:
+    return write_synthetic(fmt, folder, _images(), _labels(), soft=torch.randn(4, 2), experiments=2)
 
 
 def _files(root: Path) -> list[Path]:
@@ -152,31 +98,31 @@ def _mutate(path: Path, mutation: tuple) -> None:
 def _damaged_case(fmt: str, pick: float, mutation: tuple) -> None:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        source = WRITERS[fmt](root)
+        source = _write(fmt, root)
         files = _files(root)
         _mutate(files[int(pick * len(files))], mutation)
         _check(source, root)
 
 
 @FAST
-@given(fmt=st.sampled_from(sorted(WRITERS)), pick=st.floats(0.0, 1.0, exclude_max=True), mutation=MUTATIONS)
+@given(fmt=st.sampled_from(SYNTHETIC_FORMATS), pick=st.floats(0.0, 1.0, exclude_max=True), mutation=MUTATIONS)
 def test_damaged_files_of_every_format(fmt, pick, mutation):
     _damaged_case(fmt, pick, mutation)
 
 
 @pytest.mark.slow
 @SLOW
-@given(fmt=st.sampled_from(sorted(WRITERS)), pick=st.floats(0.0, 1.0, exclude_max=True), mutation=MUTATIONS)
+@given(fmt=st.sampled_from(SYNTHETIC_FORMATS), pick=st.floats(0.0, 1.0, exclude_max=True), mutation=MUTATIONS)
 def test_damaged_files_of_every_format_many(fmt, pick, mutation):
     _damaged_case(fmt, pick, mutation)
 
 
-@pytest.mark.parametrize("fmt", sorted(WRITERS))
+@pytest.mark.parametrize("fmt", SYNTHETIC_FORMATS)
 def test_every_format_cut_to_every_length_class(fmt):
     """Zero length, one byte, half, and all but one byte: each refused (or loaded) cleanly."""
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        source = WRITERS[fmt](root)
+        source = _write(fmt, root)
         target = _files(root)[0]
         length = len(target.read_bytes())
         original = target.read_bytes()
@@ -185,11 +131,11 @@ def test_every_format_cut_to_every_length_class(fmt):
             _check(source, root)
 
 
-@pytest.mark.parametrize("fmt", sorted(WRITERS))
+@pytest.mark.parametrize("fmt", SYNTHETIC_FORMATS)
 def test_every_format_over_the_size_limit_is_refused_naming_the_limit(fmt):
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        source = WRITERS[fmt](root)
+        source = _write(fmt, root)
         before = _snapshot(root)
         with pytest.raises(
             DDRankError, match=r"more than the limit of 40 B; pass a larger max_bytes"
