@@ -2,9 +2,10 @@
 
 The demo's unit of work: K ConvNet-2-W16 students (4 learning rates x K/4 training sets of IPC 10)
 trained as one packed ensemble on scikit-learn's digits with DSA, one step per epoch. The variants
-switch the step's CPU routes off one at a time (2x2 pooling as a matrix product, the numpy hash of
-the random streams, ReLU in place) and run alternately on the same trainer, so that all of them
-meet the same machine load; the figures are medians over the repetitions.
+switch the step's CPU routes on one at a time (2x2 pooling as a matrix product, the numpy hash of
+the random streams, ReLU in place, DSA computing each family for the members that picked it) and
+run alternately on the same trainer, so that all of them meet the same machine load; the figures
+are medians over the repetitions.
 
     python benchmarks/cpu_step.py                 # 40 members, 8 repetitions of 4 epochs per variant
     python benchmarks/cpu_step.py --members 80 --repeat 4
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ddrank import rng
+from ddrank.augment import dsa
 from ddrank.data.real import load_real, normalize
 from ddrank.engine import packed
 from ddrank.engine.allocator import keep_freed_memory
@@ -66,26 +68,30 @@ def _norm_relu_pool_out_of_place(h, norm, weight, bias, k, norm_in_bf16):
 
 
 @contextmanager
-def routes(matmul_pool: bool, numpy_hash: bool, relu_in_place: bool):
-    saved = layers.MATMUL_POOL_PLANE, rng._operands, packed._norm_relu_pool
+def routes(matmul_pool: bool, numpy_hash: bool, relu_in_place: bool, dsa_subsets: bool):
+    saved = layers.MATMUL_POOL_PLANE, rng._operands, packed._norm_relu_pool, dsa._by_subsets
     if not matmul_pool:
         layers.MATMUL_POOL_PLANE = 0
     if not numpy_hash:
         rng._operands = lambda *tensors: tensors
     if not relu_in_place:
         packed._norm_relu_pool = _norm_relu_pool_out_of_place
+    if not dsa_subsets:
+        dsa._by_subsets = lambda images: False
     try:
         yield
     finally:
-        layers.MATMUL_POOL_PLANE, rng._operands, packed._norm_relu_pool = saved
+        layers.MATMUL_POOL_PLANE, rng._operands, packed._norm_relu_pool, dsa._by_subsets = saved
 
 
-VARIANTS: dict[str, tuple[bool, bool, bool]] = {
-    "none of the CPU routes (before)": (False, False, False),
-    "pooling as a matrix product only": (True, False, False),
-    "numpy hash only": (False, True, False),
-    "ReLU in place only": (False, False, True),
-    "all three (now)": (True, True, True),
+VARIANTS: dict[str, tuple[bool, bool, bool, bool]] = {
+    "none of the CPU routes (before)": (False, False, False, False),
+    "pooling as a matrix product only": (True, False, False, False),
+    "numpy hash only": (False, True, False, False),
+    "ReLU in place only": (False, False, True, False),
+    "DSA by member subsets only": (False, False, False, True),
+    "all but DSA by subsets": (True, True, True, False),
+    "all four (now)": (True, True, True, True),
 }
 
 

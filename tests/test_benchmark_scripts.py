@@ -63,3 +63,20 @@ def test_soft_label_speed_runs_and_reports_the_teacher_share(tmp_path, workload)
     assert figures["ensemble_teacher_batches_per_step"] == 2
     for key in ("ensemble_images_per_s", "loop_images_per_s", "ratio_loop_over_ensemble_training"):
         assert figures[key] > 0, key
+
+
+def test_cpu_step_switches_every_route_and_reports_each_variant():
+    done = _run("benchmarks/cpu_step.py", "--members", "4", "--repeat", "1", "--epochs", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    reported = re.findall(r"^  (.+?)\s+[\d.]+ ms per step\s+before/this [\d.]+x$", done.stdout, re.MULTILINE)
+    assert reported == [
+        "none of the CPU routes (before)",
+        "pooling as a matrix product only",
+        "numpy hash only",
+        "ReLU in place only",
+        "DSA by member subsets only",
+        "all but DSA by subsets",
+        "all four (now)",
+    ]
+    refused = _run("benchmarks/cpu_step.py", "--members", "3")
+    assert refused.returncode == 2 and "--members must be at least 4" in refused.stderr

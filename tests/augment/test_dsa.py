@@ -5,6 +5,7 @@ import torch
 
 from ddrank import rng
 from ddrank.augment import DSA, FAMILIES, DSAParams, dsa_from_spec
+from ddrank.augment import dsa as dsa_module
 from ddrank.errors import ConfigError, InputError, UnknownNameError
 
 
@@ -168,6 +169,24 @@ def test_each_member_is_bit_identical_alone_and_in_the_ensemble(mode, dtype, sha
     assert together.shape == x.shape and together.dtype == dtype
     for k in range(4):
         assert torch.equal(together[k], dsa(x[k : k + 1], key[k : k + 1])[0])
+
+
+@pytest.mark.parametrize(
+    "strategy", ["color_crop_cutout_flip_scale_rotate", "color_crop_cutout_scale_rotate", "rotate_color"]
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mode_s_by_subsets_of_members_equals_the_whole_batch_route(strategy, dtype, monkeypatch):
+    """On a CPU each kind of family runs on the members that picked it; the device route computes
+    every kind for all members and selects. Both give the same bits, gradients included."""
+    x = torch.randn(24, 5, 3, 9, 11).to(dtype).requires_grad_()
+    key, dsa, weight = member_keys(24, seed=3), DSA(strategy, mode="S"), torch.randn(24, 5, 3, 9, 11)
+    by_subsets = dsa(x, key)
+    (subset_grad,) = torch.autograd.grad((by_subsets.float() * weight).sum(), x)
+    monkeypatch.setattr(dsa_module, "_by_subsets", lambda images: False)
+    whole = dsa(x, key)
+    (whole_grad,) = torch.autograd.grad((whole.float() * weight).sum(), x)
+    assert torch.equal(by_subsets, whole) and torch.equal(subset_grad, whole_grad)
+    assert not torch.equal(by_subsets, x)
 
 
 @pytest.mark.parametrize("mode", ["S", "M"])

@@ -125,48 +125,71 @@ class DSA:
         return x if warp is None else _warp(x, warp)
 
     def _one(self, x: Tensor, key: Tensor) -> Tensor:
-        """Mode S: each member picks one family; every family present is computed, then selected."""
-        K, B, C, H, W = x.shape
-        table = _draw(key, B)
+        """Mode S: each member picks one family (pixel moves, an affine warp or colour).
+
+        On a CPU each kind is computed for the members that picked it only; elsewhere every kind
+        present is computed for the whole batch and selected per member on the device (no host
+        synchronisation, so the step can be captured in a CUDA graph). A member's output is the same
+        either way, since each is computed from its own images and draws alone.
+        """
+        table = _draw(key, x.shape[1])
         pick = _integers(table[:, _ROWS["choice"].start, 0], len(self.families))
         chosen: dict[str, Tensor] = {}
         for i, family in enumerate(self.families):
             chosen[family] = pick == i if family not in chosen else chosen[family] | (pick == i)
+        kinds = [
+            (self._moved, chosen.keys() & {"crop", "flip", "cutout"}),
+            (self._warped, chosen.keys() & set(_AFFINE)),
+            (self._colored, chosen.keys() & {"color"}),
+        ]
+        kinds = [(kind, sorted(families)) for kind, families in kinds if families]
+        if _by_subsets(x):
+            out = torch.empty_like(x)
+            for kind, families in kinds:
+                members = torch.nonzero(torch.stack([chosen[f] for f in families]).any(0)).flatten()
+                if len(members):
+                    picked = {f: chosen[f][members] for f in families}
+                    out[members] = kind(x[members], table[members], picked)
+            return out
         out = x
-        if chosen.keys() & {"crop", "flip", "cutout"}:
-            rows = torch.arange(H, device=x.device).expand(K, B, H)
-            cols = torch.arange(W, device=x.device).expand(K, B, W)
-            keep = None
-            if "crop" in chosen:
-                crop_rows, crop_cols = _crop_source(table[:, _ROWS["crop"]], x.shape, self.params.crop)
-                rows = torch.where(chosen["crop"][:, None, None], crop_rows, rows)
-                cols = torch.where(chosen["crop"][:, None, None], crop_cols, cols)
-                keep = _inside(rows, cols, H, W)
-            if "flip" in chosen:
-                flip_cols = _flip_source(table[:, _ROWS["flip"]], W, self.params.flip)
-                cols = torch.where(chosen["flip"][:, None, None], flip_cols, cols)
-            if "cutout" in chosen:
-                cut = _cutout_keep(table[:, _ROWS["cutout"]], x.shape, self.params.cutout)
-                cut = cut | ~_per_member(chosen["cutout"])
-                keep = cut if keep is None else keep & cut
-            out = _move(x, rows, cols)
-            if keep is not None:
-                out = out.masked_fill(~keep, 0)
-        warped_by = [family for family in _AFFINE if family in chosen]
-        if warped_by:
-            matrix, hit = None, None
-            for family in warped_by:
-                own = _sampling_matrix(family, table[:, _ROWS[family]], self.params)
-                if matrix is None:
-                    matrix, hit = own, chosen[family]
-                else:
-                    matrix = torch.where(chosen[family][:, None, None, None], own, matrix)
-                    hit = hit | chosen[family]
-            out = torch.where(_per_member(hit), _warp(x, matrix), out)
-        if "color" in chosen:
-            colored = _color(x, table[:, _ROWS["color"]], self.params)
-            out = torch.where(_per_member(chosen["color"]), colored, out)
+        for kind, families in kinds:
+            hit = torch.stack([chosen[f] for f in families]).any(0)
+            out = torch.where(_per_member(hit), kind(x, table, {f: chosen[f] for f in families}), out)
         return out
+
+    def _moved(self, x: Tensor, table: Tensor, chosen: dict[str, Tensor]) -> Tensor:
+        """Crop, flip and cutout: exact pixel moves and masks, each member by the family it picked."""
+        K, B, C, H, W = x.shape
+        rows = torch.arange(H, device=x.device).expand(K, B, H)
+        cols = torch.arange(W, device=x.device).expand(K, B, W)
+        keep = None
+        if "crop" in chosen:
+            crop_rows, crop_cols = _crop_source(table[:, _ROWS["crop"]], x.shape, self.params.crop)
+            rows = torch.where(chosen["crop"][:, None, None], crop_rows, rows)
+            cols = torch.where(chosen["crop"][:, None, None], crop_cols, cols)
+            keep = _inside(rows, cols, H, W)
+        if "flip" in chosen:
+            flip_cols = _flip_source(table[:, _ROWS["flip"]], W, self.params.flip)
+            cols = torch.where(chosen["flip"][:, None, None], flip_cols, cols)
+        if "cutout" in chosen:
+            cut = _cutout_keep(table[:, _ROWS["cutout"]], x.shape, self.params.cutout)
+            cut = cut | ~_per_member(chosen["cutout"])
+            keep = cut if keep is None else keep & cut
+        out = _move(x, rows, cols)
+        return out if keep is None else out.masked_fill(~keep, 0)
+
+    def _warped(self, x: Tensor, table: Tensor, chosen: dict[str, Tensor]) -> Tensor:
+        """Scale or rotate: one bilinear resampling with each member's matrix."""
+        matrix = None
+        for family in _AFFINE:
+            if family in chosen:
+                own = _sampling_matrix(family, table[:, _ROWS[family]], self.params)
+                hit = chosen[family][:, None, None, None]
+                matrix = own if matrix is None else torch.where(hit, own, matrix)
+        return _warp(x, matrix)
+
+    def _colored(self, x: Tensor, table: Tensor, chosen: dict[str, Tensor]) -> Tensor:
+        return _color(x, table[:, _ROWS["color"]], self.params)
 
 
 def dsa_from_spec(spec: str | None, mode: str = "S") -> DSA | None:
@@ -179,6 +202,12 @@ def dsa_from_spec(spec: str | None, mode: str = "S") -> DSA | None:
 def _draw(key: Tensor, batch: int, repeat: int = 0) -> Tensor:
     """All uniform draws of one call, ``[K, rows, B]``, from one hash of each member's key."""
     return rng.uniform(rng.fold(key, _STREAM, repeat), _TABLE_ROWS, batch)
+
+
+def _by_subsets(x: Tensor) -> bool:
+    """Whether mode S computes each kind for the members that picked it only: on a CPU, eagerly
+    (indexing by a data-dependent set of members is cheap there, and nothing is captured)."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _integers(u: Tensor, n: int) -> Tensor:
