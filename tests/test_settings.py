@@ -8,10 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+import ddrank.settings as settings_module
 from ddrank.compat.ddranking_config import translate_ddranking_config
 from ddrank.engine.options import EngineOptions
 from ddrank.errors import ConfigError, InputError, UnknownNameError
+from ddrank.evaluation.evaluator import Evaluator
 from ddrank.protocols import default_protocol, load_protocol
+from ddrank.protocols.protocol import precision_deviation
 from ddrank.settings import RunSettings, SettingError
 
 CONFIGS = Path(__file__).parent / "fixtures" / "ddranking-configs"
@@ -24,7 +27,24 @@ def test_defaults_and_canonical_names():
     assert settings.protocol_source == "dsa" and settings.fidelity is None
     assert settings.torch_device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     default = RunSettings(device="cpu")
-    assert default.train_precision == "fp32" and default.options == EngineOptions()
+    assert default.precision_for(load_protocol("dsa", dataset="cifar10", ipc=10)) == "fp32"
+    assert default.options == EngineOptions()
+
+
+def test_auto_precision_keeps_reference_protocols_in_fp32_and_an_explicit_bf16_is_a_deviation(monkeypatch):
+    monkeypatch.setattr(settings_module, "default_precision", lambda device: "bf16")  # a bf16-capable GPU
+    honest = load_protocol("dsa", dataset="cifar10", ipc=10)
+    reference = load_protocol("dsa", dataset="cifar10", ipc=10, fidelity="reference")
+    auto = RunSettings(dataset="cifar10", device="cpu")
+    assert (auto.precision_for(honest), auto.precision_for(reference)) == ("bf16", "fp32")
+    assert precision_deviation(reference, "fp32") is None and precision_deviation(honest, "bf16") is None
+    said = precision_deviation(reference, "bf16")
+    assert said is not None and said.moves_score and said.kind == "changed"
+    assert said.line().startswith("precision: source fp32 (no autocast) -> ddrank bf16 autocast [moves")
+    monkeypatch.setattr(RunSettings, "precision_for", lambda self, protocol: "bf16")  # --precision bf16
+    evaluator = Evaluator(RunSettings(dataset="cifar10", device="cpu", fidelity="reference"))
+    assert said in evaluator.deviations(evaluator.protocol_for(10))
+    assert not any(d.key == "precision" for d in Evaluator(auto).deviations(honest))
 
 
 @pytest.mark.parametrize(

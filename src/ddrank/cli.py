@@ -176,7 +176,7 @@ def _engine_flags() -> argparse.ArgumentParser:
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="bf16 autocast on CUDA by default, fp32 on CPUs",
+        help="auto: bf16 autocast on CUDA, except fp32 for reference protocols (as published) and on CPUs",
     )
     p.add_argument("--max-members", type=count, help="most students trained at once in one ensemble")
     p.add_argument(

@@ -241,7 +241,7 @@ def plan_sweep(entries: Sequence[SweepEntry], settings: RunSettings) -> PlannedR
         eval_images = max(eval_images, int(n * protocol.val_fraction) + n // 5)
     sets = _ShapeSets()
     jobs, _ = plan_jobs(
-        planned, sets, metric=settings.metric, base_seed=settings.seed, precision=settings.train_precision
+        planned, sets, metric=settings.metric, base_seed=settings.seed, precision=settings.precision_for
     )
     unique: dict[str, TrainJob] = {}
     for job in jobs:
@@ -333,7 +333,7 @@ def dry_run(settings: RunSettings, syn: SyntheticSet | None = None, method: str 
         _ShapeSets(),
         metric=settings.metric,
         base_seed=settings.seed,
-        precision=settings.train_precision,
+        precision=settings.precision_for,
     )
     cells = []
     first = plans[method].rounds[0].cells if plans[method].rounds else {}

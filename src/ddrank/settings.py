@@ -227,10 +227,14 @@ class RunSettings(BaseModel):
         """The device students train on (CUDA when available unless one was named)."""
         return resolve_device(self.device)
 
-    @property
-    def train_precision(self) -> Precision:
-        """fp32 or bf16: ``auto`` is bf16 autocast on CUDA devices that support it, fp32 elsewhere."""
-        return default_precision(self.torch_device) if self.precision == "auto" else self.precision
+    def precision_for(self, protocol: Protocol) -> Precision:
+        """fp32 or bf16 for the students of ``protocol``. ``auto`` is fp32 for a reference protocol
+        (the published evaluations train in fp32) and, for any other, bf16 autocast on CUDA devices
+        that support it, fp32 elsewhere. An explicit bf16 under a reference protocol is said as a
+        deviation (:func:`ddrank.protocols.protocol.precision_deviation`)."""
+        if self.precision != "auto":
+            return self.precision
+        return "fp32" if protocol.fidelity == "reference" else default_precision(self.torch_device)
 
     @property
     def protocol_source(self) -> str | Protocol:

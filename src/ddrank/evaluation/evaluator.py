@@ -58,6 +58,7 @@ from ddrank.models import canonical_model_name, create_model
 from ddrank.names import check_name, default_method
 from ddrank.progress import Reporter, Silent
 from ddrank.protocols import Deviation, Protocol, load_protocol
+from ddrank.protocols.protocol import precision_deviation
 from ddrank.settings import RunSettings
 from ddrank.store import ResultStore
 
@@ -84,7 +85,6 @@ class Evaluator:
         self.definition = metric_definition(settings.metric)
         self.info: DatasetInfo = dataset_info(settings.dataset)
         self.device = settings.torch_device
-        self.precision = settings.train_precision
         self.store: JobCache = MemoryCache() if store is None else store
         self.reporter = reporter or Silent()
         self.extra_provenance: dict[str, Any] = {}  # recorded with every evaluation (e.g. a smoke run's)
@@ -130,8 +130,11 @@ class Evaluator:
         return protocol
 
     def deviations(self, protocol: Protocol) -> tuple[Deviation, ...]:
-        """Every way ``protocol`` differs from its source under this run's metric (said before training)."""
-        return protocol.deviations_for(self.settings.metric)
+        """Every way ``protocol`` differs from its source under this run's metric and precision (said
+        before training)."""
+        found = protocol.deviations_for(self.settings.metric)
+        precision = precision_deviation(protocol, self.settings.precision_for(protocol))
+        return found if precision is None else (*found, precision)
 
     @property
     def real(self) -> RealData:
@@ -253,7 +256,7 @@ class Evaluator:
             source,
             metric=self.settings.metric,
             base_seed=self.settings.seed,
-            precision=self.precision,
+            precision=self.settings.precision_for,
         )
         return jobs, source.data, plans
 
@@ -397,7 +400,7 @@ class Evaluator:
             source,
             metric="lrs",
             base_seed=self.settings.seed,
-            precision=self.precision,
+            precision=self.settings.precision_for,
             sources=("random", "real"),
         )
         results = run_jobs(
@@ -447,7 +450,7 @@ class Evaluator:
                 "base_seed": self.settings.seed,
                 "device": self.device.type,
                 "backend": self.settings.backend,
-                "precision": self.precision,
+                "precision": self.settings.precision_for(first),
             },
         )
 
@@ -468,7 +471,7 @@ class Evaluator:
             "device": self.device.type,
             "hardware": hardware or platform.machine(),
             "backend": self.settings.backend,
-            "precision": self.precision,
+            "precision": self.settings.precision_for(protocol),
             **self.extra_provenance,
         }
 

@@ -8,7 +8,7 @@ through :func:`plan_jobs`, so they choose the same learning rates and key jobs t
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Protocol as Interface
 
@@ -153,11 +153,12 @@ def plan_jobs(
     *,
     metric: str,
     base_seed: int,
-    precision: str,
+    precision: Callable[[Protocol], str],
     sources: Collection[str] | None = None,
 ) -> tuple[list[TrainJob], dict[str, PlannedEvaluation]]:
     """Every job of every entry in plan order (round, entry, cell, learning rate), and per entry what
-    scoring needs. Round r of every entry uses the seed derived from (base_seed, r). ``sources``
+    scoring needs. Round r of every entry uses the seed derived from (base_seed, r); its students
+    train in ``precision(protocol)`` (fp32 or bf16). ``sources``
     (e.g. ``{"random", "real"}`` for calibration) keeps only the cells trained on those sets.
 
     Entries that share a job (the same random subset or full-data run) list it each; the runner
@@ -181,7 +182,7 @@ def plan_jobs(
         for entry in entries:
             if r >= entry.rounds:
                 continue
-            protocol, info = entry.protocol, entry.info
+            protocol, info, floats = entry.protocol, entry.info, precision(entry.protocol)
             _, test_fp = sets.test(entry)
             val_name, val_fp = sets.validation(entry, r, seed)
             planned = PlannedRound(r, seed)
@@ -190,7 +191,7 @@ def plan_jobs(
                     if not entry.train_real:
                         continue
                     (set_name, set_fp), val, cell_val_fp = sets.real(entry), None, None
-                    spec, rates = full_data_spec(protocol, info, precision), [protocol.full_data.lr]
+                    spec, rates = full_data_spec(protocol, info, floats), [protocol.full_data.lr]
                     cell_test_fp = test_fp
                 else:
                     view, cell_test_fp, val, cell_val_fp = "", test_fp, None, None
@@ -200,7 +201,7 @@ def plan_jobs(
                         view, cell_test_fp = sets.test_view(entry, transforms)
                         if val is not None:  # the lr is chosen on the view the test set is scored on
                             val, cell_val_fp = sets.validation(entry, r, seed, transforms)
-                    spec = student_spec(protocol, info, cell.variant, precision, entry.teachers, view)
+                    spec = student_spec(protocol, info, cell.variant, floats, entry.teachers, view)
                     rates = cell_learning_rates(protocol, cell, entry.set_lr)
                     if cell.source == "syn":
                         set_name, set_fp = sets.synthetic(entry)

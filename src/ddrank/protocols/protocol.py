@@ -521,6 +521,20 @@ class Protocol(_Training):
         return unique_deviations((*self.deviations, *metric_deviations(self, metric)))
 
 
+def precision_deviation(protocol: Protocol, precision: str) -> Deviation | None:
+    """The deviation of training a reference protocol in ``precision`` bf16 (asked for explicitly:
+    ``auto`` is fp32 for reference protocols, as every published evaluation trains), else None."""
+    if protocol.fidelity != "reference" or precision != "bf16":
+        return None
+    return deviation(
+        "precision",
+        "fp32 (no autocast)",
+        "bf16 autocast",
+        "bf16 was asked for; the reference trains in fp32 (precision auto keeps fp32 for reference "
+        "protocols)",
+    )
+
+
 def metric_deviations(protocol: Protocol, metric: str) -> list[Deviation]:
     """Deviations from DD-Ranking v0.2.0 that depend on which of its metric classes runs (the repairs
     of its crashing code paths are said for reference protocols, which claim to reproduce it)."""
