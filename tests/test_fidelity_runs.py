@@ -252,3 +252,30 @@ def test_honest_selection_sees_the_validation_split_through_the_test_transforms(
     assert torch.equal(viewed.labels, plain.labels) and not torch.equal(viewed.images, plain.images)
     assert viewed.fingerprint != plain.fingerprint  # the jobs' keys name the view they were chosen on
     assert data.test_for(cells["syn"].spec) is not data.test
+
+
+@pytest.mark.parametrize("selection", ["reference", "honest"])
+def test_random_subsets_come_from_the_whole_training_set_only_under_reference_selection(selection):
+    """DD-Ranking draws its random subsets from the whole training set and holds nothing out; honest
+    selection draws them from the rest of the round's validation split."""
+    from ddrank import rng
+    from ddrank.baselines import generate
+    from ddrank.data.sampling import random_subset, validation_split
+    from ddrank.evaluation.evaluator import Evaluator
+    from ddrank.protocols import Protocol
+
+    fields = {"selection": selection, "fidelity": selection, "random_data": "tensor"}
+    protocol = Protocol.model_validate(TINY | fields)
+    evaluator = Evaluator(RunSettings(dataset="digits", protocol=protocol, device="cpu", rounds=1))
+    real = evaluator.real
+    jobs, data, _ = evaluator.plan({"x": evaluator.validate(generate("random", real, 10, seed=0), ipc=10)})
+    (random_set,) = {job.train_set for job in jobs if job.cell == "random"}
+    seed = rng.derive_seed(0, 0)
+    val_idx, pool = validation_split(real.train_labels, 10, protocol.val_fraction, seed)
+    drawn = random_subset(real.train_labels, pool if selection == "honest" else None, 10, 10, seed)
+    expected = evaluator.space(protocol).real(real.train_images[drawn])
+    assert torch.equal(data.train_sets[random_set].images, expected.to(data.device))
+    held_out = torch.isin(drawn, val_idx).any().item()
+    assert held_out == (selection == "reference")  # 10 of 179 per class: some fall in the split
+    assert bool(data.val_sets) == (selection == "honest")
+    assert all(job.val_set is None for job in jobs) == (selection == "reference")

@@ -172,7 +172,9 @@ def plan_evaluation(settings: RunSettings, syn: SyntheticSet | None, method: str
     validated = evaluator.validate(syn)
     jobs, data, _ = evaluator.plan({method: validated}, dry_run=True)
     set_sizes = {name: len(t) for name, t in data.train_sets.items()}
-    eval_images = data.test.images.shape[0] + next(iter(data.val_sets.values())).images.shape[0]
+    eval_images = data.test.images.shape[0] + max(
+        (v.images.shape[0] for v in data.val_sets.values()), default=0
+    )
     protocol = evaluator.protocol_for(validated.ipc).name
     what = f"{evaluator.info.name} · protocol {protocol} · IPC {validated.ipc}"
     return PlannedRun(what, jobs, set_sizes, eval_images)
@@ -238,7 +240,8 @@ def plan_sweep(entries: Sequence[SweepEntry], settings: RunSettings) -> PlannedR
         rounds = settings.rounds or protocol.rounds
         planned.append(PlanEntry(entry.name, protocol, info, entry.ipc, rounds, train_real=train_real))
         n = train_images(info.name)
-        eval_images = max(eval_images, int(n * protocol.val_fraction) + n // 5)
+        held_out = int(n * protocol.val_fraction) if protocol.selection == "honest" else 0
+        eval_images = max(eval_images, held_out + n // 5)
     sets = _ShapeSets()
     jobs, _ = plan_jobs(
         planned, sets, metric=settings.metric, base_seed=settings.seed, precision=settings.precision_for

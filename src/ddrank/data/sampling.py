@@ -47,14 +47,14 @@ def validation_split(labels: Tensor, num_classes: int, fraction: float, seed: in
     return torch.cat(val), torch.cat(pool)
 
 
-def random_subset(labels: Tensor, pool: Tensor, num_classes: int, ipc: int, seed: int) -> Tensor:
-    """Indices of ``ipc`` distinct images per class from ``pool``, uniformly at random, class-major."""
+def random_subset(labels: Tensor, pool: Tensor | None, num_classes: int, ipc: int, seed: int) -> Tensor:
+    """Indices of ``ipc`` distinct images per class from ``pool`` (None: the whole training set),
+    uniformly at random, class-major."""
+    where = "in the training set" if pool is None else "outside the validation split"
+    pool = torch.arange(labels.numel()) if pool is None else pool
     chosen = []
     for cls, members in enumerate(_shuffled_by_class(labels, pool, num_classes, seed, _SUBSET_TAG)):
         if members.numel() < ipc:
-            raise InputError(
-                f"class {cls} has only {members.numel()} images outside the validation split; "
-                f"cannot draw IPC {ipc}"
-            )
+            raise InputError(f"class {cls} has only {members.numel()} images {where}; cannot draw IPC {ipc}")
         chosen.append(members[:ipc])
     return torch.cat(chosen)

@@ -567,9 +567,12 @@ class _DeviceSets:
         return name, self.data.train_sets[name].fingerprint
 
     def random(self, entry: PlanEntry, round: int, seed: int) -> tuple[str, str]:
-        """A class-balanced random subset of the round's pool (with teacher soft labels under mode S)."""
+        """A class-balanced random subset (with teacher soft labels under mode S): of the round's pool,
+        the training set outside its validation split, under honest selection; of the whole training
+        set under reference selection, as DD-Ranking draws them."""
         real, space, ensemble = self.real_data, self.spaces[entry.name], self.teachers[entry.name]
-        idx = random_subset(real.train_labels, self._pools[round], real.info.num_classes, entry.ipc, seed)
+        pool = self._pools[round] if entry.protocol.selection == "honest" else None
+        idx = random_subset(real.train_labels, pool, real.info.num_classes, entry.ipc, seed)
         proto = entry.protocol
         original = real.train_images[idx]
         pixels = random_subset_pixels(original, real.info, proto.random_data, proto.jpeg_quality)

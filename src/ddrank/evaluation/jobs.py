@@ -184,7 +184,9 @@ def plan_jobs(
                 continue
             protocol, info, floats = entry.protocol, entry.info, precision(entry.protocol)
             _, test_fp = sets.test(entry)
-            val_name, val_fp = sets.validation(entry, r, seed)
+            val_name, val_fp = None, None  # reference selection holds nothing out
+            if protocol.selection == "honest":
+                val_name, val_fp = sets.validation(entry, r, seed)
             planned = PlannedRound(r, seed)
             for cell in plans[entry.name].cells:
                 if cell.source == "real":
