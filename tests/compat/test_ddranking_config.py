@@ -488,6 +488,56 @@ def test_compose_objects_translate_like_their_yaml_steps():
     assert translate(as_objects).protocol.content_hash() == translate(mapping).protocol.content_hash()
 
 
+def _with_step_args(mapping: dict[str, Any], key: str, step: str, **args: Any) -> dict[str, Any]:
+    """``mapping`` with ``args`` added to the first ``step`` of pipeline ``key``."""
+    steps = [dict(s, args=dict(s.get("args") or {})) for s in mapping[key]]
+    next(s for s in steps if s["name"] == step)["args"].update(args)
+    return mapping | {key: steps}
+
+
+@pytest.mark.parametrize(
+    ("key", "step", "args"),
+    [
+        ("custom_train_trans", "RandomResizedCrop", {"interpolation": 0}),
+        ("custom_train_trans", "RandomResizedCrop", {"antialias": False}),
+        ("custom_train_trans", "RandomHorizontalFlip", {"inplace": True}),
+        ("custom_val_trans", "Resize", {"interpolation": 3}),
+        ("custom_val_trans", "Resize", {"max_size": 100}),
+        ("custom_val_trans", "CenterCrop", {"padding": 2}),
+        ("custom_val_trans", "Normalize", {"inplace": True}),
+    ],
+)
+@pytest.mark.parametrize("as_objects", [False, True])
+def test_a_transform_argument_ddrank_would_drop_is_refused_not_ignored(key, step, args, as_objects):
+    """DD-Ranking passes every argument to torchvision; one ddrank does not read is refused unless it
+    holds torchvision's default, in YAML steps and Compose objects alike."""
+    mapping = _with_step_args(raw("eval/D4M/TinyImageNet/IPC10.yaml"), key, step, **args)
+    if as_objects:
+        if step in ("RandomHorizontalFlip", "CenterCrop"):
+            return  # not arguments of the torchvision class
+        mapping[key] = Config.load_transforms_from_yaml(mapping[key])
+    with pytest.raises(ConfigError) as caught:
+        translate(mapping)
+    (arg,) = args
+    message = str(caught.value)
+    assert f": {key}: step {step}: argument {arg}=" in message and "no ddrank equivalent" in message, message
+
+
+def test_transform_arguments_at_torchvision_defaults_change_nothing():
+    base = raw("eval/D4M/TinyImageNet/IPC10.yaml")
+    defaults = {"interpolation": 2, "antialias": True}  # PIL's BILINEAR constant
+    explicit = _with_step_args(base, "custom_train_trans", "RandomResizedCrop", **defaults)
+    explicit = _with_step_args(explicit, "custom_val_trans", "Resize", max_size=None, antialias=True)
+    assert translate(explicit).protocol.content_hash() == translate(base).protocol.content_hash()
+    cifar = raw("eval/SRe2L/CIFAR10/IPC10.yaml")
+    padded = _with_step_args(cifar, "custom_train_trans", "RandomCrop", fill=0, padding_mode="constant")
+    honest = translate(cifar, fidelity="honest").protocol.content_hash()
+    assert translate(padded, fidelity="honest").protocol.content_hash() == honest
+    reflect = _with_step_args(cifar, "custom_train_trans", "RandomCrop", padding_mode="reflect")
+    with pytest.raises(ConfigError, match=r"argument padding_mode='reflect' has no ddrank equivalent"):
+        translate(reflect, fidelity="honest")
+
+
 class ShufflePatches:
     """Stands in for the ShufflePatches class RDED's evaluation scripts define (only ``factor`` is read)."""
 

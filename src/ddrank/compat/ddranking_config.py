@@ -1094,6 +1094,8 @@ class _Translation:
         steps = _steps(self.raw["custom_train_trans"], self, "custom_train_trans")
         if not steps:
             return [], "none"
+        for name, args in steps:
+            _check_step_args(name, args, self, "custom_train_trans")
         size = info.size
         out: list[dict[str, Any]] = []
         normalise: tuple | None = None
@@ -1216,6 +1218,8 @@ class _Translation:
             return [], "none"
         if not steps:
             return [], "none"
+        for name, args in steps:
+            _check_step_args(name, args, self, "custom_val_trans")
         if zca:
             raise self.error(
                 "custom_val_trans",
@@ -1600,22 +1604,65 @@ def _steps(value: Any, translation: _Translation, key: str) -> list[tuple[str, d
 def _from_object(transform: Any, translation: _Translation, key: str) -> tuple[str, dict[str, Any]]:
     """A torchvision transform object as (class name, the arguments ddrank reads)."""
     name = type(transform).__name__
-    attrs = {
-        "RandomResizedCrop": ("size", "scale", "ratio"),
-        "RandomHorizontalFlip": ("p",),
-        "RandomCrop": ("size", "padding"),
-        "Normalize": ("mean", "std"),
-        "Resize": ("size",),
-        "CenterCrop": ("size",),
-        "GaussianNoise": ("mean", "sigma", "clip"),
-        "ShufflePatches": ("factor",),
-    }.get(name, ())
+    attrs = (*_READ_ARGS.get(name, ()), *_DEFAULT_ONLY_ARGS.get(name, {}))
     args = {a: getattr(transform, a) for a in attrs if hasattr(transform, a)}
     if name == "RandomResizedCrop" and tuple(args.get("ratio", ())) == (3 / 4, 4 / 3):
         args.pop("ratio")  # torchvision's default, which ddrank's transform also uses
     if isinstance(args.get("size"), list | tuple) and len(args["size"]) == 1:
         args["size"] = args["size"][0]
     return name, args
+
+
+_READ_ARGS: dict[str, tuple[str, ...]] = {
+    "RandomResizedCrop": ("size", "scale", "ratio"),
+    "RandomHorizontalFlip": ("p",),
+    "RandomCrop": ("size", "padding"),
+    "Normalize": ("mean", "std"),
+    "Resize": ("size",),
+    "CenterCrop": ("size",),
+    "GaussianNoise": ("mean", "sigma", "clip"),
+    "ShufflePatches": ("factor",),
+}
+"""The arguments of each translated torchvision step that ddrank reads."""
+
+_BILINEAR = ("bilinear", 2)  # InterpolationMode.BILINEAR, or PIL's constant for it
+_DEFAULT_ONLY_ARGS: dict[str, dict[str, tuple[Any, ...]]] = {
+    "RandomResizedCrop": {"interpolation": _BILINEAR, "antialias": (True, None)},
+    "Resize": {"interpolation": _BILINEAR, "antialias": (True, None), "max_size": (None,)},
+    "RandomCrop": {"fill": (0,), "padding_mode": ("constant",), "pad_if_needed": (False,)},
+    "Normalize": {"inplace": (False,)},
+}
+"""Arguments ddrank does not read, accepted at torchvision's default (what ddrank does) only."""
+
+
+def _check_step_args(name: str, args: Mapping[str, Any], translation: _Translation, key: str) -> None:
+    """Refuse an argument of a translated step that ddrank would otherwise drop: one it does not read,
+    unless it holds torchvision's default."""
+    if name not in _READ_ARGS and name not in ("ToTensor", "ToImage", "PILToTensor"):
+        return  # an untranslatable step is refused by name
+    allowed = _DEFAULT_ONLY_ARGS.get(name, {})
+    for arg, value in args.items():
+        if arg in _READ_ARGS.get(name, ()):
+            continue
+        plain = getattr(value, "value", value)  # an enum (InterpolationMode) by its value
+        if any(_same(plain, default) for default in allowed.get(arg, ())):
+            continue
+        read = ", ".join(_READ_ARGS.get(name, ())) or "no arguments"
+        raise translation.error(
+            key,
+            f"step {name}: argument {arg}={value!r} has no ddrank equivalent (ddrank reads {read}"
+            + (f"; {', '.join(allowed)} only at torchvision's default" if allowed else "")
+            + ")",
+        )
+
+
+def _same(value: Any, default: Any) -> bool:
+    """``value`` is ``default`` (None and booleans by identity, numbers by value, not True for 1)."""
+    if default is None or isinstance(default, bool):
+        return value is default
+    if isinstance(default, int | float):
+        return isinstance(value, int | float) and not isinstance(value, bool) and value == default
+    return value == default
 
 
 def _side(size: Any) -> int | None:
