@@ -1384,7 +1384,8 @@ class _Translation:
             self.deviate(
                 "dist",
                 f"true: each batch of {found} split over the GPUs (batch // world_size each, per-GPU "
-                "BatchNorm statistics)",
+                "BatchNorm statistics; DistributedSampler pads a small set with repeated images to a "
+                "multiple of the GPU count)",
                 f"batches of {found} on one device",
                 "ddrank scales out by running whole training jobs per device, so a batch is never split",
                 moves=True,

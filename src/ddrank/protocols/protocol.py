@@ -627,14 +627,20 @@ def derived_deviations(protocol: Protocol) -> list[Deviation]:
                 "images resized to im_size as a pair (aspect ratio not kept) after normalising",
                 "shorter side resized to the size, then centre-cropped, decoded once to uint8",
                 "the full-data run, the hard-label runs' test images and tensor random subsets see slightly "
-                "different pixels",
+                "different pixels"
+                + (
+                    "; the test transforms start from those decoded images, not the original files"
+                    if protocol.test_transforms
+                    else ""
+                ),
             )
         )
         if protocol.random_data == "image":
             found.append(
                 deviation(
                     "random_data_format",
-                    "image: original full-resolution JPEG files through custom_train_trans",
+                    "image: original full-resolution JPEG files through custom_train_trans (through "
+                    "Resize(im_size) as a pair in AugmentationRobustScore's run without augmentation)",
                     "images decoded at the dataset's size (shorter side resized, centre crop)",
                     "ddrank holds the dataset decoded at one size; DD-Ranking crops random subsets from the "
                     "originals",
