@@ -208,6 +208,22 @@ DATASET_NAMES = {
 }
 """DD-Ranking's ``get_dataset`` names (compared exactly) and ddrank's; ``Digits`` is a ddrank extension."""
 
+
+def ddranking_spellings(dataset: str, model: str) -> tuple[list[str], list[str]]:
+    """The folder names DD-Ranking's ``teacher_dir/<dataset>/<model_name>/ckpt_best.pt`` layout may use
+    for ddrank's ``dataset`` and ``model`` (every configuration name that translates to that model)."""
+    datasets = [dd for dd, name in DATASET_NAMES.items() if name == dataset]
+    family, _, rest = model.partition(":")
+    if family != "torchvision":
+        return datasets, [model]
+    if rest.startswith("resnet") and rest[6:] in ("18", "34", "50"):
+        return datasets, [f"ResNet-{rest[6:]}", f"ResNet-{rest[6:]}-BN"]
+    if rest.startswith("vgg"):
+        depth = rest[3:].removesuffix("_bn")
+        return datasets, [f"VGG-{depth}" + ("-BN" if rest.endswith("_bn") else "")]
+    return datasets, ["AlexNet" if rest == "alexnet" else rest]
+
+
 ZCA_DATASETS = ("cifar10", "cifar100", "tinyimagenet")
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))

@@ -83,11 +83,17 @@ def load_teacher(
 
 
 def teacher_path(teacher_dir: str | os.PathLike, dataset: str, model_name: str) -> Path:
-    """``<teacher_dir>/<dataset>/<model>/ckpt_best.pt``, trying our and DD-Ranking's model spellings."""
-    base = Path(teacher_dir) / dataset
+    """``<teacher_dir>/<dataset>/<model>/ckpt_best.pt``: the first that exists of ddrank's spelling, the
+    name as given, and DD-Ranking's layout (e.g. ``ImageNet1K/ResNet-18-BN`` for ``imagenet1k`` and
+    ``torchvision:resnet18``); ddrank's spelling when none does."""
+    from ddrank.compat.ddranking_config import ddranking_spellings
+
+    dd_datasets, dd_models = ddranking_spellings(dataset, canonical_model_name(model_name))
+    root = Path(teacher_dir)
     candidates = [
-        base / canonical_model_name(model_name) / CHECKPOINT_NAME,
-        base / model_name / CHECKPOINT_NAME,
+        root / dataset / canonical_model_name(model_name) / CHECKPOINT_NAME,
+        root / dataset / model_name / CHECKPOINT_NAME,
+        *(root / d / m / CHECKPOINT_NAME for d in dd_datasets for m in dd_models),
     ]
     return next((c for c in candidates if c.is_file()), candidates[0])
 
