@@ -662,3 +662,20 @@ def test_translated_config_says_every_deviation_in_one_line():
     assert {"scores", "seed", "std", "dist", "dataset", "custom_train_trans"} <= keys(result)
     assert result.protocol.reference_source.startswith("DD-Ranking v0.2.0 LabelRobustScoreSoft configuration")
     assert result.protocol.sources["full_data"].startswith("DD-Ranking REAL_DATA_ACC_CACHE")
+
+
+def test_teachers_outside_ddrankings_families_are_torchvisions_pretrained_weights_there():
+    """DD-Ranking builds mobilenet_v2 & co. with torchvision's pretrained=True and never reads the
+    teacher directory for them: said as a deviation; on a 10-class dataset it crashes (refused in
+    reference, repaired in honest)."""
+    imagenet = translate(config("eval/G-VBSM/ImageNet1K/IPC10_Aug.yaml"))
+    said = {d.key: d for d in imagenet.deviations}
+    for name in ("mobilenet_v2", "shufflenet_v2_x0_5", "efficientnet_b0"):
+        found = said[f"teacher_model_names.{name}"]
+        assert found.kind == "changed" and found.moves_score and "pretrained=True" in found.source_value
+    assert "teacher_model_names.ResNet-18-BN" not in said  # built by DD-Ranking, read from teacher_dir
+    cifar = raw("eval/D4M/CIFAR10/IPC10.yaml", teacher_model_names=["ConvNet-3", "mobilenet_v2"])
+    with pytest.raises(ConfigError, match=r"teacher_model_names: 'mobilenet_v2' is built by torchvision"):
+        translate(cifar)
+    repaired = {d.key: d for d in translate(cifar, fidelity="honest").deviations}
+    assert repaired["teacher_model_names.mobilenet_v2"].kind == "repaired"

@@ -209,6 +209,10 @@ DATASET_NAMES = {
 """DD-Ranking's ``get_dataset`` names (compared exactly) and ddrank's; ``Digits`` is a ddrank extension."""
 
 
+_BUILT_FAMILIES = ("ConvNet", "AlexNet", "ResNet", "LeNet", "MLP", "VGG")
+"""The model families DD-Ranking's build_model makes itself; any other name goes to torchvision."""
+
+
 def ddranking_spellings(dataset: str, model: str) -> tuple[list[str], list[str]]:
     """The folder names DD-Ranking's ``teacher_dir/<dataset>/<model_name>/ckpt_best.pt`` layout may use
     for ddrank's ``dataset`` and ``model`` (every configuration name that translates to that model)."""
@@ -663,6 +667,7 @@ class _Translation:
         self.report_unread()
         dd_name, dataset = self.dataset()
         info = dataset_info(dataset)
+        self.num_classes = info.num_classes
         ipc = self.ipc()
         self.image_size(info.size)
         soft = self.soft_labels()
@@ -910,9 +915,7 @@ class _Translation:
         parts = name.split("-")
         depth = parts[1] if len(parts) > 1 else ""
         batchnorm = len(parts) > 2 and parts[2] == "BN"
-        family = next(
-            (f for f in ("ConvNet", "AlexNet", "ResNet", "LeNet", "MLP", "VGG") if name.startswith(f)), None
-        )
+        family = next((f for f in _BUILT_FAMILIES if name.startswith(f)), None)
         if family in ("ConvNet", "ResNet", "VGG") and not depth.isdigit():
             raise self.error(key, f"{name!r}: DD-Ranking reads <family>-<depth>[-BN] names (ValueError)")
         if family == "ConvNet":
@@ -1009,7 +1012,25 @@ class _Translation:
         if message := over_limit("teachers", len(names)):
             raise self.error("teacher_model_names", message)
         _, torchvision = self.torchvision_flag(False)
-        return [self.model(name, torchvision, "teacher_model_names", size) for name in names]
+        models = [self.model(name, torchvision, "teacher_model_names", size) for name in names]
+        for name, model in zip(names, models, strict=True):
+            if not name.startswith(_BUILT_FAMILIES):
+                self.pretrained_teacher(name, model)
+        return models
+
+    def pretrained_teacher(self, name: str, model: str) -> None:
+        """A teacher outside DD-Ranking's own model families: its build_model takes torchvision's
+        pretrained ImageNet-1K weights (``pretrained=True``) and never reads the teacher directory, so
+        on another class count it crashes."""
+        if self.num_classes != 1000:
+            self.refuse(
+                "teacher_model_names",
+                f"{name!r} is built by torchvision's get_model(num_classes={self.num_classes}, "
+                "pretrained=True), whose ImageNet-1K weights need 1000 classes (ValueError)",
+                f"ddrank loads the {model} checkpoint from the teacher directory",
+            )
+            return
+        # Either way the difference is said by derived_deviations.
 
     def zca(self, dataset: str) -> bool:
         if self.cls == "GeneralEvaluator":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -581,6 +582,10 @@ def metric_deviations(protocol: Protocol, metric: str) -> list[Deviation]:
     return found
 
 
+DDRANKING_BUILT_TORCHVISION = r"resnet(18|34|50)|vgg\d+(_bn)?|alexnet"
+"""torchvision models DD-Ranking's build_model makes from its own names (ResNet-18, VGG-11-BN,
+AlexNet with use_torchvision); it hands any other model name to torchvision with pretrained=True."""
+
 IMAGENET_FAMILY = (
     "imagenet1k",
     "imagenette",
@@ -649,15 +654,53 @@ def derived_deviations(protocol: Protocol) -> list[Deviation]:
     size = _image_size(protocol.dataset)
     for name in dict.fromkeys((protocol.model, *labels.teachers)):
         found += _model_deviations(name, size)
+    for name in dict.fromkeys(labels.teachers if labels.mode != "hard" else ()):
+        plain = name.removeprefix("torchvision:")
+        if not name.startswith("torchvision:") or re.fullmatch(DDRANKING_BUILT_TORCHVISION, plain):
+            continue
+        classes = _num_classes(protocol.dataset)
+        if classes not in (None, 1000):
+            found.append(
+                deviation(
+                    f"teacher_model_names.{plain}",
+                    f"get_model(num_classes={classes}, pretrained=True): ValueError",
+                    f"the {name} checkpoint in the teacher directory",
+                    "torchvision's pretrained weights have 1000 classes; ddrank loads a teacher trained on "
+                    "this dataset",
+                    moves_score=False,
+                    kind="repaired",
+                )
+            )
+            continue
+        found.append(
+            deviation(
+                f"teacher_model_names.{plain}",
+                "torchvision's pretrained ImageNet-1K weights (pretrained=True; teacher_dir is not read)",
+                f"the {name} checkpoint in the teacher directory",
+                "DD-Ranking's build_model hands models outside its own families to torchvision with "
+                "pretrained=True; ddrank loads every teacher from a checkpoint: save torchvision's "
+                f"IMAGENET1K_V1 weights of {plain} there to reproduce DD-Ranking's teacher",
+            )
+        )
     return found
 
 
 def _image_size(dataset: str | None) -> int | None:
+    info = _dataset_info(dataset)
+    return None if info is None else info.size
+
+
+def _num_classes(dataset: str | None) -> int | None:
+    info = _dataset_info(dataset)
+    return None if info is None else info.num_classes
+
+
+def _dataset_info(dataset: str | None) -> Any:
     from ddrank.data.real import dataset_info
     from ddrank.errors import UnknownNameError
 
     try:
-        return dataset_info(dataset).size if dataset else None
+        return dataset_info(dataset) if dataset else None
     except UnknownNameError:
         return None
 
