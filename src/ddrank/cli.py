@@ -206,6 +206,7 @@ def _group_flags() -> argparse.ArgumentParser:
     p.add_argument("--student", help="only this student model")
     p.add_argument("--labels", help="only this label mode: hard, S (soft) or M (mixed)")
     p.add_argument("--fidelity", choices=("honest", "reference"), help="only this fidelity")
+    p.add_argument("--weight", type=float, help="only scores computed with this weight (w of LRS, γ of ARS)")
     return p
 
 
@@ -419,11 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser(
         "leaderboard",
         parents=[_group_flags()],
-        help="rank recorded methods per group (dataset, IPC, protocol, fidelity, labels, student), with CIs",
+        help="rank recorded methods per group (dataset, IPC, protocol, fidelity, labels, student, weight), "
+        "with CIs",
         description="Rank the recorded evaluations within each group: dataset, IPC, protocol and its hash, "
-        "fidelity, labels and student (methods are never ranked across groups). The newest evaluation of "
-        "each method is ranked; --all adds the earlier ones. Renders a terminal table, Markdown, CSV, JSON, "
-        "LaTeX or a self-contained HTML page.",
+        "fidelity, labels, student and the weight of the score (w of LRS, γ of ARS); methods are never "
+        "ranked across groups. The newest evaluation of each method is ranked; --all adds the earlier "
+        "ones. Renders a terminal table, Markdown, CSV, JSON, LaTeX or a self-contained HTML page.",
         epilog="example: ddrank leaderboard --dataset digits --ipc 10 --labels hard --format md",
     )
     board.add_argument("--store", help=STORE_HELP)
@@ -450,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="paired comparison of two methods over their rounds with the same seeds",
         description="Mean difference A − B of a score over the rounds both methods ran with the same seed, "
         "with its 95%% CI and the p-value of a paired t-test, within one group (dataset, IPC, protocol, "
-        "fidelity, labels, student); when the methods share several groups, the filters choose one.",
+        "fidelity, labels, student, weight); when the methods share several groups, the filters choose one.",
         epilog="example: ddrank compare dm herding --dataset digits --ipc 10 --labels hard",
     )
     compare.add_argument("a", help="first method")

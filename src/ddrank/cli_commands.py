@@ -649,6 +649,7 @@ def _selection(args: argparse.Namespace) -> Any:
         student=args.student,
         labels=args.labels,
         fidelity=args.fidelity,
+        weight=args.weight,
     )
 
 
@@ -755,7 +756,8 @@ def cmd_rm(args: argparse.Namespace, console: Console) -> int:
 def _group_row(evaluation: Evaluation) -> dict[str, Any]:
     from ddrank.report.leaderboard import GROUP_FIELDS, group_of
 
-    return dict(zip(GROUP_FIELDS, group_of(evaluation), strict=True)) | {"smoke": evaluation.smoke}
+    group = dict(zip(GROUP_FIELDS, group_of(evaluation), strict=True))
+    return group | {"smoke": evaluation.smoke, "metric": evaluation.metric}
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:

@@ -17,6 +17,7 @@ from ddrank.engine.options import EngineOptions, Precision, default_precision
 from ddrank.engine.runner import BACKENDS, Backend
 from ddrank.errors import DDRankError, InputError, UnknownNameError
 from ddrank.metrics.definitions import METRICS
+from ddrank.metrics.scores import DEFAULT_WEIGHT
 from ddrank.protocols import Protocol, default_protocol, load_protocol
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ class RunSettings(BaseModel):
     metric: str = "lrs"
     rounds: int | None = None
     seed: int = 0
-    weight: float = 0.5
+    weight: float = DEFAULT_WEIGHT
     real_acc: float | Literal["published"] | None = None
     teacher_dir: str | None = None
     teachers: tuple[str, ...] = ()

@@ -52,6 +52,7 @@ from ddrank.store_schema import (
     encode,
     fields_of,
     json_default,
+    payload_identity,
     with_defaults,
 )
 
@@ -441,10 +442,24 @@ class ResultStore:
         identity = [row[name] for name in EVALUATION_IDENTITY]
 
         def replace(conn: sqlite3.Connection) -> int:
-            conn.execute(f"DELETE FROM evaluations WHERE {_SAME_EVALUATION}", identity)
+            same = self._same_evaluations(conn, identity, payload_identity(row["payload"]))
+            conn.executemany("DELETE FROM evaluations WHERE id = ?", [(i,) for i in same])
             return int(conn.execute(_INSERT_EVALUATION, params).lastrowid)
 
         return self._transaction(replace)
+
+    def _same_evaluations(
+        self, conn: sqlite3.Connection, identity: list[Any], measured: tuple[Any, ...]
+    ) -> list[int]:
+        """Ids of the recorded evaluations of the same measurement: ``identity`` in their columns and
+        ``measured`` in their payload (:func:`~ddrank.store_schema.payload_identity`)."""
+        rows = conn.execute(f"SELECT id, payload FROM evaluations WHERE {_SAME_EVALUATION}", identity)
+        same = []
+        for i, payload in rows.fetchall():
+            where = f"results database {self._target}: evaluation {i}"
+            if payload_identity(decode({"payload": payload}, where)["payload"]) == measured:
+                same.append(int(i))
+        return same
 
     def evaluations(
         self,
@@ -538,12 +553,13 @@ class ResultStore:
         job_params = [encode(row, JOB_FIELDS) for row in jobs]
         evaluation_params = [encode(row, EVALUATION_FIELDS) for row in evaluations]
         identities = [[row[name] for name in EVALUATION_IDENTITY] for row in evaluations]
+        measured = [payload_identity(row["payload"]) for row in evaluations]
 
         def insert(conn: sqlite3.Connection) -> tuple[int, int]:
             new_jobs = sum(conn.execute(_INSERT_JOB.format("IGNORE"), p).rowcount for p in job_params)
             new_evaluations = 0
-            for params, identity in zip(evaluation_params, identities, strict=True):
-                if conn.execute(f"SELECT 1 FROM evaluations WHERE {_SAME_EVALUATION}", identity).fetchone():
+            for params, identity, payload in zip(evaluation_params, identities, measured, strict=True):
+                if self._same_evaluations(conn, identity, payload):
                     continue
                 conn.execute(_INSERT_EVALUATION, params)
                 new_evaluations += 1

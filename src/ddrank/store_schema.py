@@ -68,7 +68,8 @@ ADDED_FIELDS: dict[int, dict[str, Any]] = {2: {"diverged": False, "diverged_epoc
 # SQL for a column an older store lacks, when it is read without migrating (read-only).
 MISSING_COLUMN_SQL = {"diverged": "0", "diverged_epoch": "NULL"}
 
-# Two evaluations with the same values here are the same measurement; the newer one replaces the older.
+# Two evaluations with the same values here and the same :func:`payload_identity` are the same measurement;
+# the newer one replaces the older.
 EVALUATION_IDENTITY = (
     "method",
     "dataset",
@@ -109,6 +110,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE jobs ADD COLUMN diverged_epoch INTEGER",
     ),
 }
+
+
+def payload_identity(payload: Any) -> tuple[Any, ...]:
+    """What else makes an evaluation the measurement it is, read from its payload (no column holds it): the
+    weight its scores were computed with (w of LRS, γ of ARS). A payload that is not an object has none."""
+    if not isinstance(payload, Mapping):
+        return (None,)
+    weight = payload.get("weight")
+    return (float(weight) if _is_number(weight) else weight,)
 
 
 def fields_of(schema: int, fields: Mapping[str, tuple[type, ...]]) -> list[str]:

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from ddrank.evaluation import Evaluation
 from ddrank.metrics import label_robust_score
 from ddrank.metrics.scores import NEUTRAL_SCORE
 from ddrank.names import default_method
@@ -149,3 +150,51 @@ def test_neutral_score_is_shown_beside_every_score():
     text = render(rows, "table")
     assert "+0.00" in text and "LRS 26.89 is neutral" in text
     assert "Δ neutral (pp)" in render(rows, "md")
+
+
+# 6. the weight (w of LRS, γ of ARS) is part of the group: scores of different weights are never ranked,
+# compared or replaced by one another
+def weighted(method: str, acc_syn: float, weight: float, **fields) -> Evaluation:
+    """An LRS evaluation (acc(rand) 0.50, acc(real) 0.95, two rounds) scored with weight ``weight``."""
+    data = evaluation(method, [acc_syn, acc_syn + 0.01], seeds=SEEDS[:2], acc_random=0.5, **fields).to_dict()
+    data["weight"] = weight
+    for values in data["per_round"]:
+        values["lrs"] = label_robust_score(values["hlr"], values["ior"], weight)
+    return Evaluation.from_dict(data)
+
+
+def test_evaluations_with_different_weights_are_ranked_apart_and_the_weight_is_shown(capsys, tmp_path):
+    a, b = weighted("A", 0.605, 0.5), weighted("B", 0.55, 0.9)  # B's higher LRS is only its weight
+    assert b.summaries["lrs"].mean > a.summaries["lrs"].mean
+    rows = build_leaderboard([a, b])
+    assert [(r["method"], r["rank"], r["weight"]) for r in rows] == [("A", 1, 0.5), ("B", 1, 0.9)]
+    text = render(rows, "table")
+    assert "ConvNet-2-W16 · w = 0.9\n" in text and "w = 0.5" not in text
+    assert "w = 0.9" in render(rows, "md").splitlines()[3]  # B's row says it, A's does not
+    assert "w = 0.9" not in render(rows, "md").splitlines()[2]
+    assert [g["group"]["weight"] for g in json.loads(render(rows, "json"))["groups"]] == [0.5, 0.9]
+    with pytest.raises(LeaderboardError, match="no evaluation in the same group.*w = 0.9"):
+        compare_methods([a, b], "A", "B")
+    # ARS names its weight γ; accuracy takes none, so the weight does not split its groups
+    assert "γ = 0.7" in render([dict(rows[0], metric="ars", weight=0.7)], "table")
+    assert [(r["method"], r["rank"], r["weight"]) for r in build_leaderboard([a, b], metric="acc")] == [
+        ("A", 1, None),
+        ("B", 2, None),
+    ]
+    path = tmp_path / "r.sqlite"
+    with ResultStore(path) as store:
+        for e in (a, b):
+            store.record_evaluation(e.to_dict())
+    code, out, err = run_cli(capsys, "leaderboard", "--store", path, "--weight", "0.9")
+    assert code == 0 and "B" in out and " A " not in out, err
+
+
+def test_the_store_keeps_one_set_scored_with_two_weights_and_replaces_each_by_its_rerun():
+    with ResultStore(":memory:") as store:
+        first = store.record_evaluation(weighted("A", 0.6, 0.5).to_dict())
+        store.record_evaluation(weighted("A", 0.6, 0.9).to_dict())
+        assert sorted(e["weight"] for e in store.evaluations()) == [0.5, 0.9]
+        store.record_evaluation(weighted("A", 0.6, 0.9).to_dict())  # a rerun replaces its own weight only
+        records = store.evaluation_records()
+        assert sorted(r["payload"]["weight"] for r in records) == [0.5, 0.9]
+        assert first in {r["id"] for r in records}

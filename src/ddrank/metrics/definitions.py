@@ -72,6 +72,7 @@ class MetricDefinition:
     ddranking: tuple[tuple[str, Quantity], ...]  # DD-Ranking's result names for the per-round values
     ranks_every_evaluation: bool = False  # ranks any evaluation that has its score, not only its own
     neutral: float | None = None  # the score of a set no better than random (None: no such point)
+    weight_symbol: str | None = None  # the name of the weight its scores take (w, γ); None: it takes none
 
     def cells_for(self, soft_labels: bool) -> list[Cell]:
         """The cells trained for a protocol whose labels are soft (mode S or M) or hard."""
@@ -137,6 +138,7 @@ METRICS: dict[str, MetricDefinition] = {
             "HLR against IOR",
         ),
         neutral=NEUTRAL_SCORE,
+        weight_symbol="w",
         ddranking=(
             ("hard_label_recovery", _HLR),
             ("improvement_over_random", _IOR),
@@ -180,6 +182,7 @@ METRICS: dict[str, MetricDefinition] = {
             ("augmentation_robust_score", Quantity("ars", "ARS")),
         ),
         neutral=NEUTRAL_SCORE,
+        weight_symbol="γ",
     ),
     "acc": MetricDefinition(
         name="acc",

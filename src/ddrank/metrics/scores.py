@@ -11,6 +11,8 @@ import math
 from ddrank.errors import InputError
 
 _E, _E_INV = math.e, math.exp(-1.0)
+# The weight w of LRS (IOR against HLR) and γ of ARS (with against without augmentation) unless one is given.
+DEFAULT_WEIGHT = 0.5
 
 
 def _check_fraction(name: str, value: float, low: float = 0.0, high: float = 1.0) -> float:
@@ -48,7 +50,7 @@ def improvement_over_random(acc_syn: float, acc_random: float) -> float:
     return _check_fraction("acc(syn, P)", acc_syn) - _check_fraction("acc(rand, P)", acc_random)
 
 
-def label_robust_score(hlr: float, ior: float, weight: float = 0.5) -> float:
+def label_robust_score(hlr: float, ior: float, weight: float = DEFAULT_WEIGHT) -> float:
     """LRS in [0, 1] from a = w * IOR - (1 - w) * HLR."""
     w = _check_weight("weight", weight)
     hlr = _check_fraction("HLR", hlr, -1.0, 1.0)
@@ -56,7 +58,7 @@ def label_robust_score(hlr: float, ior: float, weight: float = 0.5) -> float:
     return _rescaled_exp(w * ior - (1.0 - w) * hlr)
 
 
-def augmentation_robust_score(gap_aug: float, gap_noaug: float, weight: float = 0.5) -> float:
+def augmentation_robust_score(gap_aug: float, gap_noaug: float, weight: float = DEFAULT_WEIGHT) -> float:
     """ARS in [0, 1] from b = γ * (syn - rand with aug) + (1 - γ) * (syn - rand without aug)."""
     g = _check_weight("weight", weight)
     gap_aug = _check_fraction("gap with augmentation", gap_aug, -1.0, 1.0)

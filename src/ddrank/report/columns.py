@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ddrank.metrics.definitions import metric_definition
+from ddrank.metrics.scores import DEFAULT_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,24 @@ def terminal_columns(metric: str, wide: bool = False) -> list[Column]:
     return shown
 
 
-def notes(row: Mapping[str, Any]) -> str:
-    """What a reader must know before trusting a row: optimistic selection, protocol deviations, diverged
-    students, a smoke run, an earlier evaluation with more rounds, or that the row is history."""
+def weight_words(weight: float | None, metric: str | None) -> str:
+    """A weight that is not the default, in words (``w = 0.9``, ``γ = 0.7``); empty for the default."""
+    if weight is None or weight == DEFAULT_WEIGHT:
+        return ""
+    symbol = (metric_definition(metric).weight_symbol if metric else None) or "weight"
+    return f"{symbol} = {weight:g}"
+
+
+def notes(row: Mapping[str, Any], *, in_heading: bool = False) -> str:
+    """What a reader must know before trusting a row: optimistic selection, a weight other than the default,
+    protocol deviations, diverged students, a smoke run, an earlier evaluation with more rounds, or that the
+    row is history. ``in_heading``: the row's group is its table's title, which says the weight already."""
     parts = []
     if row.get("optimistic"):
         parts.append("optimistic")
+    weight = "" if in_heading else weight_words(row.get("weight"), row.get("metric"))
+    if weight:
+        parts.append(weight)
     if row.get("deviations"):
         parts.append(f"{row['deviations']} deviation{'s' if row['deviations'] != 1 else ''}")
     if row.get("diverged"):

@@ -16,6 +16,7 @@ from ddrank.errors import DDRankError
 from ddrank.evaluation.results import Evaluation
 from ddrank.metrics.definitions import MetricDefinition, metric_definition
 from ddrank.metrics.stats import PairedComparison, bootstrap_ci, paired_comparison, rank_stability
+from ddrank.report.columns import weight_words
 
 
 class LeaderboardError(DDRankError):
@@ -31,7 +32,10 @@ def _number(value: Any) -> float | None:
 
 
 # What one leaderboard group holds fixed: only evaluations equal in all of these are ranked together.
-GROUP_FIELDS = ("dataset", "ipc", "protocol", "protocol_hash", "fidelity", "labels", "student")
+# ``weight`` is the w (LRS) or γ (ARS) the ranked score was computed with; None for a score without one.
+GROUP_FIELDS = ("dataset", "ipc", "protocol", "protocol_hash", "fidelity", "labels", "student", "weight")
+# The group fields in words, for messages.
+GROUP_WORDS = "dataset, IPC, protocol, fidelity, labels, student, weight"
 
 
 def fidelity_of(evaluation: Evaluation) -> str:
@@ -39,15 +43,32 @@ def fidelity_of(evaluation: Evaluation) -> str:
     return evaluation.fidelity
 
 
-def group_of(evaluation: Evaluation) -> tuple[Any, ...]:
-    """The leaderboard group of an evaluation, in the order of :data:`GROUP_FIELDS`."""
+def weight_of(evaluation: Evaluation, definition: MetricDefinition) -> float | None:
+    """The weight (w or γ) behind the ranked score of ``definition``; None when that score takes none."""
+    return None if definition.weight_symbol is None else float(evaluation.weight)
+
+
+def group_of(evaluation: Evaluation, metric: str | None = None) -> tuple[Any, ...]:
+    """The leaderboard group of an evaluation ranked by ``metric`` (default: its own), in the order of
+    :data:`GROUP_FIELDS`."""
     e = evaluation
-    return (e.dataset, e.ipc, e.protocol, e.protocol_hash, fidelity_of(e), e.labels, e.student)
+    definition = metric_definition(metric or e.metric)
+    return (
+        e.dataset,
+        e.ipc,
+        e.protocol,
+        e.protocol_hash,
+        fidelity_of(e),
+        e.labels,
+        e.student,
+        weight_of(e, definition),
+    )
 
 
-def group_label(group: Mapping[str, Any] | Sequence[Any]) -> str:
+def group_label(group: Mapping[str, Any] | Sequence[Any], metric: str | None = None) -> str:
     """A group in words, e.g. ``digits · IPC 10 · protocol digits (c4a7bf02) · honest · hard labels ·
-    ConvNet-2-W16``; a row dict or a :func:`group_of` tuple."""
+    ConvNet-2-W16``, with the weight when it is not the default; a row dict or a :func:`group_of` tuple
+    (``metric`` names the weight: w or γ; a row says its own)."""
     values = dict(zip(GROUP_FIELDS, group, strict=True)) if not isinstance(group, Mapping) else group
     digest = str(values.get("protocol_hash") or "")[:8]
     parts = [
@@ -57,6 +78,9 @@ def group_label(group: Mapping[str, Any] | Sequence[Any]) -> str:
         f"{values.get('labels') or '–'} labels",
         str(values.get("student") or "–"),
     ]
+    weight = weight_words(values.get("weight"), metric or values.get("metric"))
+    if weight:
+        parts.append(weight)
     if isinstance(group, Mapping) and group.get("smoke"):
         parts.append("smoke run")
     return " · ".join(parts)
@@ -72,6 +96,7 @@ class Selection:
     student: str | None = None
     labels: str | None = None
     fidelity: str | None = None
+    weight: float | None = None  # the w (LRS) or γ (ARS) the scores were computed with
 
     def matches(self, e: Evaluation) -> bool:
         protocol = self.protocol
@@ -84,6 +109,7 @@ class Selection:
             self.student is None or e.student.lower() == self.student.lower(),
             self.labels is None or e.labels.lower() == self.labels.lower(),
             self.fidelity is None or fidelity_of(e) == self.fidelity,
+            self.weight is None or math.isclose(float(e.weight), float(self.weight)),
         )
         return all(checks)
 
@@ -96,6 +122,7 @@ class Selection:
             f" with student {self.student}" if self.student else "",
             f" with {self.labels} labels" if self.labels else "",
             f" ({self.fidelity})" if self.fidelity else "",
+            f" with weight {self.weight:g}" if self.weight is not None else "",
         ]
         return "".join(parts)
 
@@ -114,11 +141,13 @@ def _scored(
     ]
 
 
-def _history(evaluations: list[Evaluation]) -> dict[tuple[Any, ...], list[Evaluation]]:
+def _history(
+    evaluations: list[Evaluation], definition: MetricDefinition
+) -> dict[tuple[Any, ...], list[Evaluation]]:
     """Every evaluation of each (method, group), newest first (the order the store returns them in)."""
     history: dict[tuple[Any, ...], list[Evaluation]] = {}
     for evaluation in evaluations:
-        history.setdefault((evaluation.method, *group_of(evaluation)), []).append(evaluation)
+        history.setdefault((evaluation.method, *group_of(evaluation, definition.name)), []).append(evaluation)
     return history
 
 
@@ -174,6 +203,7 @@ def _row(evaluation: Evaluation, definition: MetricDefinition) -> dict[str, Any]
         "fidelity": fidelity_of(evaluation),
         "labels": evaluation.labels,
         "student": evaluation.student,
+        "weight": weight_of(evaluation, definition),
         "smoke": evaluation.smoke,
         "deviations": len(evaluation.deviations),
         "diverged": evaluation.diverged,
@@ -228,7 +258,8 @@ def build_leaderboard(
     if dataset is not None or ipc is not None:
         selection = replace(selection, dataset=dataset or selection.dataset, ipc=ipc or selection.ipc)
     groups: dict[tuple[Any, ...], list[list[Evaluation]]] = {}
-    for (_, *group), evaluations_of_method in _history(_scored(evaluations, definition, selection)).items():
+    scored = _scored(evaluations, definition, selection)
+    for (_, *group), evaluations_of_method in _history(scored, definition).items():
         groups.setdefault(tuple(group), []).append(evaluations_of_method)
     board: list[dict[str, Any]] = []
     for key in sorted(groups, key=lambda g: (str(g[0]), int(g[1]), *map(str, g[2:]))):
@@ -271,7 +302,7 @@ class Comparison:
     @property
     def group_label(self) -> str:
         """The group both evaluations belong to, in words."""
-        return group_label(self.group) if self.group else f"{self.dataset} · IPC {self.ipc}"
+        return group_label(self.group, self.metric) if self.group else f"{self.dataset} · IPC {self.ipc}"
 
 
 def compare_methods(
@@ -295,7 +326,8 @@ def compare_methods(
         selection = replace(selection, dataset=dataset or selection.dataset, ipc=ipc or selection.ipc)
     where = selection.words()
     newest: dict[str, dict[tuple[Any, ...], Evaluation]] = {}
-    for (method, *group), found in _history(_scored(evaluations, definition, selection)).items():
+    scored = _scored(evaluations, definition, selection)
+    for (method, *group), found in _history(scored, definition).items():
         newest.setdefault(method, {})[tuple(group)] = found[0]
     for method in (a, b):
         if method not in newest:
@@ -306,17 +338,17 @@ def compare_methods(
             )
     shared_groups = sorted(set(newest[a]) & set(newest[b]), key=lambda g: tuple(map(str, g)))
     if not shared_groups:
-        groups_a = "; ".join(group_label(g) for g in newest[a])
-        groups_b = "; ".join(group_label(g) for g in newest[b])
+        groups_a = "; ".join(group_label(g, definition.name) for g in newest[a])
+        groups_b = "; ".join(group_label(g, definition.name) for g in newest[b])
         raise LeaderboardError(
-            f"{a!r} and {b!r} have no evaluation in the same group (dataset, IPC, protocol, fidelity, "
-            f"labels, student){where}: {a!r} has {groups_a}; {b!r} has {groups_b}"
+            f"{a!r} and {b!r} have no evaluation in the same group ({GROUP_WORDS}){where}: "
+            f"{a!r} has {groups_a}; {b!r} has {groups_b}"
         )
     if len(shared_groups) > 1:
-        listed = "; ".join(group_label(g) for g in shared_groups)
+        listed = "; ".join(group_label(g, definition.name) for g in shared_groups)
         raise LeaderboardError(
             f"{a!r} and {b!r} are both evaluated in {len(shared_groups)} groups ({listed}); choose one with "
-            "--dataset, --ipc, --protocol, --labels or --student"
+            "--dataset, --ipc, --protocol, --labels, --student or --weight"
         )
     group = shared_groups[0]
     by_seed = [
@@ -325,7 +357,8 @@ def compare_methods(
     seeds = tuple(seed for seed in by_seed[0] if seed in by_seed[1])
     if len(seeds) < 2:
         raise LeaderboardError(
-            f"{a!r} and {b!r} share {len(seeds)} round(s) with the same seed in {group_label(group)}; "
+            f"{a!r} and {b!r} share {len(seeds)} round(s) with the same seed in "
+            f"{group_label(group, definition.name)}; "
             "a paired comparison needs at least 2 (evaluate both with the same --seed and rounds)"
         )
     result = paired_comparison([by_seed[0][s] for s in seeds], [by_seed[1][s] for s in seeds])

@@ -56,7 +56,7 @@ def leaderboard_table(
     string from the results is shown as typed (never read as rich markup)."""
     metric = _metric_of_rows(rows)
     shown = [c for c in terminal_columns(metric, wide) if c.kind != "notes" or wide]
-    if not any(notes(row) for row in rows):
+    if not any(notes(row, in_heading=True) for row in rows):
         shown = [c for c in shown if c.kind != "notes"]
     heading = title or f"leaderboard · {metric_definition(metric).label} (percent; CIs are 95% Student-t)"
     parts: list[RenderableType] = [Text(heading, style="bold")]
@@ -75,8 +75,8 @@ def leaderboard_table(
             )
         footnotes = []
         for row in members:
-            cells = [Text(cell_text(row, c)) for c in shown]
-            said = notes(row)
+            said = notes(row, in_heading=True)
+            cells = [Text(said if c.kind == "notes" else cell_text(row, c)) for c in shown]
             if said and not wide:  # compact: a marker on the method, the note under the table
                 cells[[c.key for c in shown].index("method")].append(" *")
                 footnotes.append(f"* {row['method']}: {said}")
