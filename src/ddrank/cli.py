@@ -207,6 +207,11 @@ def _group_flags() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="only this label mode: hard, S (soft) or M (mixed)")
     p.add_argument("--fidelity", choices=("honest", "reference"), help="only this fidelity")
     p.add_argument("--weight", type=float, help="only scores computed with this weight (w of LRS, γ of ARS)")
+    p.add_argument(
+        "--acc-real",
+        choices=("trained", "given", "published"),
+        help="only scores whose acc(real, hard) was trained, given (evaluate --real-acc) or published",
+    )
     return p
 
 
@@ -420,10 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser(
         "leaderboard",
         parents=[_group_flags()],
-        help="rank recorded methods per group (dataset, IPC, protocol, fidelity, labels, student, weight), "
-        "with CIs",
+        help="rank recorded methods per group (dataset, IPC, protocol, fidelity, labels, student, weight, "
+        "acc(real) source), with CIs",
         description="Rank the recorded evaluations within each group: dataset, IPC, protocol and its hash, "
-        "fidelity, labels, student and the weight of the score (w of LRS, γ of ARS); methods are never "
+        "fidelity, labels, student, the weight of the score (w of LRS, γ of ARS) and where acc(real, hard) "
+        "came from (trained, or given and published values, which are shown); methods are never "
         "ranked across groups. The newest evaluation of each method is ranked; --all adds the earlier "
         "ones. Renders a terminal table, Markdown, CSV, JSON, LaTeX or a self-contained HTML page.",
         epilog="example: ddrank leaderboard --dataset digits --ipc 10 --labels hard --format md",
@@ -452,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="paired comparison of two methods over their rounds with the same seeds",
         description="Mean difference A − B of a score over the rounds both methods ran with the same seed, "
         "with its 95%% CI and the p-value of a paired t-test, within one group (dataset, IPC, protocol, "
-        "fidelity, labels, student, weight); when the methods share several groups, the filters choose one.",
+        "fidelity, labels, student, weight, acc(real) source); when the methods share several groups, the "
+        "filters choose one.",
         epilog="example: ddrank compare dm herding --dataset digits --ipc 10 --labels hard",
     )
     compare.add_argument("a", help="first method")

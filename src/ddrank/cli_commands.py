@@ -650,6 +650,7 @@ def _selection(args: argparse.Namespace) -> Any:
         labels=args.labels,
         fidelity=args.fidelity,
         weight=args.weight,
+        acc_real=args.acc_real,
     )
 
 

@@ -12,7 +12,13 @@ from ddrank.evaluation import Evaluation
 from ddrank.metrics import label_robust_score
 from ddrank.metrics.scores import NEUTRAL_SCORE
 from ddrank.names import default_method
-from ddrank.report.leaderboard import LeaderboardError, Selection, build_leaderboard, compare_methods
+from ddrank.report.leaderboard import (
+    LeaderboardError,
+    Selection,
+    build_leaderboard,
+    compare_methods,
+    group_candidates,
+)
 from ddrank.report.render import plain_text, render, student_table
 from ddrank.store import ResultStore
 
@@ -198,3 +204,46 @@ def test_the_store_keeps_one_set_scored_with_two_weights_and_replaces_each_by_it
         records = store.evaluation_records()
         assert sorted(r["payload"]["weight"] for r in records) == [0.5, 0.9]
         assert first in {r["id"] for r in records}
+
+
+# 7. an acc(real, hard) that was given (--real-acc) or published is never ranked with a trained one, and is
+# shown as such
+def with_real(method: str, acc_real: float, source: str) -> Evaluation:
+    data = evaluation(method, 0.61, acc_real=acc_real, jitter=0.0).to_dict()
+    data["acc_real_source"] = source
+    return Evaluation.from_dict(data)
+
+
+def test_given_and_trained_real_accuracies_are_ranked_apart_and_a_given_one_is_shown(capsys, tmp_path):
+    trained, given = with_real("A", 0.95, "trained"), with_real("B", 0.70, "given")
+    published = with_real("C", 0.848, "published: ConvNet-3 on CIFAR-10, 84.8 ± 0.1")
+    rows = build_leaderboard([trained, given, published])
+    assert sorted((r["method"], r["rank"], r["acc_real_source"], r["acc_real_given"]) for r in rows) == [
+        ("A", 1, "trained", None),
+        ("B", 1, "given", pytest.approx(0.70)),
+        ("C", 1, "published: ConvNet-3 on CIFAR-10, 84.8 ± 0.1", pytest.approx(0.848)),
+    ]
+    text = render(rows, "table")
+    assert "ConvNet-2-W16 · acc(real) 70.00% given\n" in text
+    assert "acc(real) 84.80% published: ConvNet-3 on CIFAR-10, 84.8 ± 0.1" in text
+    assert "ConvNet-2-W16\n" in text  # the trained group says nothing more
+    md = {line.split(" | ")[1]: line for line in render(rows, "md").splitlines()[2:]}
+    assert "| 70.00 (given) |" in md["B"] and "| 84.80 (published) |" in md["C"] and "| 95.00 |" in md["A"]
+    assert "70.00 (given)" in render(rows, "table", wide=True)
+    assert {g["group"]["acc_real_source"] for g in json.loads(render(rows, "json"))["groups"]} == {
+        "trained",
+        "given",
+        "published: ConvNet-3 on CIFAR-10, 84.8 ± 0.1",
+    }
+    two_given = build_leaderboard([given, with_real("D", 0.72, "given")])
+    assert len(group_candidates(two_given)) == 2  # two given values: two groups
+    assert len(group_candidates(build_leaderboard([trained, given], metric="acc"))) == 1  # acc: not used
+    with pytest.raises(LeaderboardError, match="no evaluation in the same group"):
+        compare_methods([trained, given], "A", "B")
+    path = tmp_path / "r.sqlite"
+    with ResultStore(path) as store:  # the same set with a trained and a given acc(real): both are kept
+        store.record_evaluation(trained.to_dict())
+        store.record_evaluation(with_real("A", 0.70, "given").to_dict())
+        assert sorted(e["acc_real_source"] for e in store.evaluations()) == ["given", "trained"]
+    code, out, err = run_cli(capsys, "leaderboard", "--store", path, "--acc-real", "given")
+    assert code == 0 and "acc(real) 70.00% given" in out and "ConvNet-2-W16\n" not in out, err

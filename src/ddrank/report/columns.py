@@ -16,9 +16,9 @@ class Column:
 
     key: str
     header: str
-    # text, int, pct (a fraction as percent), pm (mean ± CI half-width), ci (interval), tau, selection,
-    # protocol (name and short hash), flagged (the method, marked when optimistic), delta (a signed
-    # difference in percentage points), notes (the row's caveats)
+    # text, int, pct (a fraction as percent), real (acc(real) in percent, marked when given or published),
+    # pm (mean ± CI half-width), ci (interval), tau, selection, protocol (name and short hash), flagged (the
+    # method, marked when optimistic), delta (a signed difference in percentage points), notes (caveats)
     kind: str
     ci: tuple[str, str] | None = None
 
@@ -46,7 +46,7 @@ def columns(metric: str) -> list[Column]:
         shown.append(Column("acc_syn", "acc(syn) %", "pct"))
     shown += [
         Column("acc_random", "acc(rand) %", "pct"),
-        Column("acc_real", "acc(real) %", "pct"),
+        Column("acc_real", "acc(real) %", "real"),
         Column("rounds", "rounds", "int"),
         Column("stability_tau", "rank τ", "tau"),
         Column("selection", "selection", "selection"),
@@ -76,7 +76,7 @@ def terminal_columns(metric: str, wide: bool = False) -> list[Column]:
         shown.append(Column("acc_syn", "syn", "pct"))
     shown.append(Column("acc_random", "rand", "pct"))
     if wide:
-        shown.append(Column("acc_real", "real", "pct"))
+        shown.append(Column("acc_real", "real", "real"))
     shown.append(Column("rounds", "n", "int"))
     if wide:
         shown += [Column("stability_tau", "rank τ", "tau"), Column("protocol", "protocol", "protocol")]
@@ -90,6 +90,20 @@ def weight_words(weight: float | None, metric: str | None) -> str:
         return ""
     symbol = (metric_definition(metric).weight_symbol if metric else None) or "weight"
     return f"{symbol} = {weight:g}"
+
+
+def acc_real_words(source: str | None, given: float | None) -> str:
+    """An acc(real, hard) that was given or published rather than trained, in words (``acc(real) 70.00%
+    given``); empty when it was trained or is not used."""
+    if source is None or source == "trained":
+        return ""
+    return f"acc(real) {_pct(given)}% {source}"
+
+
+def _real_kind(row: Mapping[str, Any]) -> str:
+    """ " (given)" or " (published)" after an acc(real) that was not trained; empty otherwise."""
+    source = row.get("acc_real_source")
+    return "" if source is None or source == "trained" else f" ({str(source).split(':')[0]})"
 
 
 def notes(row: Mapping[str, Any], *, in_heading: bool = False) -> str:
@@ -124,6 +138,8 @@ def cell_text(row: Mapping[str, Any], column: Column) -> str:
     value = row.get(column.key)
     if column.kind == "pct":
         return _pct(value)
+    if column.kind == "real":
+        return _pct(value) + ("" if value is None else _real_kind(row))
     if column.kind == "ci":
         low, high = (row.get(k) for k in column.ci or ())
         return "–" if low is None or high is None else f"[{_pct(low)}, {_pct(high)}]"

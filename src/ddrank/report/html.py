@@ -183,7 +183,7 @@ def _sort_value(row: Mapping[str, Any], column: Column) -> str:
         return "optimistic" if row.get("optimistic") else str(value or "honest")
     if value is None:
         return ""
-    return repr(float(value)) if column.kind in ("pct", "ci", "tau") else str(value)
+    return repr(float(value)) if column.kind in ("pct", "real", "ci", "tau") else str(value)
 
 
 def _header(column: Column) -> str:

@@ -16,7 +16,7 @@ from ddrank.errors import DDRankError
 from ddrank.evaluation.results import Evaluation
 from ddrank.metrics.definitions import MetricDefinition, metric_definition
 from ddrank.metrics.stats import PairedComparison, bootstrap_ci, paired_comparison, rank_stability
-from ddrank.report.columns import weight_words
+from ddrank.report.columns import acc_real_words, weight_words
 
 
 class LeaderboardError(DDRankError):
@@ -32,10 +32,23 @@ def _number(value: Any) -> float | None:
 
 
 # What one leaderboard group holds fixed: only evaluations equal in all of these are ranked together.
-# ``weight`` is the w (LRS) or γ (ARS) the ranked score was computed with; None for a score without one.
-GROUP_FIELDS = ("dataset", "ipc", "protocol", "protocol_hash", "fidelity", "labels", "student", "weight")
+# ``weight`` is the w (LRS) or γ (ARS) the ranked score was computed with; ``acc_real_source`` where its
+# acc(real, hard) came from (trained, given, or published: ...) and ``acc_real_given`` that value when it was
+# not trained; each None for a score that does not use it.
+GROUP_FIELDS = (
+    "dataset",
+    "ipc",
+    "protocol",
+    "protocol_hash",
+    "fidelity",
+    "labels",
+    "student",
+    "weight",
+    "acc_real_source",
+    "acc_real_given",
+)
 # The group fields in words, for messages.
-GROUP_WORDS = "dataset, IPC, protocol, fidelity, labels, student, weight"
+GROUP_WORDS = "dataset, IPC, protocol, fidelity, labels, student, weight, acc(real) source"
 
 
 def fidelity_of(evaluation: Evaluation) -> str:
@@ -46,6 +59,16 @@ def fidelity_of(evaluation: Evaluation) -> str:
 def weight_of(evaluation: Evaluation, definition: MetricDefinition) -> float | None:
     """The weight (w or γ) behind the ranked score of ``definition``; None when that score takes none."""
     return None if definition.weight_symbol is None else float(evaluation.weight)
+
+
+def acc_real_of(evaluation: Evaluation, definition: MetricDefinition) -> tuple[str | None, float | None]:
+    """Where the acc(real, hard) behind the ranked score of ``definition`` came from (trained, given, or
+    published: ...) and, unless trained, its value; (None, None) when that score does not use it."""
+    source = evaluation.acc_real_source if definition.needs_real else None
+    if source is None or source == "trained":
+        return source, None
+    values = evaluation.per_round("acc_real")
+    return source, (values[0] if values else None)
 
 
 def group_of(evaluation: Evaluation, metric: str | None = None) -> tuple[Any, ...]:
@@ -62,13 +85,14 @@ def group_of(evaluation: Evaluation, metric: str | None = None) -> tuple[Any, ..
         e.labels,
         e.student,
         weight_of(e, definition),
+        *acc_real_of(e, definition),
     )
 
 
 def group_label(group: Mapping[str, Any] | Sequence[Any], metric: str | None = None) -> str:
     """A group in words, e.g. ``digits · IPC 10 · protocol digits (c4a7bf02) · honest · hard labels ·
-    ConvNet-2-W16``, with the weight when it is not the default; a row dict or a :func:`group_of` tuple
-    (``metric`` names the weight: w or γ; a row says its own)."""
+    ConvNet-2-W16``, with the weight when it is not the default and acc(real) when it was not trained; a
+    row dict or a :func:`group_of` tuple (``metric`` names the weight: w or γ; a row says its own)."""
     values = dict(zip(GROUP_FIELDS, group, strict=True)) if not isinstance(group, Mapping) else group
     digest = str(values.get("protocol_hash") or "")[:8]
     parts = [
@@ -81,6 +105,9 @@ def group_label(group: Mapping[str, Any] | Sequence[Any], metric: str | None = N
     weight = weight_words(values.get("weight"), metric or values.get("metric"))
     if weight:
         parts.append(weight)
+    real = acc_real_words(values.get("acc_real_source"), values.get("acc_real_given"))
+    if real:
+        parts.append(real)
     if isinstance(group, Mapping) and group.get("smoke"):
         parts.append("smoke run")
     return " · ".join(parts)
@@ -97,6 +124,7 @@ class Selection:
     labels: str | None = None
     fidelity: str | None = None
     weight: float | None = None  # the w (LRS) or γ (ARS) the scores were computed with
+    acc_real: str | None = None  # where acc(real, hard) came from: trained, given or published
 
     def matches(self, e: Evaluation) -> bool:
         protocol = self.protocol
@@ -110,6 +138,7 @@ class Selection:
             self.labels is None or e.labels.lower() == self.labels.lower(),
             self.fidelity is None or fidelity_of(e) == self.fidelity,
             self.weight is None or math.isclose(float(e.weight), float(self.weight)),
+            self.acc_real is None or str(e.acc_real_source or "").startswith(self.acc_real),
         )
         return all(checks)
 
@@ -123,6 +152,7 @@ class Selection:
             f" with {self.labels} labels" if self.labels else "",
             f" ({self.fidelity})" if self.fidelity else "",
             f" with weight {self.weight:g}" if self.weight is not None else "",
+            f" with acc(real) {self.acc_real}" if self.acc_real else "",
         ]
         return "".join(parts)
 
@@ -204,6 +234,7 @@ def _row(evaluation: Evaluation, definition: MetricDefinition) -> dict[str, Any]
         "labels": evaluation.labels,
         "student": evaluation.student,
         "weight": weight_of(evaluation, definition),
+        **dict(zip(("acc_real_source", "acc_real_given"), acc_real_of(evaluation, definition), strict=True)),
         "smoke": evaluation.smoke,
         "deviations": len(evaluation.deviations),
         "diverged": evaluation.diverged,
@@ -348,7 +379,7 @@ def compare_methods(
         listed = "; ".join(group_label(g, definition.name) for g in shared_groups)
         raise LeaderboardError(
             f"{a!r} and {b!r} are both evaluated in {len(shared_groups)} groups ({listed}); choose one with "
-            "--dataset, --ipc, --protocol, --labels, --student or --weight"
+            "--dataset, --ipc, --protocol, --labels, --student, --weight or --acc-real"
         )
     group = shared_groups[0]
     by_seed = [
