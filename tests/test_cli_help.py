@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ddrank.cli import BACKENDS, METRIC_NAMES, PRECISIONS, build_parser
+from ddrank.cli import BACKENDS, METRIC_NAMES, MIN_BOOTSTRAP_ROUNDS, PRECISIONS, build_parser
 
 
 def _subcommands(
@@ -52,9 +52,11 @@ def test_commands_that_train_start_without_torchvision_scipy_scikit_learn_or_mat
 def test_choices_spelled_out_in_the_parser_match_their_sources():
     from ddrank.engine.runner import BACKENDS as runner_backends
     from ddrank.metrics.definitions import METRIC_NAMES as metric_names
+    from ddrank.metrics.stats import MIN_BOOTSTRAP_ROUNDS as bootstrap_rounds
     from ddrank.settings import PRECISIONS as precisions
 
     assert (metric_names, runner_backends, precisions) == (METRIC_NAMES, BACKENDS, PRECISIONS)
+    assert bootstrap_rounds == MIN_BOOTSTRAP_ROUNDS
 
 
 @pytest.mark.parametrize(

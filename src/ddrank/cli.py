@@ -66,9 +66,10 @@ def size(text: str) -> int:
 
 
 # Choices spelled out here so that building the parser imports no training code (tests check that they
-# equal METRIC_NAMES of ddrank.metrics.definitions, BACKENDS of ddrank.engine.runner and PRECISIONS of
-# ddrank.settings).
+# equal METRIC_NAMES of ddrank.metrics.definitions, BACKENDS of ddrank.engine.runner, PRECISIONS of
+# ddrank.settings and MIN_BOOTSTRAP_ROUNDS of ddrank.metrics.stats).
 METRIC_NAMES = ("lrs", "ars", "acc")
+MIN_BOOTSTRAP_ROUNDS = 8
 BACKENDS = ("auto", "ensemble", "loop")
 PRECISIONS = ("auto", "fp32", "bf16")
 LISTINGS = ("models", "datasets", "protocols", "losses", "formats", "baselines")
@@ -449,7 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument(
         "--all", action="store_true", help="also list earlier evaluations of each method (the history)"
     )
-    board.add_argument("--wide", action="store_true", help="every column in the terminal table")
+    board.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column in the terminal table (the bootstrap CI only from "
+        f"{MIN_BOOTSTRAP_ROUNDS} rounds on: with fewer a 95%% bootstrap interval covers much less than 95%%)",
+    )
     board.set_defaults(run=cli_commands.cmd_leaderboard)
 
     compare = sub.add_parser(

@@ -24,6 +24,7 @@ from ddrank.metrics import (
     improvement_over_random,
     label_robust_score,
 )
+from ddrank.metrics.stats import MIN_BOOTSTRAP_ROUNDS
 from ddrank.report.html import render_html
 from ddrank.report.leaderboard import LeaderboardError, build_leaderboard, compare_methods
 from ddrank.report.render import render
@@ -141,11 +142,20 @@ def test_methods_are_ranked_by_mean_lrs_best_first():
     assert first["optimistic"] is False
 
 
-def test_bootstrap_interval_is_present_and_contains_the_mean():
-    for row in build_leaderboard(demo_like()):
+def test_bootstrap_interval_is_given_from_enough_rounds_and_contains_the_mean():
+    many = tuple(range(1, MIN_BOOTSTRAP_ROUNDS + 1))
+    for row in build_leaderboard([evaluation("a", 0.8, seeds=many), evaluation("b", 0.7, seeds=many)]):
         assert row["boot_ci_low"] is not None and row["boot_ci_high"] is not None
         assert row["boot_ci_low"] < row["mean"] < row["boot_ci_high"]
         assert row["ci_low"] < row["mean"] < row["ci_high"]
+    fewer = many[:-1]  # a "95%" bootstrap interval of fewer rounds covers much less: none, and "–"
+    rows = build_leaderboard([evaluation("a", 0.8, seeds=fewer), evaluation("b", 0.7, seeds=fewer)])
+    assert all(r["boot_ci_low"] is r["boot_ci_high"] is None and r["ci_low"] is not None for r in rows)
+    header, _, first, _ = render(rows, "md").splitlines()
+    cells = dict(zip(header.split(" | "), first.split(" | "), strict=True))
+    assert cells[f"95% CI (boot, n ≥ {MIN_BOOTSTRAP_ROUNDS}) %"] == "–" and cells["95% CI (t) %"] != "–"
+    assert f"from {MIN_BOOTSTRAP_ROUNDS} rounds on" in render(rows, "table", wide=True)
+    assert f"null below {MIN_BOOTSTRAP_ROUNDS} rounds" in json.loads(render(rows, "json"))["units"]
 
 
 def test_one_round_has_no_intervals_and_no_stability():
@@ -227,7 +237,7 @@ def test_ars_leaderboard_ranks_ars_evaluations_with_their_four_cells():
     for key in ("acc_syn_aug", "acc_random_aug", "acc_syn_noaug", "acc_random_noaug"):
         assert rows[0][key] == evaluations[1].summaries[key].mean
     assert rows[0]["acc_syn"] == rows[0]["acc_syn_aug"] and rows[0]["acc_real"] is None
-    assert rows[0]["boot_ci_low"] < rows[0]["mean"] < rows[0]["boot_ci_high"]
+    assert rows[0]["ci_low"] < rows[0]["mean"] < rows[0]["ci_high"]
     assert [r["method"] for r in build_leaderboard(evaluations)] == ["lrs-only"]  # ARS rows are not LRS
     assert "ARS %" in render(rows, "md")
 
@@ -279,7 +289,8 @@ def test_csv_parses_with_the_csv_module():
     rows = build_leaderboard(demo_like())
     parsed = list(csv.DictReader(io.StringIO(render(rows, "csv"))))
     assert [r["method"] for r in parsed] == [r["method"] for r in rows]
-    assert float(parsed[0]["mean"]) == rows[0]["mean"] and float(parsed[0]["boot_ci_low"]) > 0
+    assert float(parsed[0]["mean"]) == rows[0]["mean"]
+    assert parsed[0]["boot_ci_low"] == ""  # 5 rounds: no bootstrap CI
     assert parsed[0]["optimistic"] == "False"
 
 

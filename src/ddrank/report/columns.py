@@ -8,6 +8,7 @@ from typing import Any
 
 from ddrank.metrics.definitions import metric_definition
 from ddrank.metrics.scores import DEFAULT_WEIGHT
+from ddrank.metrics.stats import MIN_BOOTSTRAP_ROUNDS
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class Column:
         return self.kind in ("text", "selection", "protocol", "flagged", "notes")
 
 
+BOOTSTRAP_HEADER = f"95% CI (boot, n ≥ {MIN_BOOTSTRAP_ROUNDS}) %"
+
+
 def columns(metric: str) -> list[Column]:
     """The columns shown for a leaderboard of ``metric``, in order (Markdown and HTML)."""
     definition = metric_definition(metric)
@@ -39,7 +43,7 @@ def columns(metric: str) -> list[Column]:
         Column("mean", f"{definition.label} %", "pct"),
         *([Column("vs_neutral", "Δ neutral (pp)", "delta")] if definition.neutral is not None else []),
         Column("ci_low", "95% CI (t) %", "ci", ("ci_low", "ci_high")),
-        Column("boot_ci_low", "95% CI (boot) %", "ci", ("boot_ci_low", "boot_ci_high")),
+        Column("boot_ci_low", BOOTSTRAP_HEADER, "ci", ("boot_ci_low", "boot_ci_high")),
         *(Column(q.field, f"{q.label} %", "pct") for q in definition.components),
     ]
     if definition.score.field != definition.syn_accuracy:
@@ -60,7 +64,8 @@ def columns(metric: str) -> list[Column]:
 
 def terminal_columns(metric: str, wide: bool = False) -> list[Column]:
     """The terminal's columns: compact by default (fits 80 columns; each group is its own table, so the
-    group's fields are in its title), ``wide`` adds the bootstrap CI, acc(real), rank τ and the protocol."""
+    group's fields are in its title), ``wide`` adds the bootstrap CI (from MIN_BOOTSTRAP_ROUNDS rounds on),
+    acc(real), rank τ and the protocol."""
     definition = metric_definition(metric)
     shown = [
         Column("rank", "#", "int"),
@@ -70,7 +75,8 @@ def terminal_columns(metric: str, wide: bool = False) -> list[Column]:
     if definition.neutral is not None:
         shown.append(Column("vs_neutral", "Δneutral", "delta"))
     if wide:
-        shown.append(Column("boot_ci_low", "bootstrap CI", "ci", ("boot_ci_low", "boot_ci_high")))
+        header = f"bootstrap CI (n ≥ {MIN_BOOTSTRAP_ROUNDS})"
+        shown.append(Column("boot_ci_low", header, "ci", ("boot_ci_low", "boot_ci_high")))
     shown += [Column(q.field, q.label, "pct") for q in definition.components if wide or metric != "ars"]
     if definition.score.field != definition.syn_accuracy:
         shown.append(Column("acc_syn", "syn", "pct"))

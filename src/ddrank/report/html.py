@@ -16,6 +16,7 @@ from typing import Any
 
 from ddrank import __version__
 from ddrank.metrics.definitions import metric_definition
+from ddrank.metrics.stats import MIN_BOOTSTRAP_ROUNDS
 from ddrank.report.columns import Column, cell_text, columns
 from ddrank.report.leaderboard import group_label
 from ddrank.report.plots import group_plots, ipc_figure, label_gap_figure
@@ -301,7 +302,9 @@ def render_html(
     parts.append("</table></div>")
     parts.append(
         '<p class="note">Scores and accuracies in percent (stored as fractions). 95% CI (t): Student-t '
-        "interval over rounds; 95% CI (boot): expanded percentile bootstrap of the per-round values. "
+        "interval over rounds; 95% CI (boot): expanded percentile bootstrap of the per-round values, "
+        f"shown from {MIN_BOOTSTRAP_ROUNDS} rounds on (with fewer it covers the mean much less often than "
+        "95%: about half the time with 2 rounds, 92% with 5). "
         "rank τ: mean Kendall τ between each round's ranking of the group and its overall ranking. "
         "Click a column header to sort; click again to reverse.</p>"
     )

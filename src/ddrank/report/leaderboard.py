@@ -15,7 +15,13 @@ from typing import Any
 from ddrank.errors import DDRankError
 from ddrank.evaluation.results import Evaluation
 from ddrank.metrics.definitions import MetricDefinition, metric_definition
-from ddrank.metrics.stats import PairedComparison, bootstrap_ci, paired_comparison, rank_stability
+from ddrank.metrics.stats import (
+    MIN_BOOTSTRAP_ROUNDS,
+    PairedComparison,
+    bootstrap_ci,
+    paired_comparison,
+    rank_stability,
+)
 from ddrank.report.columns import acc_real_words, weight_words
 
 
@@ -194,7 +200,8 @@ def _ci(evaluation: Evaluation, field: str | None) -> tuple[float | None, float 
 def _row(evaluation: Evaluation, definition: MetricDefinition) -> dict[str, Any]:
     field = definition.score.field
     values = evaluation.per_round(field)
-    boot_low, boot_high = bootstrap_ci(values) if len(values) >= 2 else (None, None)
+    # Below MIN_BOOTSTRAP_ROUNDS a "95%" bootstrap interval covers far less than 95%: none is given.
+    boot_low, boot_high = bootstrap_ci(values) if len(values) >= MIN_BOOTSTRAP_ROUNDS else (None, None)
     summary = evaluation.summaries[field]
     own = metric_definition(evaluation.metric)  # where this evaluation keeps acc(syn) and acc(rand)
     return {

@@ -10,12 +10,14 @@ from importlib import resources
 from typing import Any
 
 from ddrank.metrics.definitions import metric_definition
+from ddrank.metrics.stats import MIN_BOOTSTRAP_ROUNDS
 
 SCHEMA_VERSION = 1
 UNITS = (
     "accuracies, scores (LRS, ARS), HLR, IOR and their interval bounds are fractions (accuracies and scores "
     "in [0, 1]); *_vs_neutral and vs_neutral are differences of fractions; learning rates as given to the "
-    "optimiser; confidence intervals are 95% Student-t over rounds (boot_*: expanded percentile bootstrap)"
+    "optimiser; confidence intervals are 95% Student-t over rounds (boot_*: expanded percentile bootstrap, "
+    f"null below {MIN_BOOTSTRAP_ROUNDS} rounds, where it covers much less than 95%)"
 )
 # Fields other parts of ddrank add to an evaluation; optional in the schema.
 OPTIONAL_EVALUATION_FIELDS = ("fidelity", "deviations", "diverged", "calibration")

@@ -14,12 +14,17 @@ from rich.text import Text
 
 from ddrank.errors import UnknownNameError
 from ddrank.metrics.definitions import metric_definition
+from ddrank.metrics.stats import MIN_BOOTSTRAP_ROUNDS
 from ddrank.names import csv_cell
 from ddrank.report.columns import Column, cell_text, columns, notes, terminal_columns
 from ddrank.report.leaderboard import group_label
 from ddrank.report.payload import dumps, leaderboard_document
 
 FORMATS = ("table", "md", "paper-md", "csv", "json", "latex", "html")
+BOOTSTRAP_NOTE = (
+    f"bootstrap CI: from {MIN_BOOTSTRAP_ROUNDS} rounds on; with fewer a 95% bootstrap interval covers the "
+    "mean much less often (about 50% with 2 rounds, 92% with 5), so none is shown."
+)
 
 
 def _metric_of_rows(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -86,6 +91,8 @@ def leaderboard_table(
     note = neutral_note(metric)
     if note:
         parts += [Text(""), Text(note, style="dim")]
+    if wide:
+        parts.append(Text(BOOTSTRAP_NOTE, style="dim"))
     return Group(*parts)
 
 
