@@ -146,6 +146,16 @@ def test_accuracy_intervals_stay_within_zero_and_one():
         assert low <= summary.ci_low <= summary.ci_high <= high, name
 
 
+def test_a_clipped_interval_is_printed_as_it_is_never_as_a_half_width():
+    clipped = evaluation("A", [0.95, 0.99], seeds=(1, 2), acc_random=0.5)  # t-interval [71.59, 114.41]
+    plain = evaluation("B", [0.60, 0.62], seeds=(1, 2), acc_random=0.5)
+    rows = build_leaderboard([clipped, plain], metric="acc")
+    assert rows[0]["ci_high"] == 1.0 and rows[0]["mean"] - rows[0]["ci_low"] > 1.0 - rows[0]["mean"]
+    for text in (render(rows, "table"), render(rows, "table", wide=True), plain_text(student_table(rows))):
+        assert "97.00 [71.59, 100.00]" in text and "97.00 ±" not in text
+        assert "61.00 ± 12.71" in text  # a symmetric interval keeps its ±
+
+
 # 5. where "no better than random" lies
 def test_neutral_score_is_shown_beside_every_score():
     assert label_robust_score(0.0, 0.0) == pytest.approx(NEUTRAL_SCORE) == pytest.approx(0.2689, abs=1e-4)

@@ -18,8 +18,9 @@ class Column:
     key: str
     header: str
     # text, int, pct (a fraction as percent), real (acc(real) in percent, marked when given or published),
-    # pm (mean ± CI half-width), ci (interval), tau, selection, protocol (name and short hash), flagged (the
-    # method, marked when optimistic), delta (a signed difference in percentage points), notes (caveats)
+    # pm (mean ± CI half-width, or mean [low, high] when the CI is clipped), ci (interval), tau, selection,
+    # protocol (name and short hash), flagged (the method, marked when optimistic), delta (a signed
+    # difference in percentage points), notes (caveats)
     kind: str
     ci: tuple[str, str] | None = None
 
@@ -151,7 +152,12 @@ def cell_text(row: Mapping[str, Any], column: Column) -> str:
         return "–" if low is None or high is None else f"[{_pct(low)}, {_pct(high)}]"
     if column.kind == "pm":
         low, high = (row.get(k) for k in column.ci or ())
-        return _pct(value) if low is None or high is None else f"{_pct(value)} ± {_pct((high - low) / 2)}"
+        if value is None or low is None or high is None:
+            return _pct(value)
+        below, above = _pct(value - low), _pct(high - value)
+        # ± only for an interval symmetric about the mean as printed; one clipped to its bounds (accuracies
+        # near 1, say) is asymmetric and shown as it is
+        return f"{_pct(value)} ± {below}" if below == above else f"{_pct(value)} [{_pct(low)}, {_pct(high)}]"
     if column.kind == "delta":
         return "–" if value is None else f"{100 * value:+.2f}"
     if column.kind == "notes":
