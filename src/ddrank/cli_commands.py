@@ -700,12 +700,19 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     else:
         verdict = f"no significant difference at the {100 * level:g}% level"
     lines = [
-        f"{c.method_a} − {c.method_b}: {label}, {r.n} rounds matched by seed ({r.test})",
+        f"{c.method_a} − {c.method_b}: {label}{' (optimistic)' if c.optimistic else ''}, "
+        f"{r.n} rounds matched by seed ({r.test})",
         f"group: {c.group_label}",
         f"mean difference {100 * r.mean_difference:+.2f} percentage points, "
         f"{100 * r.confidence:g}% CI [{100 * r.ci_low:+.2f}, {100 * r.ci_high:+.2f}], p = {r.p_value:.3g}",
         verdict,
     ]
+    if c.optimistic:
+        lines.insert(
+            2,
+            "optimistic: these evaluations use reference selection (the best test accuracy over learning "
+            "rates and checkpoints), which overstates their scores",
+        )
     for line in lines:
         _print(console, line)
     return 0

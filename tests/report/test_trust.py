@@ -19,7 +19,7 @@ from ddrank.report.leaderboard import (
     compare_methods,
     group_candidates,
 )
-from ddrank.report.render import plain_text, render, student_table
+from ddrank.report.render import FORMATS, plain_text, render, student_table
 from ddrank.store import ResultStore
 
 from .test_leaderboard import SEEDS, evaluation, run_cli
@@ -257,3 +257,24 @@ def test_given_and_trained_real_accuracies_are_ranked_apart_and_a_given_one_is_s
         assert sorted(e["acc_real_source"] for e in store.evaluations()) == ["given", "trained"]
     code, out, err = run_cli(capsys, "leaderboard", "--store", path, "--acc-real", "given")
     assert code == 0 and "acc(real) 70.00% given" in out and "ConvNet-2-W16\n" not in out, err
+
+
+# 8. results under reference selection are marked optimistic in every output, and in compare
+def test_reference_selection_is_marked_optimistic_in_every_output_and_in_compare(capsys, tmp_path):
+    optimistic = [evaluation(m, acc, selection="reference") for m, acc in (("dm", 0.8), ("herding", 0.7))]
+    rows = build_leaderboard(optimistic)
+    for fmt in FORMATS:
+        assert "optimistic" in render(rows, fmt), fmt
+    assert "dm (optimistic)" in render(rows, "latex") and "herding (optimistic)" in render(rows, "paper-md")
+    assert all("reference selection" in render(rows, fmt) for fmt in ("latex", "paper-md"))
+    honest = [evaluation("dm", 0.8), evaluation("herding", 0.7)]
+    for fmt in ("latex", "paper-md", "md", "table"):
+        assert "optimistic" not in render(build_leaderboard(honest), fmt), fmt
+    assert compare_methods(optimistic, "dm", "herding").optimistic
+    assert not compare_methods(honest, "dm", "herding").optimistic
+    path = tmp_path / "r.sqlite"
+    with ResultStore(path) as store:
+        for e in optimistic:
+            store.record_evaluation(e.to_dict())
+    code, out, err = run_cli(capsys, "compare", "dm", "herding", "--store", path)
+    assert code == 0 and "LRS (optimistic)" in out and "reference selection" in out, err

@@ -336,6 +336,7 @@ class Comparison:
     seeds: tuple[int, ...]
     result: PairedComparison
     group: tuple[Any, ...] = ()
+    optimistic: bool = False  # either evaluation used reference selection (overstated accuracies)
 
     @property
     def group_label(self) -> str:
@@ -400,4 +401,5 @@ def compare_methods(
             "a paired comparison needs at least 2 (evaluate both with the same --seed and rounds)"
         )
     result = paired_comparison([by_seed[0][s] for s in seeds], [by_seed[1][s] for s in seeds])
-    return Comparison(a, b, group[0], group[1], definition.name, seeds, result, group)
+    optimistic = any(newest[m][group].optimistic for m in (a, b))
+    return Comparison(a, b, group[0], group[1], definition.name, seeds, result, group, optimistic)

@@ -21,6 +21,10 @@ from ddrank.report.leaderboard import group_label
 from ddrank.report.payload import dumps, leaderboard_document
 
 FORMATS = ("table", "md", "paper-md", "csv", "json", "latex", "html")
+OPTIMISTIC_NOTE = (
+    "optimistic: reference selection (the best test accuracy over learning rates and checkpoints), "
+    "which overstates accuracy"
+)
 BOOTSTRAP_NOTE = (
     f"bootstrap CI: from {MIN_BOOTSTRAP_ROUNDS} rounds on; with fewer a 95% bootstrap interval covers the "
     "mean much less often (about 50% with 2 rounds, 92% with 5), so none is shown."
@@ -202,11 +206,9 @@ def to_latex(rows: Sequence[Mapping[str, Any]]) -> str:
             "\\centering",
             f"\\caption{{{_latex_escape(definition.label)} (\\%, mean $\\pm$ std over rounds); "
             f"{_latex_escape(label)}."
-            + (
-                f" Neutral (no better than random): {100 * definition.neutral:.2f}.}}"
-                if definition.neutral
-                else "}"
-            ),
+            + (f" Neutral: {100 * definition.neutral:.2f}." if definition.neutral else "")
+            + (f" {_latex_escape(OPTIMISTIC_NOTE)}." if any(r.get("optimistic") for r in members) else "")
+            + "}",
             "\\begin{tabular}{lrrrr}",
             "\\toprule",
             f"Method & {_latex_escape(definition.label)} & acc(syn) & acc(rand) & rounds \\\\",
@@ -217,7 +219,7 @@ def to_latex(rows: Sequence[Mapping[str, Any]]) -> str:
             if best is not None and row.get("rank") == best:
                 score = f"\\textbf{{{score}}}"
             cells = [
-                _latex_escape(str(row["method"])),
+                _latex_escape(cell_text(row, Column("method", "", "flagged"))),
                 score,
                 _latex_escape(cell_text(row, Column("acc_syn", "", "pct"))),
                 _latex_escape(cell_text(row, Column("acc_random", "", "pct"))),
@@ -236,7 +238,12 @@ def to_paper_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     out = []
     for group, members in _groups(rows).items():
         lines = [f"**{_markdown_cell(group)}**", "", f"| method | {label} (%) | rounds |", "|:---|---:|---:|"]
-        lines += [f"| {_markdown_cell(str(r['method']))} | {_mean_std(r)} | {r['rounds']} |" for r in members]
+        method = Column("method", "", "flagged")
+        lines += [
+            f"| {_markdown_cell(cell_text(r, method))} | {_mean_std(r)} | {r['rounds']} |" for r in members
+        ]
+        if any(r.get("optimistic") for r in members):
+            lines += ["", f"*{_markdown_cell(OPTIMISTIC_NOTE)}*"]
         out.append("\n".join(lines))
     return "\n\n".join(out) + "\n"
 
