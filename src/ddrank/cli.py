@@ -465,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mean difference A − B of a score over the rounds both methods ran with the same seed, "
         "with its 95%% CI and the p-value of a paired t-test, within one group (dataset, IPC, protocol, "
         "fidelity, labels, student, weight, acc(real) source); when the methods share several groups, the "
-        "filters choose one.",
+        "filters choose one. Rounds that only one method ran are left out, and listed.",
         epilog="example: ddrank compare dm herding --dataset digits --ipc 10 --labels hard",
     )
     compare.add_argument("a", help="first method")

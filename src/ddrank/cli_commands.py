@@ -694,25 +694,36 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     c = compare_methods(evaluations, args.a, args.b, metric=args.metric, selection=_selection(args))
     r, label = c.result, metric_definition(c.metric).label
     level = 1.0 - r.confidence
+    partial = any(c.left_out)
+    on = " on the shared seeds" if partial else ""
     if r.p_value < level:
         better = c.method_a if r.mean_difference > 0 else c.method_b
-        verdict = f"{better} scores higher (p < {level:g})"
+        verdict = f"{better} scores higher{on} (p < {level:g})"
     else:
-        verdict = f"no significant difference at the {100 * level:g}% level"
+        verdict = f"no significant difference{on} at the {100 * level:g}% level"
     lines = [
         f"{c.method_a} − {c.method_b}: {label}{' (optimistic)' if c.optimistic else ''}, "
-        f"{r.n} rounds matched by seed ({r.test})",
+        f"{r.n} rounds matched by seed ({r.test})" + ("; the shared seeds only" if partial else ""),
         f"group: {c.group_label}",
+    ]
+    methods = (c.method_a, c.method_b)
+    for method, other, seeds in zip(methods, reversed(methods), c.left_out, strict=True):
+        if seeds:
+            lines.append(
+                f"left out: {len(seeds)} of {len(seeds) + r.n} rounds of {method} (seed "
+                f"{', '.join(map(str, seeds))}), which {other} did not run; the leaderboard ranks each "
+                "method on all its rounds"
+            )
+    if c.optimistic:
+        lines.append(
+            "optimistic: these evaluations use reference selection (the best test accuracy over learning "
+            "rates and checkpoints), which overstates their scores"
+        )
+    lines += [
         f"mean difference {100 * r.mean_difference:+.2f} percentage points, "
         f"{100 * r.confidence:g}% CI [{100 * r.ci_low:+.2f}, {100 * r.ci_high:+.2f}], p = {r.p_value:.3g}",
         verdict,
     ]
-    if c.optimistic:
-        lines.insert(
-            2,
-            "optimistic: these evaluations use reference selection (the best test accuracy over learning "
-            "rates and checkpoints), which overstates their scores",
-        )
     for line in lines:
         _print(console, line)
     return 0

@@ -278,3 +278,23 @@ def test_reference_selection_is_marked_optimistic_in_every_output_and_in_compare
             store.record_evaluation(e.to_dict())
     code, out, err = run_cli(capsys, "compare", "dm", "herding", "--store", path)
     assert code == 0 and "LRS (optimistic)" in out and "reference selection" in out, err
+
+
+# 9. compare says which rounds it left out: it covers the shared seeds only
+def test_compare_names_the_rounds_it_leaves_out(capsys, tmp_path):
+    a = evaluation("A", [0.60, 0.61, 0.62, 0.40, 0.41], seeds=(1, 2, 3, 4, 5), acc_random=0.5)
+    b = evaluation("B", [0.55, 0.56, 0.57], seeds=(1, 2, 3), acc_random=0.5)
+    assert [r["method"] for r in build_leaderboard([a, b])] == ["B", "A"]  # A's last rounds pull it down
+    comparison = compare_methods([a, b], "A", "B")
+    assert comparison.seeds == (1, 2, 3) and comparison.left_out == ((4, 5), ())
+    assert compare_methods([a, b], "B", "A").left_out == ((), (4, 5))
+    assert compare_methods([a, evaluation("C", 0.5, seeds=(1, 2, 3, 4, 5))], "A", "C").left_out == ((), ())
+    path = tmp_path / "r.sqlite"
+    with ResultStore(path) as store:
+        for e in (a, b):
+            store.record_evaluation(e.to_dict())
+    code, out, err = run_cli(capsys, "compare", "A", "B", "--store", path)
+    assert code == 0, err
+    assert "3 rounds matched by seed (paired t-test); the shared seeds only" in out
+    assert "left out: 2 of 5 rounds of A (seed 4, 5), which B did not run" in out
+    assert "A scores higher on the shared seeds" in out

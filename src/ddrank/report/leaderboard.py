@@ -337,6 +337,9 @@ class Comparison:
     result: PairedComparison
     group: tuple[Any, ...] = ()
     optimistic: bool = False  # either evaluation used reference selection (overstated accuracies)
+    # Seeds of the rounds of a (first) and b (second) that the other has no round with: left out of the
+    # comparison, though the leaderboard ranks each method on all of its rounds.
+    left_out: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
 
     @property
     def group_label(self) -> str:
@@ -402,4 +405,10 @@ def compare_methods(
         )
     result = paired_comparison([by_seed[0][s] for s in seeds], [by_seed[1][s] for s in seeds])
     optimistic = any(newest[m][group].optimistic for m in (a, b))
-    return Comparison(a, b, group[0], group[1], definition.name, seeds, result, group, optimistic)
+    left_a, left_b = (
+        tuple(r.seed for r in sorted(newest[m][group].rounds, key=lambda r: r.round) if r.seed not in seeds)
+        for m in (a, b)
+    )
+    return Comparison(
+        a, b, group[0], group[1], definition.name, seeds, result, group, optimistic, (left_a, left_b)
+    )
