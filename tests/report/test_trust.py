@@ -22,7 +22,7 @@ from ddrank.report.leaderboard import (
 from ddrank.report.render import FORMATS, plain_text, render, student_table
 from ddrank.store import ResultStore
 
-from .test_leaderboard import SEEDS, evaluation, run_cli
+from .test_leaderboard import SEEDS, ars_evaluation, evaluation, run_cli
 
 
 # 1. one set under several students: each student's name on its own score
@@ -166,6 +166,19 @@ def test_neutral_score_is_shown_beside_every_score():
     text = render(rows, "table")
     assert "+0.00" in text and "LRS 26.89 is neutral" in text
     assert "Δ neutral (pp)" in render(rows, "md")
+
+
+def test_the_lrs_neutral_point_is_not_called_random_since_a_random_subset_scores_below_it():
+    random_subset = evaluation("random", 0.6, acc_random=0.6, acc_real=0.95, jitter=0.0)  # IOR 0, HLR > 0
+    rows = build_leaderboard([random_subset])
+    assert rows[0]["vs_neutral"] < 0
+    for fmt in ("table", "latex", "html"):
+        text = " ".join(render(rows, fmt).replace("&gt;", ">").split())
+        assert "no better than random" not in text, fmt
+        assert "a random real subset (IOR = 0, HLR > 0) scores below it" in text, fmt
+    ars = build_leaderboard([ars_evaluation("A", 0.0)], metric="ars")
+    for fmt in ("table", "latex", "html"):
+        assert "no better than random" in render(ars, fmt), fmt
 
 
 # 6. the weight (w of LRS, γ of ARS) is part of the group: scores of different weights are never ranked,

@@ -71,7 +71,8 @@ class MetricDefinition:
     scatter: tuple[Quantity, Quantity, str] | None  # x, y and caption of the components plot
     ddranking: tuple[tuple[str, Quantity], ...]  # DD-Ranking's result names for the per-round values
     ranks_every_evaluation: bool = False  # ranks any evaluation that has its score, not only its own
-    neutral: float | None = None  # the score of a set no better than random (None: no such point)
+    neutral: float | None = None  # the score at a = 0 / b = 0 (None: no such point); see neutral_meaning
+    neutral_meaning: str = ""  # what a set scoring exactly ``neutral`` is, in words
     weight_symbol: str | None = None  # the name of the weight its scores take (w, γ); None: it takes none
 
     def cells_for(self, soft_labels: bool) -> list[Cell]:
@@ -138,6 +139,8 @@ METRICS: dict[str, MetricDefinition] = {
             "HLR against IOR",
         ),
         neutral=NEUTRAL_SCORE,
+        neutral_meaning="a = 0: the improvement over random exactly offsets the hard-label gap "
+        "(w·IOR = (1 − w)·HLR, e.g. IOR = HLR = 0); a random real subset (IOR = 0, HLR > 0) scores below it",
         weight_symbol="w",
         ddranking=(
             ("hard_label_recovery", _HLR),
@@ -182,6 +185,7 @@ METRICS: dict[str, MetricDefinition] = {
             ("augmentation_robust_score", Quantity("ars", "ARS")),
         ),
         neutral=NEUTRAL_SCORE,
+        neutral_meaning="b = 0: no better than random, synthetic = random with and without augmentation",
         weight_symbol="γ",
     ),
     "acc": MetricDefinition(

@@ -35,8 +35,10 @@ def _rescaled_exp(x: float) -> float:
     return (math.exp(x) - _E_INV) / (_E - _E_INV)
 
 
-# LRS and ARS when the synthetic set is exactly as good as a random real subset and loses nothing without
-# soft labels or augmentation (a = 0, b = 0): the "no better than random" point of both scales.
+# LRS and ARS at a = 0 and b = 0. For ARS that is a set exactly as good as a random real subset with and
+# without augmentation: no better than random. For LRS it is a set whose improvement over random exactly
+# offsets its hard-label gap (w·IOR = (1 - w)·HLR); a random real subset has IOR = 0 but HLR > 0 (the full
+# data beats it with hard labels), so it scores below this point, not at it.
 NEUTRAL_SCORE = (1.0 - _E_INV) / (_E - _E_INV)
 
 

@@ -120,7 +120,7 @@ def _attr(value: Any) -> str:
 
 
 def _formulas(metric: str) -> str:
-    """How the page's numbers are computed, and where "no better than random" lies."""
+    """How the page's numbers are computed, and what the neutral score stands for."""
     spec = metric_definition(metric)
     lines = []
     if metric == "lrs":
@@ -136,8 +136,8 @@ def _formulas(metric: str) -> str:
         ]
     if spec.neutral is not None:
         lines.append(
-            f"neutral {escape(spec.label)} = {100 * spec.neutral:.2f}%: a set no better than random "
-            "(a = 0); Δ neutral = score − neutral, in percentage points"
+            f"neutral {escape(spec.label)} = {100 * spec.neutral:.2f}%: {escape(spec.neutral_meaning)}; "
+            "Δ neutral = score − neutral, in percentage points"
         )
     if not lines:
         return ""

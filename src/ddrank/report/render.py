@@ -36,16 +36,14 @@ def _metric_of_rows(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def neutral_note(metric: str) -> str:
-    """Where "no better than random" lies on the metric's scale, and what Δneutral means."""
+    """What the metric's neutral value stands for (for LRS not a random subset, which scores below it), and
+    what Δneutral means."""
     definition = metric_definition(metric)
     if definition.neutral is None:
         return ""
     neutral = f"{100 * definition.neutral:.2f}"
-    when = (
-        "acc(syn) = acc(rand) and HLR = 0" if metric == "lrs" else "synthetic = random with and without aug"
-    )
     return (
-        f"{definition.label} {neutral} is neutral (no better than random: {when}); "
+        f"{definition.label} {neutral} is neutral ({definition.neutral_meaning}); "
         f"Δneutral = {definition.label} − {neutral}, in percentage points."
     )
 
@@ -206,7 +204,11 @@ def to_latex(rows: Sequence[Mapping[str, Any]]) -> str:
             "\\centering",
             f"\\caption{{{_latex_escape(definition.label)} (\\%, mean $\\pm$ std over rounds); "
             f"{_latex_escape(label)}."
-            + (f" Neutral: {100 * definition.neutral:.2f}." if definition.neutral else "")
+            + (
+                f" Neutral {100 * definition.neutral:.2f} ({_latex_escape(definition.neutral_meaning)})."
+                if definition.neutral
+                else ""
+            )
             + (f" {_latex_escape(OPTIMISTIC_NOTE)}." if any(r.get("optimistic") for r in members) else "")
             + "}",
             "\\begin{tabular}{lrrrr}",
