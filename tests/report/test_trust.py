@@ -12,6 +12,7 @@ from ddrank.evaluation import Evaluation
 from ddrank.metrics import label_robust_score
 from ddrank.metrics.scores import NEUTRAL_SCORE
 from ddrank.names import default_method
+from ddrank.report.html import _ipc_series, _label_pairs
 from ddrank.report.leaderboard import (
     LeaderboardError,
     Selection,
@@ -19,6 +20,7 @@ from ddrank.report.leaderboard import (
     compare_methods,
     group_candidates,
 )
+from ddrank.report.plots import label_gap_figure
 from ddrank.report.render import FORMATS, plain_text, render, student_table
 from ddrank.store import ResultStore
 
@@ -311,3 +313,45 @@ def test_compare_names_the_rounds_it_leaves_out(capsys, tmp_path):
     assert "3 rounds matched by seed (paired t-test); the shared seeds only" in out
     assert "left out: 2 of 5 rounds of A (seed 4, 5), which B did not run" in out
     assert "A scores higher on the shared seeds" in out
+
+
+# 10. the page's plots across groups never mix protocols, nor a smoke run with a full one
+def _accuracies(method: str, acc_syn: float, acc_random: float = 0.5, **fields) -> Evaluation:
+    return evaluation(method, [acc_syn, acc_syn + 0.01], seeds=SEEDS[:2], acc_random=acc_random, **fields)
+
+
+def test_label_gap_plots_pair_one_hard_protocol_with_one_soft_protocol():
+    dc = _accuracies("A", 0.60, protocol="dc", protocol_hash="1111111111111111")
+    dsa = _accuracies("A", 0.52, protocol="dsa", protocol_hash="2222222222222222")
+    kd = _accuracies("A", 0.58, protocol="kd", protocol_hash="3333333333333333")
+    kd.labels = "M"
+    pairs = _label_pairs(build_leaderboard([dc, dsa, kd]))
+    assert [({r["protocol"] for r in hard}, {r["protocol"] for r in soft}) for _, hard, soft in pairs] == [
+        ({"dc"}, {"kd"}),
+        ({"dsa"}, {"kd"}),
+    ]
+    captions = [caption for caption, _, _ in pairs]
+    assert "hard labels: protocol dc (11111111) · M labels: protocol kd (33333333)" in captions[0]
+    assert "hard labels: protocol dsa (22222222)" in captions[1]
+    for _, hard, soft in pairs:  # each bar is its own protocol's acc(syn) − acc(rand)
+        bars = [p.get_width() for p in label_gap_figure(hard, soft).axes[0].patches]
+        expected = [100 * (rows[0]["acc_syn"] - rows[0]["acc_random"]) for rows in (hard, soft)]
+        assert bars == pytest.approx(expected)
+
+
+def test_ipc_plots_keep_smoke_runs_and_variants_of_a_protocol_apart():
+    ipc1 = _accuracies("A", 0.60, ipc=1, protocol_hash="1111111111111111")
+    ipc10 = _accuracies("A", 0.80, acc_random=0.7, ipc=10, protocol_hash="2222222222222222")
+    smoke10 = _accuracies("A", 0.30, acc_random=0.2, ipc=10, protocol_hash="3333333333333333")
+    smoke10.provenance["smoke"] = {"epochs": 5, "protocol_epochs": 50}
+    series = _ipc_series(build_leaderboard([ipc1, ipc10, smoke10]))
+    assert [[(r["ipc"], r["protocol_hash"][:4]) for r in rows] for rows in series.values()] == [
+        [(1, "1111"), (10, "2222")]
+    ]
+    assert "protocol digits (IPC 1: 11111111, IPC 10: 22222222)" in next(iter(series))
+    smoke1 = _accuracies("A", 0.25, ipc=1, protocol_hash="4444444444444444")
+    smoke1.provenance["smoke"] = {"epochs": 5, "protocol_epochs": 50}
+    captions = list(_ipc_series(build_leaderboard([ipc1, ipc10, smoke10, smoke1])))
+    assert len(captions) == 2 and captions[1].endswith("smoke run")
+    variant = _accuracies("B", 0.70, ipc=10, protocol_hash="5555555555555555")  # same name, other content
+    assert _ipc_series(build_leaderboard([ipc1, ipc10, variant])) == {}  # left out, never averaged

@@ -17,7 +17,7 @@ from typing import Any
 from ddrank import __version__
 from ddrank.metrics.definitions import metric_definition
 from ddrank.metrics.stats import MIN_BOOTSTRAP_ROUNDS
-from ddrank.report.columns import Column, cell_text, columns
+from ddrank.report.columns import Column, acc_real_words, cell_text, columns, weight_words
 from ddrank.report.leaderboard import group_label
 from ddrank.report.plots import group_plots, ipc_figure, label_gap_figure
 from ddrank.report.plots import svg as svg_of
@@ -144,37 +144,91 @@ def _formulas(metric: str) -> str:
     return '<div class="formulas">' + "<br>".join(f"<code>{line}</code>" for line in lines) + "</div>"
 
 
+def _protocol_words(row: Mapping[str, Any]) -> str:
+    digest = str(row.get("protocol_hash") or "")[:8]
+    return f"protocol {row.get('protocol') or '–'}" + (f" ({digest})" if digest else "")
+
+
+def _setting_words(row: Mapping[str, Any]) -> list[str]:
+    """The weight, acc(real) and smoke run of a row's group, in words (only what is not the default)."""
+    words = [
+        weight_words(row.get("weight"), row.get("metric")),
+        acc_real_words(row.get("acc_real_source"), row.get("acc_real_given")),
+        "smoke run" if row.get("smoke") else "",
+    ]
+    return [w for w in words if w]
+
+
+def _setting(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What, besides dataset, IPC, protocol, labels and student, keeps two rows apart in a plot."""
+    fields = ("fidelity", "weight", "acc_real_source", "acc_real_given")
+    return (*(row.get(k) for k in fields), bool(row.get("smoke")))
+
+
 def _ipc_series(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
-    """Latest rows by (dataset, protocol name, fidelity, labels, student), keeping those with several IPCs."""
-    series: dict[str, list[Mapping[str, Any]]] = {}
+    """Latest rows of one protocol at several IPCs, keyed by caption: the same dataset, protocol name,
+    labels, student, fidelity, weight, acc(real) and smoke-ness (a smoke run never joins a full one).
+
+    A protocol's hash includes its IPC, so rows join a series by the protocol's name, and the caption gives
+    the hash at each IPC; a series with two hashes at one IPC (two variants under one name) is left out,
+    never averaged into one line.
+    """
+    series: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
     for row in rows:
         if row.get("latest", True):
-            key = " · ".join(
-                [
-                    str(row["dataset"]),
-                    f"protocol {row.get('protocol')}",
-                    str(row.get("fidelity") or "honest"),
-                    f"{row.get('labels')} labels",
-                    str(row.get("student")),
-                ]
-            )
+            key = (row["dataset"], row.get("protocol"), row.get("labels"), row.get("student"), *_setting(row))
             series.setdefault(key, []).append(row)
-    return {k: v for k, v in series.items() if len({r["ipc"] for r in v}) > 1}
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for members in series.values():
+        hashes: dict[int, set[str]] = {}
+        for row in members:
+            hashes.setdefault(int(row["ipc"]), set()).add(str(row.get("protocol_hash") or ""))
+        if len(hashes) < 2 or any(len(found) > 1 for found in hashes.values()):
+            continue
+        first = members[0]
+        at = ", ".join(f"IPC {ipc}: {next(iter(hashes[ipc]))[:8]}" for ipc in sorted(hashes))
+        caption = " · ".join(
+            [
+                str(first["dataset"]),
+                f"protocol {first.get('protocol') or '–'} ({at})",
+                str(first.get("fidelity") or "honest"),
+                f"{first.get('labels')} labels",
+                str(first.get("student")),
+                *_setting_words(first),
+            ]
+        )
+        out[caption] = members
+    return out
 
 
 def _label_pairs(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, list, list]]:
-    """(caption, hard rows, soft rows) for each dataset, IPC and student evaluated under both label kinds."""
-    pairs: dict[tuple[Any, ...], dict[str, list[Mapping[str, Any]]]] = {}
+    """(caption, hard rows, soft rows) for each hard-label protocol and soft-label protocol evaluated on the
+    same dataset, IPC and student (and fidelity, weight, acc(real), smoke-ness): one pair of protocols per
+    figure, so that no method's bar mixes two protocols; the caption names both."""
+    pairs: dict[tuple[Any, ...], dict[str, dict[tuple[Any, ...], list[Mapping[str, Any]]]]] = {}
     for row in rows:
         if row.get("latest", True) and row.get("labels"):
             kind = "hard" if row["labels"] == "hard" else "soft"
-            key = (row["dataset"], row["ipc"], row.get("student"), row.get("fidelity"))
-            pairs.setdefault(key, {"hard": [], "soft": []})[kind].append(row)
-    return [
-        (f"{key[0]} · IPC {key[1]} · {key[2]}", found["hard"], found["soft"])
-        for key, found in sorted(pairs.items(), key=lambda item: tuple(map(str, item[0])))
-        if found["hard"] and found["soft"]
-    ]
+            key = (row["dataset"], row["ipc"], row.get("student"), *_setting(row))
+            protocol = (row.get("protocol"), row.get("protocol_hash"), row.get("labels"))
+            found = pairs.setdefault(key, {"hard": {}, "soft": {}})[kind]
+            found.setdefault(protocol, []).append(row)
+    out = []
+    for _, found in sorted(pairs.items(), key=lambda item: tuple(map(str, item[0]))):
+        for hard in found["hard"].values():
+            for soft in found["soft"].values():
+                first = hard[0]
+                caption = " · ".join(
+                    [
+                        f"{first['dataset']} · IPC {first['ipc']} · {first.get('student')}",
+                        str(first.get("fidelity") or "honest"),
+                        f"hard labels: {_protocol_words(first)}",
+                        f"{soft[0].get('labels')} labels: {_protocol_words(soft[0])}",
+                        *_setting_words(first),
+                    ]
+                )
+                out.append((caption, hard, soft))
+    return out
 
 
 def _sort_value(row: Mapping[str, Any], column: Column) -> str:
