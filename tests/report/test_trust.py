@@ -24,7 +24,7 @@ from ddrank.report.plots import label_gap_figure
 from ddrank.report.render import FORMATS, plain_text, render, student_table
 from ddrank.store import ResultStore
 
-from .test_leaderboard import SEEDS, ars_evaluation, evaluation, run_cli
+from .test_leaderboard import SEEDS, ars_evaluation, demo_like, evaluation, run_cli
 
 
 # 1. one set under several students: each student's name on its own score
@@ -355,3 +355,21 @@ def test_ipc_plots_keep_smoke_runs_and_variants_of_a_protocol_apart():
     assert len(captions) == 2 and captions[1].endswith("smoke run")
     variant = _accuracies("B", 0.70, ipc=10, protocol_hash="5555555555555555")  # same name, other content
     assert _ipc_series(build_leaderboard([ipc1, ipc10, variant])) == {}  # left out, never averaged
+
+
+# 11. each value once, and the spread says which standard deviation it is
+def test_ars_tables_show_each_accuracy_once_and_every_std_says_its_ddof():
+    rows = build_leaderboard([ars_evaluation("A", 0.05)], metric="ars")
+    header = render(rows, "md").splitlines()[0].split(" | ")
+    assert "acc(syn, +aug) %" in header and "acc(syn) %" not in header and "acc(rand) %" not in header
+    assert "acc(real) %" not in header  # ARS never uses acc(real)
+
+    def table_header(text: str) -> list[str]:
+        return next(line for line in text.splitlines() if line.startswith("#")).split()
+
+    wide = table_header(render(rows, "table", wide=True))
+    assert "acc(syn, +aug)" in " ".join(wide) and "syn" not in wide and "rand" not in wide
+    assert {"syn", "rand"} <= set(table_header(render(rows, "table")))  # compact: the +aug cells only
+    lrs = build_leaderboard(demo_like())
+    assert "sample std, ddof 1" in render(lrs, "latex") and "sample std (ddof 1)" in render(lrs, "paper-md")
+    assert "ddof 1" in json.loads(render(lrs, "json"))["units"]

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ddrank.metrics.definitions import metric_definition
+from ddrank.metrics.definitions import MetricDefinition, metric_definition
 from ddrank.metrics.scores import DEFAULT_WEIGHT
 from ddrank.metrics.stats import MIN_BOOTSTRAP_ROUNDS
 
@@ -33,6 +33,17 @@ class Column:
 BOOTSTRAP_HEADER = f"95% CI (boot, n ≥ {MIN_BOOTSTRAP_ROUNDS}) %"
 
 
+def _accuracies(definition: MetricDefinition, *, components_shown: bool) -> tuple[bool, bool, bool]:
+    """Whether acc(syn), acc(rand) and acc(real) get their own columns: not when the score or a shown
+    component already is that value (ARS's acc(syn, +aug)), nor acc(real) for a score without it."""
+    own = {definition.score.field, *(q.field for q in definition.components if components_shown)}
+    return (
+        definition.syn_accuracy not in own,
+        definition.random_accuracy is not None and definition.random_accuracy not in own,
+        definition.needs_real or definition.ranks_every_evaluation,
+    )
+
+
 def columns(metric: str) -> list[Column]:
     """The columns shown for a leaderboard of ``metric``, in order (Markdown and HTML)."""
     definition = metric_definition(metric)
@@ -47,11 +58,11 @@ def columns(metric: str) -> list[Column]:
         Column("boot_ci_low", BOOTSTRAP_HEADER, "ci", ("boot_ci_low", "boot_ci_high")),
         *(Column(q.field, f"{q.label} %", "pct") for q in definition.components),
     ]
-    if definition.score.field != definition.syn_accuracy:
-        shown.append(Column("acc_syn", "acc(syn) %", "pct"))
+    syn, rand, real = _accuracies(definition, components_shown=True)
+    shown += [Column("acc_syn", "acc(syn) %", "pct")] if syn else []
+    shown += [Column("acc_random", "acc(rand) %", "pct")] if rand else []
+    shown += [Column("acc_real", "acc(real) %", "real")] if real else []
     shown += [
-        Column("acc_random", "acc(rand) %", "pct"),
-        Column("acc_real", "acc(real) %", "real"),
         Column("rounds", "rounds", "int"),
         Column("stability_tau", "rank τ", "tau"),
         Column("selection", "selection", "selection"),
@@ -78,12 +89,12 @@ def terminal_columns(metric: str, wide: bool = False) -> list[Column]:
     if wide:
         header = f"bootstrap CI (n ≥ {MIN_BOOTSTRAP_ROUNDS})"
         shown.append(Column("boot_ci_low", header, "ci", ("boot_ci_low", "boot_ci_high")))
-    shown += [Column(q.field, q.label, "pct") for q in definition.components if wide or metric != "ars"]
-    if definition.score.field != definition.syn_accuracy:
-        shown.append(Column("acc_syn", "syn", "pct"))
-    shown.append(Column("acc_random", "rand", "pct"))
-    if wide:
-        shown.append(Column("acc_real", "real", "real"))
+    components = wide or metric != "ars"
+    shown += [Column(q.field, q.label, "pct") for q in definition.components if components]
+    syn, rand, real = _accuracies(definition, components_shown=components)
+    shown += [Column("acc_syn", "syn", "pct")] if syn else []
+    shown += [Column("acc_random", "rand", "pct")] if rand else []
+    shown += [Column("acc_real", "real", "real")] if real and wide else []
     shown.append(Column("rounds", "n", "int"))
     if wide:
         shown += [Column("stability_tau", "rank τ", "tau"), Column("protocol", "protocol", "protocol")]

@@ -16,7 +16,8 @@ SCHEMA_VERSION = 1
 UNITS = (
     "accuracies, scores (LRS, ARS), HLR, IOR and their interval bounds are fractions (accuracies and scores "
     "in [0, 1]); *_vs_neutral and vs_neutral are differences of fractions; learning rates as given to the "
-    "optimiser; confidence intervals are 95% Student-t over rounds (boot_*: expanded percentile bootstrap, "
+    "optimiser; std is the sample standard deviation over rounds (ddof 1); confidence intervals are 95% "
+    "Student-t over rounds (boot_*: expanded percentile bootstrap, "
     f"null below {MIN_BOOTSTRAP_ROUNDS} rounds, where it covers much less than 95%)"
 )
 # Fields other parts of ddrank add to an evaluation; optional in the schema.

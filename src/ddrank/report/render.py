@@ -202,7 +202,8 @@ def to_latex(rows: Sequence[Mapping[str, Any]]) -> str:
         lines = [
             "\\begin{table}[t]",
             "\\centering",
-            f"\\caption{{{_latex_escape(definition.label)} (\\%, mean $\\pm$ std over rounds); "
+            f"\\caption{{{_latex_escape(definition.label)} (\\%, mean $\\pm$ sample std, ddof 1, "
+            "over rounds); "
             f"{_latex_escape(label)}."
             + (
                 f" Neutral {100 * definition.neutral:.2f} ({_latex_escape(definition.neutral_meaning)})."
@@ -239,7 +240,12 @@ def to_paper_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     label = metric_definition(metric).label
     out = []
     for group, members in _groups(rows).items():
-        lines = [f"**{_markdown_cell(group)}**", "", f"| method | {label} (%) | rounds |", "|:---|---:|---:|"]
+        lines = [
+            f"**{_markdown_cell(group)}**",
+            "",
+            f"| method | {label} (%), mean ± sample std (ddof 1) | rounds |",
+            "|:---|---:|---:|",
+        ]
         method = Column("method", "", "flagged")
         lines += [
             f"| {_markdown_cell(cell_text(r, method))} | {_mean_std(r)} | {r['rounds']} |" for r in members
