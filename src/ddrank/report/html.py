@@ -136,7 +136,7 @@ def _formulas(metric: str) -> str:
         ]
     if spec.neutral is not None:
         lines.append(
-            f"neutral {escape(spec.label)} = {100 * spec.neutral:.2f}%: {escape(spec.neutral_meaning)}; "
+            f"neutral {escape(spec.label)} = {100 * spec.neutral:.2f}% at {escape(spec.neutral_meaning)}; "
             "Δ neutral = score − neutral, in percentage points"
         )
     if not lines:

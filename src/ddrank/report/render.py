@@ -43,7 +43,7 @@ def neutral_note(metric: str) -> str:
         return ""
     neutral = f"{100 * definition.neutral:.2f}"
     return (
-        f"{definition.label} {neutral} is neutral ({definition.neutral_meaning}); "
+        f"{definition.label} {neutral} is neutral at {definition.neutral_meaning}. "
         f"Δneutral = {definition.label} − {neutral}, in percentage points."
     )
 
