@@ -118,3 +118,51 @@ def test_a_sweep_takes_the_fidelity_of_its_command_line(sweep_files, capsys):
     rows = json.loads(out.read_text())["evaluations"]
     assert {r["fidelity"] for r in rows} == {"reference"}
     assert "ddrank: deviation: " in capsys.readouterr().err
+
+
+def _refused(capsys, args: list) -> str:
+    assert main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ddrank: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_a_sweep_checks_every_entry_before_the_first_one_trains(sweep_files, capsys, monkeypatch):
+    import ddrank.evaluation.evaluator
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("an entry trained before every entry was checked")
+
+    monkeypatch.setattr(ddrank.evaluation.evaluator, "run_jobs", no_training)
+    entries = yaml.safe_load((sweep_files / "sweep.yaml").read_text())
+    bad = [entries[0], entries[1] | {"images": str(sweep_files / "missing.pt")}]
+    (sweep_files / "bad.yaml").write_text(yaml.safe_dump(bad))
+    err = _refused(capsys, ["sweep", sweep_files / "bad.yaml", "--no-store", "--device", "cpu"])
+    assert "missing.pt" in err and "does not exist" in err
+    wrong_ipc = [entries[0], entries[1] | {"ipc": 2}]  # the set holds 1 image per class
+    (sweep_files / "ipc.yaml").write_text(yaml.safe_dump(wrong_ipc))
+    _refused(capsys, ["sweep", sweep_files / "ipc.yaml", "--no-store", "--device", "cpu"])
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"\x80\x03binary", "is not a text (YAML) file"),
+        (b"- {method: [unclosed", "is not valid YAML"),
+        (b"- {method: herding, dataset: digits, ipc: 1, images: h.pt}", "'herding' is not a protocol preset"),
+        (b"- {method: dsa, dataset: digits, ipc: 0}", "ipc must be a positive integer, got 0"),
+        (b"- {method: dsa, dataset: digits, ipc: true}", "ipc must be a positive integer, got True"),
+        (b"- {method: 3, dataset: digits, ipc: 1}", "method must be a non-empty text, got 3"),
+        (b"- {method: dsa, dataset: digits, ipc: 1, images: ''}", "images must be a non-empty text"),
+    ],
+)
+def test_a_bad_sweep_file_is_one_line(tmp_path, capsys, content, fragment):
+    (tmp_path / "sweep.yaml").write_bytes(content)
+    err = _refused(capsys, ["sweep", tmp_path / "sweep.yaml", "--no-store", "--device", "cpu"])
+    assert fragment in err, err
+    assert fragment in _refused(capsys, ["plan", "--sweep", tmp_path / "sweep.yaml", "--device", "cpu"])
+
+
+def test_a_sweep_directory_is_named_as_one(tmp_path, capsys):
+    err = _refused(capsys, ["sweep", tmp_path, "--no-store", "--device", "cpu"])
+    assert "is a directory, not a file" in err

@@ -442,14 +442,18 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
         fidelity=args.fidelity,
         **engine_fields(args),
     )
+    # Every entry's settings, protocol and set are checked before the first one trains: a bad entry
+    # late in the file must not cost the work of the ones before it.
+    for entry in entries:
+        checked = Evaluator(entry.settings(base)).validate(load_synthetic(entry.images, entry.labels))
+        for warning in checked.warnings:
+            warn(f"{entry.name}: {warning.message}")
     store = _store_for(args)
     rows = []
     with Reporter(enabled=not args.no_progress) as reporter:
         for entry in entries:
             evaluator = Evaluator(entry.settings(base), store=store, reporter=reporter, say=_say_deviation)
             validated = evaluator.validate(load_synthetic(entry.images, entry.labels))
-            for warning in validated.warnings:
-                warn(f"{entry.name}: {warning.message}")
             result = evaluator.evaluate_sets({entry.method: validated})[0]
             rows.append(result)
             report_divergence([result])
