@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import ddrank.settings as settings_module
 from ddrank.compat.ddranking_config import translate_ddranking_config
@@ -124,3 +125,21 @@ def test_a_dataset_without_a_protocol_gets_its_default_or_an_error_naming_the_ch
         default_protocol("imagenet1k")
     with pytest.raises(ConfigError, match="no preset covers dataset 'imagenette'"):
         default_protocol("imagenette")
+
+
+def test_model_names_typed_in_any_case_resolve_to_one_protocol(tmp_path):
+    """Model names match case-insensitively; the registered spelling is what is hashed, grouped and
+    keyed, whether the name comes from --students or from a protocol file."""
+    typed, registered = RunSettings(ipc=10).for_students(["convnet-2-w16", "ConvNet-2-W16"])
+    assert typed.protocol.model == "ConvNet-2-W16"
+    assert typed.protocol.content_hash() == registered.protocol.content_hash()
+    preset = load_protocol("digits", dataset="digits", ipc=10)
+    hashes = []
+    for model, full_model in [("convnet-2-w16", "CONVNET-2-W16"), ("ConvNet-2-W16", "ConvNet-2-W16")]:
+        doc = preset.model_dump(mode="json", exclude={"deviations"})
+        doc["model"], doc["full_data"]["model"] = model, full_model
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
+        resolved = Evaluator(RunSettings(protocol=str(tmp_path / "p.yaml"), device="cpu")).protocol_for(10)
+        assert (resolved.model, resolved.full_data.model) == ("ConvNet-2-W16", "ConvNet-2-W16")
+        hashes.append(resolved.content_hash())
+    assert hashes[0] == hashes[1]

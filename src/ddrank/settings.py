@@ -280,7 +280,12 @@ class RunSettings(BaseModel):
             if isinstance(source, Protocol)
             else load_protocol(source, dataset=self.dataset, ipc=self.ipc, fidelity=self.fidelity)
         )
-        return [self.replace(protocol=base.with_overrides(model=student)) for student in students]
+        from ddrank.models import canonical_model_name
+
+        return [
+            self.replace(protocol=base.with_overrides(model=canonical_model_name(student)))
+            for student in students
+        ]
 
 
 def _is_int(value: Any) -> bool:

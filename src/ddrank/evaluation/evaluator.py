@@ -127,7 +127,7 @@ class Evaluator:
         if refusal:
             raise ConfigError(f"protocol {protocol.name!r}: {refusal}")
         _check_names(protocol)
-        return protocol
+        return _canonical_models(protocol)
 
     def deviations(self, protocol: Protocol) -> tuple[Deviation, ...]:
         """Every way ``protocol`` differs from its source under this run's metric and precision (said
@@ -607,6 +607,22 @@ def _check_names(protocol: Protocol) -> None:
             DSA(augment.dsa, mode=augment.dsa_mode)
         if augment.transforms:
             transforms_from_spec([dict(t) for t in augment.transforms])
+
+
+def _canonical_models(protocol: Protocol) -> Protocol:
+    """``protocol`` with its student, full-data and teacher models under their registered spelling
+    (names match case-insensitively), so ``convnet-3`` and ``ConvNet-3`` hash, group and share jobs
+    as one protocol."""
+    labels, full = protocol.labels, protocol.full_data
+    changes: dict[str, Any] = {}
+    if protocol.model != (model := canonical_model_name(protocol.model)):
+        changes["model"] = model
+    if full.model is not None and full.model != (full_model := canonical_model_name(full.model)):
+        changes["full_data"] = full.model_copy(update={"model": full_model})
+    teachers = tuple(canonical_model_name(t) for t in labels.teachers)
+    if teachers != tuple(labels.teachers):
+        changes["labels"] = labels.model_copy(update={"teachers": teachers})
+    return protocol.model_copy(update=changes) if changes else protocol
 
 
 def _check_buildable(protocol: Protocol, info: DatasetInfo) -> None:
