@@ -144,7 +144,7 @@ CASES = [
         ["--labels", "labels.pt"],
         {"labels": "labels.pt"},
         InputError,
-        ("label 10 at index 49 is outside [0, 10)",),
+        ("label 10 at index 49 is outside [0, 10)", "labels.pt of synthetic set"),
     ),
     Case(
         "negative-label",
@@ -152,7 +152,7 @@ CASES = [
         ["--labels", "labels.pt"],
         {"labels": "labels.pt"},
         InputError,
-        ("label -1 at index 0 is outside [0, 10)",),
+        ("label -1 at index 0 is outside [0, 10)", "labels.pt of synthetic set"),
     ),
     Case(
         "soft-labels-first-dim",
@@ -160,7 +160,7 @@ CASES = [
         ["--labels", "labels.pt"],
         {"labels": "labels.pt"},
         InputError,
-        ("soft labels have shape [49, 10] but there are 50 images",),
+        ("soft labels have shape [49, 10] but there are 50 images", "labels.pt of synthetic set"),
     ),
     Case(
         "soft-labels-width",
@@ -168,7 +168,7 @@ CASES = [
         ["--labels", "labels.pt"],
         {"labels": "labels.pt"},
         InputError,
-        ("soft labels have 9 columns but the dataset has 10 classes",),
+        ("soft labels have 9 columns but the dataset has 10 classes", "labels.pt of synthetic set"),
     ),
     Case("nan", {"set.pt": with_value(float("nan"))}, [], {}, InputError, ("1 NaN and 0 Inf values",)),
     Case("inf", {"set.pt": with_value(float("-inf"))}, [], {}, InputError, ("0 NaN and 1 Inf values",)),

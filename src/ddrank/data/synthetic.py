@@ -96,6 +96,12 @@ class SyntheticSet:
     source: str
     format: str
     warnings: tuple[ValueWarning, ...] = ()
+    labels_source: str | None = None  # the labels file given beside the images, if any
+
+    def label_where(self) -> str:
+        """How messages about the labels name them: the labels file given beside the set, else the set."""
+        where = f"synthetic set {shown(self.source)}"
+        return where if self.labels_source is None else f"labels {shown(self.labels_source)} of {where}"
 
     def fingerprint(self) -> str:
         """SHA-256 hex digest of the images, labels and lr: the same content gives the same hash."""
@@ -279,10 +285,10 @@ def _numpy_errors(path: Path) -> Iterator[None]:
         ) from e
 
 
-def _numpy_tensor(array: np.ndarray, source: str, what: str) -> torch.Tensor:
+def _numpy_tensor(array: np.ndarray, where: str, what: str) -> torch.Tensor:
     """A numpy array of numbers as a CPU tensor (native byte order; long doubles as float64)."""
     if array.dtype.kind not in "biuf":
-        raise InputError(f"synthetic set {source}: {what} have numpy dtype {array.dtype}; expected numbers")
+        raise InputError(f"{where}: {what} have numpy dtype {array.dtype}; expected numbers")
     if array.dtype.kind == "f" and array.dtype.itemsize > 8:
         array = array.astype(np.float64)
     elif not array.dtype.isnative:
@@ -290,7 +296,7 @@ def _numpy_tensor(array: np.ndarray, source: str, what: str) -> torch.Tensor:
     try:
         return torch.from_numpy(np.ascontiguousarray(array))
     except (TypeError, ValueError, RuntimeError) as e:
-        raise InputError(f"synthetic set {source}: {what} of numpy dtype {array.dtype}: {one_line(e)}") from e
+        raise InputError(f"{where}: {what} of numpy dtype {array.dtype}: {one_line(e)}") from e
 
 
 def _as_images(images: Any, source: str) -> tuple[torch.Tensor, bool, tuple[ValueWarning, ...]]:
@@ -299,7 +305,7 @@ def _as_images(images: Any, source: str) -> tuple[torch.Tensor, bool, tuple[Valu
     if isinstance(images, np.ndarray):
         if images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
             images = images.transpose(0, 3, 1, 2)
-        images = _numpy_tensor(images, source, "images")
+        images = _numpy_tensor(images, f"synthetic set {source}", "images")
     if not isinstance(images, torch.Tensor):
         raise InputError(
             f"synthetic set {source}: images are a {type(images).__name__}; expected a tensor [N, C, H, W]"
@@ -332,34 +338,32 @@ def _as_images(images: Any, source: str) -> tuple[torch.Tensor, bool, tuple[Valu
     return (images.to(torch.float32) / 255.0).contiguous(), True, notes
 
 
-def _as_labels(labels: Any, source: str) -> torch.Tensor | None:
+def _as_labels(labels: Any, where: str) -> torch.Tensor | None:
     """Hard labels as int64 ``[N]`` or soft labels as float32 ``[N, K]``; None stays None."""
     if labels is None:
         return None
     if isinstance(labels, np.ndarray):
-        labels = _numpy_tensor(labels, source, "labels")
+        labels = _numpy_tensor(labels, where, "labels")
     elif isinstance(labels, list | tuple):
         try:
             labels = torch.as_tensor(labels)
         except (TypeError, ValueError, RuntimeError) as e:
-            raise InputError(f"synthetic set {source}: labels are not a numeric array: {e}") from e
+            raise InputError(f"{where}: labels are not a numeric array: {e}") from e
     if not isinstance(labels, torch.Tensor):
         raise InputError(
-            f"synthetic set {source}: labels are a {type(labels).__name__}; "
+            f"{where}: labels are a {type(labels).__name__}; "
             "expected a tensor of class indices [N] or soft labels [N, K]"
         )
     labels = labels.detach().cpu()
     shape = list(labels.shape)
     if labels.dtype == torch.bool or labels.is_complex() or labels.is_quantized or labels.is_sparse:
         raise InputError(
-            f"synthetic set {source}: labels have dtype {labels.dtype}; "
+            f"{where}: labels have dtype {labels.dtype}; "
             "expected integer class indices [N] or float soft labels [N, K]"
         )
     if not labels.is_floating_point():
         if labels.dim() != 1:
-            raise InputError(
-                f"synthetic set {source}: integer labels have shape {shape}; expected class indices [N]"
-            )
+            raise InputError(f"{where}: integer labels have shape {shape}; expected class indices [N]")
         return labels.to(torch.int64)
     if labels.dim() == 2:
         return labels.to(torch.float32).contiguous()
@@ -367,12 +371,10 @@ def _as_labels(labels: Any, source: str) -> torch.Tensor | None:
         if bool(torch.isfinite(labels).all()) and bool((labels == labels.round()).all()):
             return labels.to(torch.int64)
         raise InputError(
-            f"synthetic set {source}: 1-D float labels are not whole class indices; "
-            "soft labels must have shape [N, K]"
+            f"{where}: 1-D float labels are not whole class indices; soft labels must have shape [N, K]"
         )
     raise InputError(
-        f"synthetic set {source}: float labels have shape {shape}; expected soft labels [N, K] "
-        "or class indices [N]"
+        f"{where}: float labels have shape {shape}; expected soft labels [N, K] or class indices [N]"
     )
 
 
@@ -706,14 +708,19 @@ def load_synthetic(
         given = _read_labels(labels, reading) if labels is not None else parts.labels
     except OSError as e:
         raise InputError(f"cannot read labels {shown(labels)}: {e.strerror or one_line(e)}") from e
+    labels_source = os.fspath(labels) if isinstance(labels, str | os.PathLike) else None
+    label_where = f"synthetic set {where}"
+    if labels_source is not None:
+        label_where = f"labels {shown(labels_source)} of {label_where}"
     return SyntheticSet(
         images=images,
-        labels=_as_labels(given, where),
+        labels=_as_labels(given, label_where),
         lr=_as_lr(lr if lr is not None else parts.lr, where),
         space=space,
         source=str(name),
         format=fmt,
         warnings=notes or found,
+        labels_source=labels_source,
     )
 
 
@@ -872,15 +879,15 @@ def validate_synthetic(
             images, size=(size, size), mode="bilinear", antialias=True, align_corners=False
         )
     lr = _as_lr(syn.lr, shown(syn.source))
-    labels = _as_labels(syn.labels, shown(syn.source))
+    labels = _as_labels(syn.labels, syn.label_where())
     soft = None
     if labels is None:
         hard = _implied_labels(n, num_classes, ipc, where)
     elif labels.dtype == torch.int64:
-        _check_hard_labels(labels, n, num_classes, where)
+        _check_hard_labels(labels, n, num_classes, syn.label_where())
         hard = labels
     else:
-        _check_soft_labels(labels, n, num_classes, where)
+        _check_soft_labels(labels, n, num_classes, syn.label_where())
         # Soft-label sets (DATM, SRe2L, ...) are stored class-major; their learned logits need not
         # peak at the image's class, so the class comes from the order when it can (as DD-Ranking
         # does) and from the argmax only for sets that are not a whole number of images per class.
