@@ -761,3 +761,35 @@ def test_soft_labels_under_a_hard_label_protocol_warn():
     (warning,) = protocol_warnings(valid, label_mode="hard", protocol="dm")
     assert "soft labels [N, 2] are ignored because protocol 'dm' trains on hard labels" in warning.message
     assert protocol_warnings(valid, label_mode="S", protocol="datm") == []
+
+
+def _grey_folder(root, n_per_class: int = 2):
+    for cls in range(2):
+        (root / f"c{cls}").mkdir(parents=True)
+        for i in range(n_per_class):
+            Image.fromarray(np.full((4, 4), 50 * cls + 10 * i, np.uint8)).save(root / f"c{cls}" / f"{i}.png")
+
+
+def test_sixteen_bit_grey_images_are_rescaled_not_clipped(tmp_path):
+    _grey_folder(tmp_path / "syn")
+    deep = np.array([[0, 257, 65535, 32768]] * 4, np.uint16)  # 0, 1, 255, 127.5 in 8 bits
+    Image.fromarray(deep).save(tmp_path / "syn" / "c1" / "2.png")
+    syn = load_synthetic(tmp_path / "syn")
+    assert syn.images.shape == (5, 1, 4, 4)  # still one grey channel
+    assert (syn.images[-1, 0, 0] * 255).round().tolist() == [0, 1, 255, 128]
+
+
+def test_a_colour_image_in_a_grey_folder_is_named_as_the_cause(tmp_path):
+    _grey_folder(tmp_path / "syn")
+    Image.fromarray(np.zeros((4, 4, 4), np.uint8), mode="RGBA").save(tmp_path / "syn" / "c1" / "2.png")
+    syn = load_synthetic(tmp_path / "syn")
+    with pytest.raises(InputError, match=r"has 1; a class-folder set is read in colour when any of its"):
+        validate_synthetic(syn, num_classes=2, channels=1, size=4, ipc=None)
+
+
+def test_sparse_images_or_labels_are_named_as_such():
+    images = torch.randn(4, 1, 4, 4)
+    with pytest.raises(InputError, match="images are a sparse_coo tensor; expected a dense float or uint8"):
+        load_synthetic(images.to_sparse())
+    with pytest.raises(InputError, match="labels are not a dense tensor"):
+        load_synthetic(images, torch.eye(4)[:, :2].to_sparse())

@@ -50,7 +50,8 @@ IMAGE_KEYS = ("images", "data", "x")
 LABEL_KEYS = ("labels", "y")
 DATM_IMAGES, DATM_LABELS, DATM_LR = "images_best.pt", "labels_best.pt", "lr_best.pt"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-GRAYSCALE_MODES = ("1", "L", "LA")
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I")  # grey 16-bit PNG / TIFF (Pillow may say "I")
+GRAYSCALE_MODES = ("1", "L", "LA", *SIXTEEN_BIT_MODES)
 DIRECTORY_FORMATS = ("datm", "imagefolder")
 TORCH_KINDS = (FileKind.TORCH_ZIP, FileKind.TORCH_LEGACY)
 TORCH_FILE = "a torch file"
@@ -316,7 +317,10 @@ def _as_images(images: Any, source: str) -> tuple[torch.Tensor, bool, tuple[Valu
             "expected 4-D [N, C, H, W]"
         )
     images = images.detach().cpu()
-    if images.dtype == torch.bool or images.is_complex() or images.is_quantized or images.is_sparse:
+    if images.layout != torch.strided or images.is_quantized:
+        kind = "quantized" if images.is_quantized else f"a {str(images.layout).removeprefix('torch.')} tensor"
+        raise InputError(f"synthetic set {source}: images are {kind}; expected a dense float or uint8 tensor")
+    if images.dtype == torch.bool or images.is_complex():
         raise InputError(f"synthetic set {source}: images have dtype {images.dtype}; expected float or uint8")
     if images.is_floating_point():
         return images.to(torch.float32).contiguous(), False, ()
@@ -356,7 +360,9 @@ def _as_labels(labels: Any, where: str) -> torch.Tensor | None:
         )
     labels = labels.detach().cpu()
     shape = list(labels.shape)
-    if labels.dtype == torch.bool or labels.is_complex() or labels.is_quantized or labels.is_sparse:
+    if labels.layout != torch.strided or labels.is_quantized:
+        raise InputError(f"{where}: labels are not a dense tensor; save them as a plain tensor")
+    if labels.dtype == torch.bool or labels.is_complex():
         raise InputError(
             f"{where}: labels have dtype {labels.dtype}; "
             "expected integer class indices [N] or float soft labels [N, K]"
@@ -584,11 +590,22 @@ def _load_imagefolder(path: Path, reading: _Reading) -> _Parts:
     arrays = []
     for _, file in files:
         with _opened_image(file) as image:
-            arrays.append(np.asarray(image.convert(mode), dtype=np.uint8))
+            arrays.append(np.asarray(_eight_bit(image).convert(mode), dtype=np.uint8))
     stack = np.stack(arrays)
     stack = stack[:, None] if grayscale else stack.transpose(0, 3, 1, 2)
     labels = torch.tensor([index for index, _ in files], dtype=torch.int64)
     return _Parts(torch.from_numpy(np.ascontiguousarray(stack)), labels)
+
+
+def _eight_bit(image: Any) -> Any:
+    """A 16-bit grey image rescaled to 8 bits (``v / 257``, rounded): Pillow's own conversion clips
+    every value above 255 to white. Other images are returned as they are."""
+    if image.mode not in SIXTEEN_BIT_MODES:
+        return image
+    from PIL import Image
+
+    values = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), mode="L")
 
 
 def _detect_directory(path: Path) -> str:
@@ -858,8 +875,12 @@ def validate_synthetic(
     if n == 0:
         raise InputError(f"{where} is empty: it holds 0 images")
     if c != channels:
+        hint = ""
+        if syn.format == "imagefolder" and (c, channels) == (3, 1):
+            hint = "; a class-folder set is read in colour when any of its images is: make them all grey"
         raise InputError(
-            f"{where}: images have {c} channels (shape {list(images.shape)}) but the dataset has {channels}"
+            f"{where}: images have {c} channels (shape {list(images.shape)}) but the dataset has "
+            f"{channels}{hint}"
         )
     if h == 0 or w == 0:
         raise InputError(f"{where}: images are {h}x{w}; expected {size}x{size}")
