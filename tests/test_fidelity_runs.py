@@ -279,3 +279,28 @@ def test_random_subsets_come_from_the_whole_training_set_only_under_reference_se
     assert held_out == (selection == "reference")  # 10 of 179 per class: some fall in the split
     assert bool(data.val_sets) == (selection == "honest")
     assert all(job.val_set is None for job in jobs) == (selection == "reference")
+
+
+def test_reference_selection_tests_only_at_multiples_of_eval_every():
+    """DD-Ranking tests when (epoch + 1) % test_interval == 0: the final epoch counts only when it is a
+    multiple; a run shorter than the interval falls back to its final epoch."""
+    from ddrank.engine.job import JobResult
+    from ddrank.evaluation.evaluator import _run
+
+    uneven = JobResult(0.9, None, ((10, 0.5), (20, 0.6), (25, 0.9)), 1.0, "loop")
+    assert _run(0.01, uneven, 10).best_test_acc == 0.6  # epoch 25 is never tested there
+    even = JobResult(0.9, None, ((10, 0.5), (20, 0.9)), 1.0, "loop")
+    assert _run(0.01, even, 10).best_test_acc == 0.9
+    short = JobResult(0.4, None, ((5, 0.4),), 1.0, "loop")
+    assert _run(0.01, short, 10).best_test_acc == 0.4
+
+
+def test_a_reference_run_shorter_than_its_test_interval_is_a_repaired_deviation():
+    from ddrank.protocols import Protocol
+    from ddrank.protocols.protocol import derived_deviations
+
+    short = Protocol.model_validate(TINY | {"selection": "reference", "fidelity": "reference", "epochs": 1})
+    said = {d.key: d for d in derived_deviations(short)}
+    assert said["num_epochs"].kind == "repaired" and "best accuracy 0" in said["num_epochs"].source_value
+    assert said["full_data.epochs"].kind == "repaired"  # TINY's full-data run is 1 epoch too
+    assert "num_epochs" not in {d.key for d in derived_deviations(short.with_overrides(epochs=4))}

@@ -309,7 +309,7 @@ class Evaluator:
                     continue
                 planned_cell = planned_round.cells[cell.name]
                 pairs = zip(planned_cell.learning_rates, planned_cell.keys, strict=True)
-                cell_runs = [_run(lr, results[key]) for lr, key in pairs]
+                cell_runs = [_run(lr, results[key], proto.eval_every) for lr, key in pairs]
                 keys.update(planned_cell.keys)
                 best = _select(cell_runs, proto)
                 values[f"acc_{cell.name}"] = _reported(best, proto)
@@ -425,7 +425,7 @@ class Evaluator:
                 for planned_round in planned.rounds:
                     cell = planned_round.cells[cell_name]
                     pairs = zip(cell.learning_rates, cell.keys, strict=True)
-                    runs = [_run(lr, results[key]) for lr, key in pairs]
+                    runs = [_run(lr, results[key], proto.eval_every) for lr, key in pairs]
                     per_round.append(_reported(_select(runs, proto), proto))
                     keys.extend(cell.keys)
                 published = self.published().lookup(info.name, model, proto.name, ipc)
@@ -634,8 +634,12 @@ def _check_buildable(protocol: Protocol, info: DatasetInfo) -> None:
             create_model(model, info.channels, info.num_classes, info.size)
 
 
-def _run(lr: float, result: JobResult) -> Run:
-    best = max(acc for _, acc in result.curve)
+def _run(lr: float, result: JobResult, every: int) -> Run:
+    """A trained job as a candidate for selection. Its best test accuracy is taken, as DD-Ranking's loops
+    test, at the epochs that are multiples of ``every`` (so the final epoch only when it is one), or
+    at the final epoch when the run is shorter than ``every``."""
+    tested = [acc for epoch, acc in result.curve if epoch % every == 0]
+    best = max(tested) if tested else result.curve[-1][1]
     return Run(lr, result.test_acc, result.val_acc, best, result.diverged, result.diverged_epoch)
 
 

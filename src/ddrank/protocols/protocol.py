@@ -651,6 +651,21 @@ def derived_deviations(protocol: Protocol) -> list[Deviation]:
                     "originals",
                 )
             )
+    if protocol.selection == "reference":
+        runs = [("num_epochs", protocol.epochs), ("full_data.epochs", protocol.full_data.epochs)]
+        for key, epochs in runs:
+            if epochs < protocol.eval_every:
+                found.append(
+                    deviation(
+                        key,
+                        f"{epochs} epochs, under the test interval of {protocol.eval_every}: never tested, "
+                        "best accuracy 0",
+                        "the final epoch's test accuracy",
+                        "DD-Ranking tests every test_interval epochs only, so a shorter run reports its "
+                        "initial best of 0; ddrank tests the final epoch",
+                        kind="repaired",
+                    )
+                )
     size = _image_size(protocol.dataset)
     for name in dict.fromkeys((protocol.model, *labels.teachers)):
         found += _model_deviations(name, size)
