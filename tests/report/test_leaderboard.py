@@ -178,9 +178,17 @@ def test_rank_stability_drops_when_rounds_disagree():
     assert rows[0]["stability_tau"] < 1.0 and rows[0]["stability_min_tau"] == -1.0
 
 
-def test_rank_stability_is_omitted_when_round_counts_differ():
+def test_rank_stability_pairs_rounds_by_seed_and_needs_two_shared_seeds():
     rows = build_leaderboard([evaluation("a", 0.8), evaluation("b", 0.7, seeds=SEEDS[:3])])
-    assert [r["stability_tau"] for r in rows] == [None, None]
+    assert [r["stability_tau"] for r in rows] == [pytest.approx(1.0)] * 2  # over the 3 shared seeds
+    disjoint = [evaluation("a", 0.8, seeds=SEEDS[:2]), evaluation("b", 0.7, seeds=SEEDS[2:4])]
+    assert [r["stability_tau"] for r in build_leaderboard(disjoint)] == [None, None]
+    # Round r of one method and round r of the other are different seeds here: paired by index, every
+    # round would disagree; paired by seed, every round agrees.
+    a = evaluation("a", [0.80, 0.70, 0.90], seeds=SEEDS[:3])
+    b = evaluation("b", [0.65, 0.85, 0.75], seeds=[SEEDS[1], SEEDS[2], SEEDS[0]])
+    first = build_leaderboard([a, b])[0]
+    assert first["stability_tau"] == pytest.approx(1.0) and first["stability_min_tau"] == pytest.approx(1.0)
 
 
 def test_newest_evaluation_of_a_method_wins(tmp_path):

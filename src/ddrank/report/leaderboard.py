@@ -261,18 +261,24 @@ def _rank(rows: list[dict[str, Any]], definition: MetricDefinition) -> None:
         row["rank"] = rows[i - 1]["rank"] if tied else i + 1
 
 
-def _stability(rows: list[dict[str, Any]], per_round: list[list[float]]) -> None:
-    """Kendall tau of each round's ranking against the overall one, when every method has the same rounds."""
-    lengths = {len(values) for values in per_round}
-    if len(rows) < 2 or len(lengths) != 1 or lengths.pop() < 2:
+def _stability(rows: list[dict[str, Any]], by_seed: list[dict[int, float]]) -> None:
+    """Kendall tau of each round's ranking against the overall one, rounds paired by seed: over the seeds
+    every method ran (at least two), so a round's ranking compares methods trained on the same seed."""
+    shared = sorted(set.intersection(*(set(values) for values in by_seed))) if by_seed else []
+    if len(rows) < 2 or len(shared) < 2:
         return
     scores = {
-        f"{i}:{row['method']}": values for i, (row, values) in enumerate(zip(rows, per_round, strict=True))
+        f"{i}:{row['method']}": [values[seed] for seed in shared]
+        for i, (row, values) in enumerate(zip(rows, by_seed, strict=True))
     }
     stability = rank_stability(scores)
     for row in rows:
         row["stability_tau"] = _number(stability["mean_tau"])
         row["stability_min_tau"] = _number(stability["min_tau"])
+
+
+def _values_by_seed(evaluation: Evaluation, field: str) -> dict[int, float]:
+    return {r.seed: float(r.values[field]) for r in evaluation.rounds if r.values.get(field) is not None}
 
 
 def build_leaderboard(
@@ -306,7 +312,7 @@ def build_leaderboard(
         for row, found in zip(rows, groups[key], strict=True):
             most = max(len(e.rounds) for e in found)
             row["earlier_rounds"] = most if most > row["rounds"] else None
-        _stability(rows, [e.per_round(definition.score.field) for e in latest])
+        _stability(rows, [_values_by_seed(e, definition.score.field) for e in latest])
         _rank(rows, definition)
         board += rows
         if history:
