@@ -80,3 +80,9 @@ def test_cpu_step_switches_every_route_and_reports_each_variant():
     ]
     refused = _run("benchmarks/cpu_step.py", "--members", "3")
     assert refused.returncode == 2 and "--members must be at least 4" in refused.stderr
+
+
+def test_dsa_cpu_compares_both_routes_on_equal_outputs():
+    done = _run("benchmarks/dsa_cpu.py", "--members", "3", "--repeat", "1", "--calls", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("(same output)") == 2 and "CIFAR" in done.stdout
