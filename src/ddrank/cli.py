@@ -627,9 +627,9 @@ def _run(argv: Sequence[str] | None, state: dict[str, Any]) -> int:
 
     state["distributed"] = distributed
     state["args"] = args
+    # Tables and layouts fit the terminal, else COLUMNS, else 80 columns (rich's own rule); plain messages
+    # and log lines are never hard-wrapped when piped (see cli_commands._print): one line per message.
     console = Console()
-    if not console.is_terminal:
-        console = Console(width=120)
     world = distributed.init_from_env(getattr(args, "device", None))
     if world.distributed:
         state["prefix"] = f"ddrank (rank {world.rank}): error: "

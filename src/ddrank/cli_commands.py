@@ -14,8 +14,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ddrank.calibration import calibration_warnings
 from ddrank.errors import InputError, one_line, shown
@@ -69,7 +71,8 @@ def warn(line: str) -> None:
 
 
 def _print(console: Console, line: str) -> None:
-    console.print(line, highlight=False, markup=False)
+    """One message as typed: word-wrapped on a terminal, one unbroken line in a pipe or log file."""
+    console.print(line, highlight=False, markup=False, soft_wrap=not console.is_terminal)
 
 
 def _show(console: Console, renderable: Any) -> None:
@@ -79,8 +82,7 @@ def _show(console: Console, renderable: Any) -> None:
         return
     from ddrank.report.render import plain_text
 
-    width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else 80
-    console.file.write(plain_text(renderable, width=max(width, 40)))
+    console.file.write(plain_text(renderable, width=max(console.width, 40)))  # COLUMNS, else 80
     console.file.flush()
 
 
@@ -569,9 +571,7 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
         torch.save({"images": syn.images, "labels": syn.labels}, args.out)
     except OSError as exc:
         raise InputError(f"cannot write --out {shown(args.out)}: {exc.strerror or one_line(exc)}") from exc
-    console.print(
-        f"wrote {args.out}: {tuple(syn.images.shape)} normalised images, class-major labels", highlight=False
-    )
+    _print(console, f"wrote {args.out}: {tuple(syn.images.shape)} normalised images, class-major labels")
     return 0
 
 
@@ -586,18 +586,24 @@ def _listing(kind: str, pattern: str | None = None) -> Table:
     def wanted(name: str) -> bool:
         return pattern is None or fnmatch.fnmatch(name.lower(), pattern.lower())
 
-    table = Table(title=kind, title_justify="left")
-    table.add_column("name")
+    # Light rules and no outer edge: the description column gets the width, and every cell is a Text
+    # (shown as typed: "[images, labels]" is never read as rich markup).
+    table = Table(
+        title=kind, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False
+    )
+    table.add_column("name", max_width=26, overflow="fold")
     if kind == "protocols":
-        table.add_column("datasets")
-        table.add_column("description")
+        table.add_column("datasets", max_width=16)
+        table.add_column("description", ratio=1)
         for name in filter(wanted, preset_names()):
             doc = preset(name)
             table.add_row(
-                name, ", ".join(doc.get("datasets", [])), " ".join(doc.get("description", "").split())
+                Text(name),
+                Text(", ".join(doc.get("datasets", []))),
+                Text(" ".join(doc.get("description", "").split())),
             )
         return table
-    table.add_column("description")
+    table.add_column("description", ratio=1)
     rows = {
         "models": describe_models,
         "datasets": lambda: [(e.name, e.description) for e in DATASETS.entries()],
@@ -607,7 +613,7 @@ def _listing(kind: str, pattern: str | None = None) -> Table:
     }[kind]()
     for name, description in rows:
         if wanted(name):
-            table.add_row(name, description)
+            table.add_row(Text(name), Text(description))
     return table
 
 
@@ -616,7 +622,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     if not table.row_count:
         everything = [str(cell) for cell in _listing(args.kind).columns[0].cells]
         raise InputError(f"no {args.kind} match {args.pattern!r} (known: {', '.join(everything)})")
-    console.print(table)
+    _show(console, table)
     return 0
 
 

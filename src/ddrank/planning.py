@@ -280,10 +280,13 @@ def plan_report(run: PlannedRun, world_sizes: Sequence[int], settings: RunSettin
         loads = [shared + sum(e.seconds for e in share) for share in shares]
         total = sum(e.seconds for e in estimates)
         kinds = {k: sum(u.kind == k for u in units) for k in ("ensemble", "loop", "data_parallel")}
+        yield (  # two short lines: each fits 80 columns
+            f"world size {world_size}: estimated wall time {duration(max(loads))}, "
+            f"total work {duration(total)}"
+        )
         yield (
-            f"world size {world_size}: {len(units)} units ({kinds['ensemble']} ensembles, "
-            f"{kinds['loop']} single, {kinds['data_parallel']} data-parallel); estimated wall time "
-            f"{duration(max(loads))} (total work {duration(total)}, idlest rank {duration(min(loads))})"
+            f"  {len(units)} units ({kinds['ensemble']} ensembles, {kinds['loop']} single, "
+            f"{kinds['data_parallel']} data-parallel); idlest rank {duration(min(loads))}"
         )
         if world_size <= 8:
             for rank, (share, load) in enumerate(zip(shares, loads, strict=True)):

@@ -99,7 +99,7 @@ class Reporter(AbstractContextManager["Reporter"]):
 
     def log(self, message: str) -> None:
         """A line for the user (stderr), shown whether or not the bar is drawn."""
-        self.console.print(message, highlight=False, markup=False)
+        self.console.print(message, highlight=False, markup=False, soft_wrap=not self.tty)
 
 
 class Silent(Reporter):

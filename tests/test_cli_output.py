@@ -1,0 +1,74 @@
+"""Terminal output reads well in 80 columns and in a log file: tables fit COLUMNS (80 when piped without
+it), a message or log line is never split, library text is shown as typed (never read as rich markup)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from ddrank.cli import main
+from ddrank.cli_commands import _print
+from ddrank.progress import Reporter
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def widest(text: str) -> int:
+    return max((len(line) for line in text.splitlines()), default=0)
+
+
+@pytest.mark.parametrize("kind", ["models", "protocols", "formats", "baselines", "datasets", "losses"])
+@pytest.mark.parametrize("columns", [None, "80", "60"])
+def test_listings_fit_columns_when_piped(kind, columns, capsys, monkeypatch):
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    code, out, _ = run(capsys, "list", kind)
+    assert code == 0
+    assert widest(out) <= int(columns or 80), out
+
+
+def test_listings_fit_80_columns_on_a_terminal(monkeypatch):
+    from ddrank.cli_commands import _listing, _show
+
+    for kind in ("models", "protocols", "formats", "baselines", "datasets"):
+        buffer = io.StringIO()
+        console = Console(file=buffer, width=80, force_terminal=True, color_system=None)
+        _show(console, _listing(kind))
+        assert widest(buffer.getvalue()) <= 80, kind
+
+
+def test_list_formats_shows_brackets_as_typed(capsys):
+    _, out, _ = run(capsys, "list", "formats")
+    assert "[[images, labels], ...]" in " ".join(out.split())
+
+
+def test_a_piped_message_is_one_line_whatever_its_length():
+    buffer = io.StringIO()
+    line = "removed 3 evaluations " + "x" * 60 + " idlest rank 52.6 s [bold]as typed[/bold]"
+    _print(Console(file=buffer, width=80), line)
+    assert buffer.getvalue() == line + "\n"
+
+
+def test_a_progress_log_line_is_never_split_without_a_terminal():
+    buffer = io.StringIO()
+    with Reporter(enabled=True, console=Console(file=buffer, width=80)) as reporter:
+        reporter.start("training students on cifar10 under protocol dsa at IPC 10", 340)
+        reporter.advance(340)
+        reporter.finished("synthetic · ConvNet-3 · 8 students · lr 0.01")
+    (line,) = buffer.getvalue().splitlines()
+    assert line.endswith(" s") and "340/340 epochs" in line
+
+
+def test_plan_fits_80_columns(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(capsys, "plan", "--ipc", "1", "--world-size", "1,2", "--device", "cpu")
+    assert code == 0 and "world size 2: estimated wall time" in out
+    assert widest(out) <= 80, out
