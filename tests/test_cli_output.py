@@ -72,3 +72,33 @@ def test_plan_fits_80_columns(capsys, monkeypatch):
     code, out, _ = run(capsys, "plan", "--ipc", "1", "--world-size", "1,2", "--device", "cpu")
     assert code == 0 and "world size 2: estimated wall time" in out
     assert widest(out) <= 80, out
+
+
+@pytest.mark.parametrize("protocol, dataset", [("dsa", "cifar10"), ("d4m", "cifar10"), ("sre2l", "cifar100")])
+def test_dry_run_plan_is_readable_in_80_columns_and_json_keeps_the_raw_form(
+    protocol, dataset, capsys, tmp_path
+):
+    out_json = tmp_path / "plan.json"
+    args = ["evaluate", "--dry-run", "--dataset", dataset, "--protocol", protocol, "--ipc", "10"]
+    code, out, _ = run(capsys, *args, "--json", out_json)
+    assert code == 0
+    assert widest(out) <= 80, out
+    assert "{" not in out and "sgd {}" not in out
+    assert "augmentation: " in out and "optimiser: " in out
+    import json
+
+    cells = json.loads(out_json.read_text())["plan"]["cells"]
+    assert all(isinstance(cell["augment"], dict) and isinstance(cell["schedule"], dict) for cell in cells)
+
+
+def test_augmentation_and_schedule_in_words():
+    from ddrank.planning import augment_words, schedule_words
+
+    assert augment_words({"dsa": "color_crop_cutout_flip_scale_rotate"}) == (
+        "DSA color, crop, cutout, flip, scale, rotate"
+    )
+    assert augment_words({}) == "none"
+    flip_cutmix = {"transforms": [{"name": "flip", "p": 0.5}], "cutmix": 1.0}
+    assert augment_words(flip_cutmix) == "flip p=0.5; CutMix β=1"
+    assert schedule_words({}) == "step ×0.1 at 50%"
+    assert schedule_words({"kind": "cosine", "period": 2.0}) == "cosine schedule period 2"

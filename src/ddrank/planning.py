@@ -387,35 +387,89 @@ def dry_run(settings: RunSettings, syn: SyntheticSet | None = None, method: str 
     }
 
 
-def dry_run_lines(report: dict) -> Iterator[str]:
-    """The dry-run report for a terminal, one fact per line."""
+def dry_run_lines(report: dict, width: int = 80) -> Iterator[str]:
+    """The dry-run report for a terminal, one fact per line and each cell on a few short lines (wrapped
+    at ``width``), with augmentation, optimiser and schedule in words; ``--json`` keeps the raw form."""
     proto = report["protocol"]
     reference = report["reference_source"] or "no published reference"
-    yield (
-        f"protocol {proto['name']} ({report['fidelity']}, hash {proto['content_hash']}) · "
-        f"{report['dataset']} · IPC {report['ipc']} · {report['metric']} · {report['rounds']} rounds"
-    )
-    yield f"reproduces: {reference}"
+    yield f"protocol {proto['name']} ({report['fidelity']}, hash {proto['content_hash']})"
+    yield f"  {report['dataset']} · IPC {report['ipc']} · {report['metric']} · {report['rounds']} rounds"
+    yield from _wrapped(f"reproduces: {reference}", width)
     full = report["full_data"]
     if full["source"] is not None:
         shown = "trained" if full["accuracy"] is None else f"{full['accuracy']:g}"
-        yield f"acc(real, hard): {shown} ({full['source']})"
+        yield from _wrapped(f"acc(real, hard): {shown} ({full['source']})", width)
     yield f"deviations: {len(report['deviations'])} (listed on stderr)"
     yield f"plan: {report['plan']['jobs']} jobs"
     for cell in report["plan"]["cells"]:
-        extras = []
-        if cell["checkpoints"]:
-            every = cell["checkpoints"][0]
-            extras.append(f"test checkpoints every {every} epochs")
-        if cell["test_transforms"]:
-            extras.append("test transforms " + json.dumps(cell["test_transforms"]))
-        if cell["random_data"]:
-            extras.append(f"random data as {cell['random_data']}")
         lrs = ", ".join(f"{lr:g}" for lr in cell["learning_rates"])
-        augment = json.dumps(cell["augment"]) if cell["augment"] else "no augmentation"
-        yield (
+        yield from _wrapped(
             f"  {cell['cell']} ({cell['set']}, {cell['variant']}): {cell['model']}, labels {cell['labels']} "
-            f"({cell['loss']}), {augment}, {cell['optimizer']} {json.dumps(cell['schedule'])}, "
-            f"{cell['epochs']} epochs, batch {cell['batch_size']}, lr [{lrs}], {cell['selection']}"
-            + ("; " + "; ".join(extras) if extras else "")
+            f"({cell['loss']}), {cell['epochs']} epochs, batch {cell['batch_size']}",
+            width,
         )
+        details = [
+            f"augmentation: {augment_words(cell['augment'])}",
+            f"optimiser: {OPTIMISERS.get(cell['optimizer'], cell['optimizer'])}, "
+            f"{schedule_words(cell['schedule'])}, lr {lrs}",
+            f"selection: {cell['selection']}",
+        ]
+        if cell["checkpoints"]:
+            details.append(f"test checkpoints every {cell['checkpoints'][0]} epochs")
+        if cell["test_transforms"]:
+            details.append("test transforms: " + ", ".join(map(_step_words, cell["test_transforms"])))
+        if cell["random_data"]:
+            details.append(f"random data as {cell['random_data']}")
+        for detail in details:
+            yield from _wrapped("    " + detail, width, indent="      ")
+
+
+OPTIMISERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+
+
+def _wrapped(line: str, width: int, indent: str = "    ") -> Iterator[str]:
+    import textwrap
+
+    if len(line) <= width:
+        yield line
+        return
+    yield from textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False)
+
+
+def _step_words(step: dict) -> str:
+    """A transform step ({name: random_resized_crop, scale: [0.08, 1]}) as "random resized crop
+    scale=[0.08, 1]"."""
+    values = [f"{k}={json.dumps(v)}" for k, v in step.items() if k != "name"]
+    return " ".join([str(step.get("name", "?")).replace("_", " "), *values])
+
+
+def augment_words(augment: dict) -> str:
+    """An augmentation (the non-default fields of an AugmentSpec) in words: "DSA color, crop, ...; CutMix
+    β=1"."""
+    parts = [_step_words(step) for step in augment.get("transforms", ())]
+    if augment.get("dsa"):
+        mode = augment.get("dsa_mode", "S")
+        parts.append("DSA " + ", ".join(augment["dsa"].split("_")) + (" (mode M)" if mode == "M" else ""))
+    mix = ""
+    if augment.get("mixup") is not None:
+        mix = f"Mixup α={augment['mixup']:g}"
+    elif augment.get("cutmix") is not None:
+        mix = f"CutMix β={augment['cutmix']:g}"
+    if mix and augment.get("mix_prob", 1.0) != 1.0:
+        mix += f" with probability {augment['mix_prob']:g}"
+    text = "; ".join(part for part in (", ".join(parts), mix) if part)
+    return text or "none"
+
+
+def schedule_words(schedule: dict) -> str:
+    """A schedule (the non-default fields of a ScheduleSpec) in words: "step ×0.1 at 50%" (of the epochs)."""
+    kind = schedule.get("kind", "step")
+    if kind == "constant":
+        return "constant lr"
+    if kind == "cosine":
+        period, horizon = schedule.get("period", 1.0), schedule.get("horizon")
+        extra = [f"period {period:g}" if period != 1.0 else "", f"over {horizon} epochs" if horizon else ""]
+        return " ".join(["cosine schedule", *filter(None, extra)])
+    milestones = schedule.get("milestones", (0.5,))
+    at = ", ".join(f"{100 * m:g}%" for m in milestones)
+    return f"step ×{schedule.get('gamma', 0.1):g} at {at}"
