@@ -415,7 +415,8 @@ def test_protocol_show_prints_the_hash_and_the_resolved_fields(capsys):
     expected = load_protocol("dsa", dataset="cifar10")
     header, body = out.split("\n", 1)
     assert header == f"# dsa v1, fidelity honest, hash {expected.content_hash()}"
-    assert body.startswith(f"# reproduces: {expected.reference_source}\n")
+    comments = " ".join(line[2:] for line in body.splitlines() if line.startswith("# "))  # wrapped at 80
+    assert body.startswith("# reproduces: ") and comments == f"reproduces: {expected.reference_source}"
     shown = yaml.safe_load(body)
     assert shown == expected.model_dump(mode="json")
     assert shown["model"] == "ConvNet-3" and shown["dataset"] == "cifar10"

@@ -102,3 +102,21 @@ def test_augmentation_and_schedule_in_words():
     assert augment_words(flip_cutmix) == "flip p=0.5; CutMix β=1"
     assert schedule_words({}) == "step ×0.1 at 50%"
     assert schedule_words({"kind": "cosine", "period": 2.0}) == "cosine schedule period 2"
+
+
+@pytest.mark.parametrize(
+    "name, dataset", [("dsa", "cifar10"), ("d4m", "cifar10"), ("edc", "cifar10"), ("sre2l", "cifar100")]
+)
+def test_protocol_show_is_yaml_that_fits_80_columns_and_loads_back_to_the_protocol(name, dataset, capsys):
+    import yaml
+
+    from ddrank.protocols import load_protocol
+
+    code, out, _ = run(capsys, "protocol", "show", name, "--dataset", dataset)
+    assert code == 0
+    assert widest(out) <= 80, out
+    protocol = load_protocol(name, dataset=dataset)
+    expected = protocol.model_dump(mode="json")
+    expected["reference_source"] = expected["reference_source"] or "no published reference"
+    assert yaml.safe_load(out) == expected
+    assert out.startswith(f"# {protocol.name} v{protocol.version}")

@@ -9,6 +9,7 @@ import fnmatch
 import json
 import os
 import sys
+import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -627,8 +628,6 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_protocol_show(args: argparse.Namespace, console: Console) -> int:
-    import yaml
-
     from ddrank.data.real import dataset_info
     from ddrank.protocols import load_protocol
 
@@ -637,12 +636,30 @@ def cmd_protocol_show(args: argparse.Namespace, console: Console) -> int:
     _print(
         console, f"# {proto.name} v{proto.version}, fidelity {proto.fidelity}, hash {proto.content_hash()}"
     )
-    _print(console, f"# reproduces: {proto.reference_source or 'no published reference'}")
+    for line in textwrap.wrap(f"reproduces: {proto.reference_source or 'no published reference'}", 78):
+        _print(console, f"# {line}")
     shown = proto.model_dump(mode="json")
     if shown["reference_source"] is None:
         shown["reference_source"] = "no published reference"
-    console.print(yaml.safe_dump(shown, sort_keys=False), highlight=False, markup=False, soft_wrap=True)
+    console.print(folded_yaml(shown), highlight=False, markup=False, soft_wrap=True, end="")
     return 0
+
+
+def folded_yaml(document: Any, columns: int = 80) -> str:
+    """``document`` as YAML whose long strings fold so that every line fits ``columns`` where a fold can
+    (a single long word cannot); it loads back to the same document. PyYAML folds only after passing its
+    best width, so the widest best width that fits is chosen."""
+    import yaml
+
+    def dump(width: int) -> str:
+        return yaml.safe_dump(document, sort_keys=False, width=width, allow_unicode=True)
+
+    def widest(text: str) -> int:
+        return max((len(line) for line in text.splitlines()), default=0)
+
+    candidates = [dump(width) for width in range(columns - 2, 39, -4)]
+    fitting = [text for text in candidates if widest(text) <= columns]
+    return fitting[0] if fitting else min(candidates, key=widest)
 
 
 # -- the results store -------------------------------------------------------------------------------
