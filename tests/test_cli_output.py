@@ -120,3 +120,48 @@ def test_protocol_show_is_yaml_that_fits_80_columns_and_loads_back_to_the_protoc
     expected["reference_source"] = expected["reference_source"] or "no published reference"
     assert yaml.safe_load(out) == expected
     assert out.startswith(f"# {protocol.name} v{protocol.version}")
+
+
+def test_deviations_are_one_short_line_each_and_verbose_gives_the_reasons(capsys, tmp_path):
+    import json
+
+    out_json = tmp_path / "plan.json"
+    args = ["evaluate", "--dry-run", "--dataset", "cifar10", "--protocol", "d4m", "--ipc", "10"]
+    code, _, err = run(capsys, *args, "--json", out_json)
+    assert code == 0
+    deviations = json.loads(out_json.read_text())["deviations"]
+    lines = err.splitlines()
+    assert "--verbose" in lines[0] and widest(err) <= 80, err
+    said = [line for line in lines if line.startswith("ddrank: deviation: ")]
+    assert len(said) == len(deviations) == len(lines) - 1
+    for line, deviation in zip(said, deviations, strict=True):
+        effect = "[moves scores" if deviation["moves_score"] else "[same scores"
+        assert line.startswith(f"ddrank: deviation: {deviation['key']} {effect}"), line
+    code, _, err = run(capsys, *args, "--verbose")
+    assert code == 0
+    for deviation in deviations:  # the full text, one unbroken line each
+        assert " ".join(deviation["reason"].split()) in err
+
+
+def test_a_deviation_summary_keeps_what_differs():
+    from ddrank.protocols import Deviation
+
+    full_data = Deviation(
+        key="full_data",
+        source_value="trained: sgd lr 0.01 wd 0.0005, step schedule, 1000 epochs, batch 256",
+        ddrank_value="trained: sgd lr 0.01 wd 0.0005, step schedule, 200 epochs, batch 512",
+        reason="DD-Ranking trains acc(real, hard) for the metric's num_epochs " * 4,
+        moves_score=True,
+    )
+    wide = "full_data [moves scores] …1000 epochs, batch 256 → …200 epochs, batch 512"
+    assert full_data.summary(80) == wide
+    assert full_data.summary(61) == "full_data [moves scores] …1000 epochs… → …200 epochs…"
+    selection = Deviation(
+        key="selection",
+        source_value="selection=reference",
+        ddrank_value="selection=honest",
+        reason="x",
+        moves_score=True,
+    )
+    assert selection.summary() == "selection [moves scores] reference → honest"
+    assert str(selection) == selection.line()

@@ -216,6 +216,9 @@ def _group_flags() -> argparse.ArgumentParser:
     return p
 
 
+VERBOSE_HELP = "print each deviation from the source protocol with its reason (default: one short line each)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ddrank.data.files import DEFAULT_MAX_BYTES, human_bytes
 
@@ -285,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="teacher checkpoint, once per teacher of the protocol, in its order",
     )
+    ev.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     _calibration_flag(ev)
     ev.set_defaults(run=cli_commands.cmd_evaluate)
 
@@ -397,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--teacher-dir", help="folder of teachers laid out as DIR/<dataset>/<model>/ckpt_best.pt"
     )
+    sweep.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     sweep.set_defaults(run=cli_commands.cmd_sweep)
 
     teacher = sub.add_parser("teacher", help="train teacher checkpoints for soft-label protocols")

@@ -261,14 +261,15 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
             **reading,
         )
     if args.dry_run:
-        return _dry_run(console, matrix, syn, method, args.json)
+        return _dry_run(console, matrix, syn, method, args.json, verbose=args.verbose)
     check_store(args)
     store = _store_for(args)
+    notes = DeviationNotes(args.verbose)  # one set of notes across the students of a matrix
     with Reporter(enabled=not args.no_progress) as reporter:
         evaluators = []
         warned: set[str] = set()
         for settings in matrix:
-            evaluator = Evaluator(settings, store=store, reporter=reporter, say=_say_deviation)
+            evaluator = Evaluator(settings, store=store, reporter=reporter, say=notes)
             if smoke is not None:
                 evaluator.extra_provenance["smoke"] = smoke
             validated = evaluator.validate(syn, resize=args.resize, strict=args.strict)  # all before training
@@ -346,21 +347,47 @@ def cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _say_deviation(line: str) -> None:
-    """A deviation of the protocol from its source, on stderr before training."""
-    print("ddrank: deviation: " + " ".join(line.split()), file=sys.stderr)
+DEVIATION = "ddrank: deviation: "
+
+
+class DeviationNotes:
+    """Says each deviation of a protocol from its source once, on stderr before training: one line of
+    at most 80 columns (key, whether it moves scores, source -> ddrank), after a line saying where the
+    reasons are; ``verbose``: the full line with its reason. The stored record and --json keep it all."""
+
+    def __init__(self, verbose: bool = False):
+        self.verbose = verbose
+        self.said: set[str] = set()
+
+    def __call__(self, found: Deviation | str) -> None:
+        line = " ".join(str(found).split())
+        if line in self.said:  # the same deviation under another student of a matrix
+            return
+        if not self.said and not self.verbose:
+            print("ddrank: deviations from the source; --verbose or --json give reasons:", file=sys.stderr)
+        self.said.add(line)
+        if not self.verbose and isinstance(found, Deviation):
+            line = found.summary(80 - len(DEVIATION))
+        print(DEVIATION + line, file=sys.stderr)
 
 
 def _dry_run(
-    console: Console, matrix: list[RunSettings], syn: Any, method: str, json_path: str | None
+    console: Console,
+    matrix: list[RunSettings],
+    syn: Any,
+    method: str,
+    json_path: str | None,
+    *,
+    verbose: bool = False,
 ) -> int:
     """``evaluate --dry-run``: the resolved protocol, deviations and job plan of each settings."""
     from ddrank.planning import dry_run, dry_run_lines
 
     reports = [dry_run(settings, syn, method) for settings in matrix]  # every refusal first
     for report in reports:
+        notes = DeviationNotes(verbose)
         for deviation in report["deviations"]:
-            _say_deviation(Deviation(**deviation).line())
+            notes(Deviation(**deviation))
         for line in dry_run_lines(report):
             console.print(line, highlight=False, markup=False, soft_wrap=True)
     if json_path:
@@ -455,7 +482,8 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
     rows = []
     with Reporter(enabled=not args.no_progress) as reporter:
         for entry in entries:
-            evaluator = Evaluator(entry.settings(base), store=store, reporter=reporter, say=_say_deviation)
+            notes = DeviationNotes(args.verbose)
+            evaluator = Evaluator(entry.settings(base), store=store, reporter=reporter, say=notes)
             validated = evaluator.validate(load_synthetic(entry.images, entry.labels))
             result = evaluator.evaluate_sets({entry.method: validated})[0]
             rows.append(result)

@@ -67,9 +67,9 @@ class Evaluator:
     """Scores synthetic sets on one real dataset under one protocol (resolved per IPC).
 
     ``store`` is where finished jobs are looked up and written (default: memory); a
-    :class:`~ddrank.store.ResultStore` also records every evaluation. ``say`` receives one line per
-    deviation of each protocol after planning and before anything trains (the command line prints
-    them on stderr).
+    :class:`~ddrank.store.ResultStore` also records every evaluation. ``say`` receives each
+    :class:`~ddrank.protocols.Deviation` of each protocol after planning and before anything trains
+    (``str()`` of one is its full line; the command line prints a one-line summary on stderr).
     """
 
     def __init__(
@@ -78,7 +78,7 @@ class Evaluator:
         *,
         store: JobCache | None = None,
         reporter: Reporter | None = None,
-        say: Callable[[str], None] | None = None,
+        say: Callable[[Deviation], None] | None = None,
     ):
         self.settings = settings
         self.say = say
@@ -272,7 +272,7 @@ class Evaluator:
                 if plan.protocol.content_hash() not in said:
                     said.add(plan.protocol.content_hash())
                     for found in self.deviations(plan.protocol):
-                        self.say(found.line())
+                        self.say(found)
         results = run_jobs(
             jobs,
             data,

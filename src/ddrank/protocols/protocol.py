@@ -82,6 +82,64 @@ class Deviation(_Spec):
             f"{self.key}: source {self.source_value} -> ddrank {self.ddrank_value} [{effect}]: {self.reason}"
         )
 
+    def __str__(self) -> str:
+        return self.line()
+
+    def summary(self, width: int = 60) -> str:
+        """At most ``width`` characters (where the key allows): the key, whether it moves scores, and
+        source → ddrank, long values cut to what differs; :meth:`line` adds the reason."""
+        effect = "moves scores" if self.moves_score else "same scores"
+        head = f"{self.key} [{effect}{', ' + self.kind if self.kind in ('ignored', 'note') else ''}]"
+        if self.kind in ("ignored", "note"):
+            return head + " " + _cut(" ".join(self.source_value.split()), width - len(head) - 1)
+        source, ddrank = _differing(" ".join(self.source_value.split()), " ".join(self.ddrank_value.split()))
+        for value in (source, ddrank):  # "selection=reference → selection=honest": the key once
+            if not value.startswith(f"{self.key}="):
+                break
+        else:
+            source, ddrank = source[len(self.key) + 1 :], ddrank[len(self.key) + 1 :]
+        room = width - len(head) - len(" ") - len(" → ")
+        if len(source) + len(ddrank) > room:  # asides in parentheses go first, then words from the end
+            source, ddrank = _without_asides(source), _without_asides(ddrank)
+        if len(source) + len(ddrank) > room:
+            if len(source) <= room // 2:
+                ddrank = _cut(ddrank, room - len(source))
+            elif len(ddrank) <= room // 2:
+                source = _cut(source, room - len(ddrank))
+            else:
+                source, ddrank = _cut(source, room // 2), _cut(ddrank, room - room // 2)
+        return f"{head} {source} → {ddrank}"
+
+
+def _without_asides(text: str) -> str:
+    """``text`` less its parenthesised asides ("whole batches (per-GPU statistics)" → "whole batches")."""
+    import re
+
+    return " ".join(re.sub(r"\s*\([^()]*\)", "", text).split()) or text
+
+
+def _cut(text: str, room: int) -> str:
+    """``text`` in at most ``room`` characters (at least 8), cut after a word and ending in "…"."""
+    room = max(room, 8)
+    if len(text) <= room:
+        return text
+    cut = text[: room - 1]
+    if " " in cut.strip():
+        cut = cut[: cut.rindex(" ")] if text[room - 1] != " " else cut
+    return cut.rstrip(" ,;:(") + "…"
+
+
+def _differing(source: str, ddrank: str) -> tuple[str, str]:
+    """The comma-separated parts of two values that differ ("sgd, 1000 epochs" and "sgd, 200 epochs" give
+    "…1000 epochs" and "…200 epochs"); the values themselves when they share no leading part."""
+    a, b = source.split(", "), ddrank.split(", ")
+    same = 0
+    while same < min(len(a), len(b)) - 1 and a[same] == b[same]:
+        same += 1
+    if same == 0:
+        return source, ddrank
+    return "…" + ", ".join(a[same:]), "…" + ", ".join(b[same:])
+
 
 def shown(value: Any) -> str:
     """A compact one-line rendering of a configuration value."""
