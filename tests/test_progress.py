@@ -43,3 +43,30 @@ def test_disabled_progress_prints_nothing_but_logs():
         reporter.finished("real · MLP · 1 student")
         reporter.log("done [in] 1 s")
     assert out.getvalue() == "done [in] 1 s\n"
+
+
+def test_without_a_terminal_long_work_logs_a_line_every_few_seconds(monkeypatch):
+    out = io.StringIO()
+    with Reporter(enabled=True, console=Console(file=out, width=80), every=0.0) as reporter:
+        reporter.start("training a ConvNet-3 teacher on cifar10", 3)
+        reporter.describe("real · ConvNet-3 · 1 student")
+        for _ in range(3):
+            reporter.advance()
+    lines = out.getvalue().splitlines()
+    assert [line.split(" · ")[3] for line in lines] == ["1/3 epochs", "2/3 epochs", "3/3 epochs"]
+    assert lines[0].startswith("training a ConvNet-3 teacher on cifar10: real · ConvNet-3 · 1 student · ")
+    assert "ETA" in lines[0] and "ETA" not in lines[2]
+    out = io.StringIO()
+    with Reporter(enabled=True, console=Console(file=out, width=80), every=3600.0) as reporter:
+        reporter.start("training students", 100, unit="iterations")
+        reporter.advance(50)
+    assert out.getvalue() == ""  # not yet due
+
+
+def test_dm_reports_each_matching_iteration():
+    from ddrank.baselines import distribution_matching
+    from ddrank.data.real import load_real
+
+    calls: list[int] = []
+    distribution_matching(load_real("digits"), 1, 0, iterations=2, progress=calls.append)
+    assert calls == [1, 1]

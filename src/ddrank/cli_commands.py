@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import errno
 import fnmatch
+import inspect
 import json
 import os
 import sys
@@ -594,7 +595,17 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
 
     check_output(args.out, "--out")
     real = load_real(args.dataset, args.data_root)
-    syn = generate(args.method, real, args.ipc, seed=args.seed)
+    from ddrank.baselines import BASELINES
+    from ddrank.progress import Reporter
+
+    generator = BASELINES.get(args.method)
+    with Reporter(enabled=not args.no_progress) as reporter:
+        options: dict[str, Any] = {}
+        if "progress" in inspect.signature(generator).parameters:  # dm: hundreds of matching iterations
+            total = inspect.signature(generator).parameters["iterations"].default
+            reporter.start(f"baseline {BASELINES.canonical(args.method)}", total, unit="iterations")
+            options["progress"] = reporter.advance
+        syn = generate(args.method, real, args.ipc, seed=args.seed, **options)
     try:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"images": syn.images, "labels": syn.labels}, args.out)

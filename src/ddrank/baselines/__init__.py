@@ -122,8 +122,15 @@ DM_WIDTH = 64
 @BASELINES.register(
     "dm", description="Distribution matching (Zhao & Bilen) with randomly initialised ConvNets"
 )
-def distribution_matching(real: RealData, ipc: int, seed: int, iterations: int = DM_ITERATIONS) -> Tensor:
-    """Match per-class mean embeddings of real and synthetic images under fresh random ConvNets.
+def distribution_matching(
+    real: RealData,
+    ipc: int,
+    seed: int,
+    iterations: int = DM_ITERATIONS,
+    progress: Callable[[int], None] | None = None,
+) -> Tensor:
+    """Match per-class mean embeddings of real and synthetic images under fresh random ConvNets
+    (``progress`` is called with 1 after each iteration).
 
     Classes are batched as members of one DSA call, so class c's real and synthetic images share
     augmentation parameters (the siamese part of DSA) and every class is embedded in one pass.
@@ -163,6 +170,8 @@ def distribution_matching(real: RealData, ipc: int, seed: int, iterations: int =
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if progress is not None:
+            progress(1)
     return syn.detach()
 
 
