@@ -102,9 +102,9 @@ class Deviation(_Spec):
         if len(source) + len(ddrank) > room:  # asides in parentheses go first, then words from the end
             source, ddrank = _without_asides(source), _without_asides(ddrank)
         if len(source) + len(ddrank) > room:
-            if len(source) <= room // 2:
+            if len(source) <= min(len(ddrank), room // 2 + 2):  # the shorter whole, the longer cut
                 ddrank = _cut(ddrank, room - len(source))
-            elif len(ddrank) <= room // 2:
+            elif len(ddrank) <= room // 2 + 2:
                 source = _cut(source, room - len(ddrank))
             else:
                 source, ddrank = _cut(source, room // 2), _cut(ddrank, room - room // 2)
@@ -124,8 +124,8 @@ def _cut(text: str, room: int) -> str:
     if len(text) <= room:
         return text
     cut = text[: room - 1]
-    if " " in cut.strip():
-        cut = cut[: cut.rindex(" ")] if text[room - 1] != " " else cut
+    if text[room - 1] != " " and " " in cut[2 * room // 3 :]:  # after a word, unless that loses a third
+        cut = cut[: cut.rindex(" ")]
     return cut.rstrip(" ,;:(") + "…"
 
 
