@@ -31,13 +31,49 @@ from ddrank.settings import RunSettings, SettingError
 from ddrank.store import ResultStore, StoreError
 
 
-def check_output(path: str | None, flag: str) -> None:
+def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file (a symlink, a hard link or another spelling included)."""
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, ValueError):
+        return False
+
+
+def store_path(args: argparse.Namespace) -> Path | None:
+    """The results store a command reads or writes (--store, else the cache's); None with --no-store."""
+    from ddrank.paths import cache_dir
+
+    if getattr(args, "no_store", False):
+        return None
+    store = getattr(args, "store", None)
+    return Path(store) if store else cache_dir() / "results.sqlite"
+
+
+def check_output(
+    path: str | None, flag: str, *, store: str | os.PathLike[str] | None = None, **inputs: Any
+) -> None:
     """Refuse an output path that cannot be written (a folder, a folder that is a file, no permission),
-    before anything trains."""
+    or that is the results ``store`` or one of the command's ``inputs`` (flag name: path or paths; the
+    flag is written ``--name-with-dashes``), before anything trains."""
     if path is None:
         return
     target = Path(path)
     where = f"{flag} {shown(path)}"
+    if store is not None and _same_file(target, store):
+        raise InputError(
+            f"{where} is the results store ({shown(store)}); writing it would destroy the store; "
+            "give another path"
+        )
+    for name, given in inputs.items():
+        option = name if name.startswith("-") else "--" + name.replace("_", "-")
+        for other in given if isinstance(given, list | tuple) else [given]:
+            if other is not None and _same_file(target, other):
+                raise InputError(
+                    f"{where} is the same file as {option} {shown(other)}; writing it would destroy that "
+                    "input; give another path"
+                )
     if target.is_dir():
         raise InputError(f"{where} is a folder; give a file path")
     parent = target.parent
@@ -242,7 +278,17 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
 
     if not args.images and not args.dry_run:
         raise InputError("ddrank evaluate needs --images (the synthetic set), or --dry-run to only plan")
-    check_output(args.json, "--json")
+    check_output(
+        args.json,
+        "--json",
+        store=None if args.dry_run else store_path(args),
+        images=args.images,
+        labels=args.labels,
+        config=args.config,
+        protocol=args.protocol,
+        teacher=args.teacher,
+        calibration=args.calibration,
+    )
     matrix = run_settings(args)
     smoke = None
     if args.epochs is not None or args.quick:
@@ -328,6 +374,9 @@ def cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
     from ddrank.progress import Reporter
 
     ipcs = ipc_list(args.ipc)
+    check_output(
+        args.json, "--json", store=store_path(args), protocol=args.protocol, calibration=args.calibration
+    )
     settings = settings_of(
         dataset=args.dataset,
         data_root=args.data_root,
@@ -404,8 +453,8 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from ddrank.report.leaderboard import build_leaderboard
     from ddrank.report.render import leaderboard_table
 
-    check_output(args.json, "--json")
-    check_output(args.html, "--html")
+    check_output(args.json, "--json", store=store_path(args))
+    check_output(args.html, "--html", store=store_path(args), json=args.json)
     check_store(args)
     run = settings_of(**engine_fields(args))
     settings = DemoSettings(quick=args.quick, soft=not args.hard_only, run=run)
@@ -569,7 +618,7 @@ def cmd_teacher_train(args: argparse.Namespace, console: Console) -> int:
     from ddrank.progress import Reporter
     from ddrank.protocols import load_protocol
 
-    check_output(args.out, "--out")
+    check_output(args.out, "--out", protocol=args.protocol)
     real = load_real(args.dataset, args.data_root)
     recipe = load_protocol(args.protocol or real.info.name, dataset=real.info.name).full_data
     updates = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None}
@@ -726,6 +775,8 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
     from ddrank.report.render import leaderboard_table, render
 
     selection = _selection(args)
+    out = args.out or ("leaderboard.html" if args.format == "html" else None)
+    check_output(out, "--out", store=store_path(args))
     with open_store(args.store, must_exist=True, readonly=True) as store:
         evaluations = recorded_evaluations(store, dataset=args.dataset, ipc=args.ipc)
         source = store.path
@@ -738,14 +789,16 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
         else:  # piped and wide: every column on one line
             print(render(rows, "table", wide=True), end="")
         return 0
-    out = args.out or ("leaderboard.html" if args.format == "html" else None)
     text = render(rows, args.format, wide=args.wide)
     if out is None:
         print(text, end="")
         return 0
     target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write --out {shown(out)}: {exc.strerror or one_line(exc)}") from exc
     _print(console, f"wrote {target.resolve()}")
     return 0
 
@@ -846,7 +899,7 @@ def _group_row(evaluation: Evaluation) -> dict[str, Any]:
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
-    check_output(args.out, "--out")
+    check_output(args.out, "--out", store=store_path(args))
     with open_store(args.store, must_exist=True, readonly=True) as store:
         rows = store.export(args.out)
         jobs, evaluations = store.job_count(), len(store.evaluations())
@@ -858,8 +911,16 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_import(args: argparse.Namespace, console: Console) -> int:
+    from ddrank.store import read_export
+
+    target = store_path(args)
+    if _same_file(args.file, target):
+        raise StoreError(
+            f"{shown(args.file)} is the results store itself; give an export file (ddrank export)"
+        )
+    rows = read_export(args.file)  # the whole file is checked before the store is created or changed
     with open_store(args.store, must_exist=False) as store:
-        jobs, evaluations = store.import_(args.file)
+        jobs, evaluations = store.import_(args.file, rows)
         target = store.path
     _print(
         console, f"imported {jobs} new jobs and {evaluations} new evaluations from {args.file} into {target}"

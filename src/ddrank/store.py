@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import stat
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -547,9 +548,12 @@ class ResultStore:
             ) from exc
         return len(job_rows) + len(evaluation_rows)
 
-    def import_(self, path: str | os.PathLike) -> tuple[int, int]:
-        """Add the exported jobs and evaluations not already stored; returns (new jobs, new evaluations)."""
-        jobs, evaluations = read_export(path)
+    def import_(
+        self, path: str | os.PathLike, rows: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
+    ) -> tuple[int, int]:
+        """Add the exported jobs and evaluations not already stored; returns (new jobs, new evaluations).
+        ``rows``: the file's :func:`read_export`, when the caller has already read it."""
+        jobs, evaluations = read_export(path) if rows is None else rows
         job_params = [encode(row, JOB_FIELDS) for row in jobs]
         evaluation_params = [encode(row, EVALUATION_FIELDS) for row in evaluations]
         identities = [[row[name] for name in EVALUATION_IDENTITY] for row in evaluations]
@@ -658,6 +662,16 @@ def read_export(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[dic
     Files of an older schema are accepted; their rows get the later fields' defaults.
     """
     target = shown(path)
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError as exc:
+        raise StoreError(f"cannot read results export {target}: {exc.strerror or one_line(exc)}") from exc
+    if stat.S_ISDIR(mode):
+        raise StoreError(f"results export {target} is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise StoreError(
+            f"results export {target} is not a regular file (a pipe, socket or device); give a file"
+        )
     try:
         document = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:

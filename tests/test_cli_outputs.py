@@ -1,0 +1,96 @@
+"""Output paths, devices and conflicting flags on the command line: a bad one is refused in one line
+(exit 2) before anything is read, trained or written, and never destroys an input or the store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import ddrank.engine.runner
+import ddrank.evaluation.evaluator
+from ddrank.cli import main
+from ddrank.store import ResultStore
+
+
+def run_cli(capsys, *args: Any) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def refused(code: int, err: str, *fragments: str) -> None:
+    assert code == 2, err
+    assert err.startswith("ddrank: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, f"{fragment!r} not in {err!r}"
+
+
+@pytest.fixture
+def no_training(monkeypatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("training started on bad input")
+
+    monkeypatch.setattr(ddrank.evaluation.evaluator, "run_jobs", refuse)
+    monkeypatch.setattr(ddrank.engine.runner, "run_jobs", refuse)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """A folder holding a synthetic set (set.pt) and a results store (s.sqlite), as the current folder."""
+    monkeypatch.chdir(tmp_path)
+    torch.save({"images": torch.randn(10, 1, 8, 8), "labels": torch.arange(10)}, tmp_path / "set.pt")
+    ResultStore(tmp_path / "s.sqlite").close()
+    return tmp_path
+
+
+def contents(*paths: Path) -> list[bytes]:
+    return [path.read_bytes() for path in paths]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["evaluate", "--images", "set.pt", "--store", "s.sqlite", "--json", "s.sqlite"],
+        ["evaluate", "--images", "set.pt", "--store", "s.sqlite", "--json", "./link.sqlite"],
+        ["evaluate", "--images", "set.pt", "--store", "s.sqlite", "--json", "set.pt"],
+        ["evaluate", "--images", "set.pt", "--store", "s.sqlite", "--json", "link.pt"],
+        ["evaluate", "--images", "set.pt", "--labels", "set.pt", "--no-store", "--json", "set.pt"],
+        ["export", "--store", "s.sqlite", "--out", "s.sqlite"],
+        ["export", "--store", "s.sqlite", "--out", "link.sqlite"],
+        ["leaderboard", "--store", "s.sqlite", "--format", "csv", "--out", "s.sqlite"],
+        ["leaderboard", "--store", "link.sqlite", "--format", "html", "--out", "s.sqlite"],
+        ["import", "s.sqlite", "--store", "link.sqlite"],
+        ["demo", "--store", "s.sqlite", "--html", "s.sqlite"],
+        ["calibrate", "--store", "s.sqlite", "--json", "s.sqlite"],
+    ],
+)
+def test_an_output_over_the_store_or_an_input_is_refused(args, workdir, capsys, no_training):
+    os.symlink("s.sqlite", workdir / "link.sqlite")
+    os.symlink("set.pt", workdir / "link.pt")
+    before = contents(workdir / "s.sqlite", workdir / "set.pt")
+    code, _, err = run_cli(capsys, *args)
+    refused(code, err, "give another path" if args[0] != "import" else "the results store itself")
+    assert contents(workdir / "s.sqlite", workdir / "set.pt") == before
+
+
+def test_the_default_store_is_protected_too(workdir, capsys, no_training, monkeypatch):
+    monkeypatch.setenv("DDRANK_CACHE_DIR", str(workdir))
+    os.rename(workdir / "s.sqlite", workdir / "results.sqlite")
+    code, _, err = run_cli(capsys, "evaluate", "--images", "set.pt", "--json", "results.sqlite")
+    refused(code, err, "--json results.sqlite is the results store")
+
+
+def test_import_refuses_a_pipe_and_creates_no_store_for_a_refused_file(workdir, capsys):
+    os.mkfifo(workdir / "fifo")
+    code, _, err = run_cli(capsys, "import", "fifo", "--store", "new.sqlite")
+    refused(code, err, "not a regular file")
+    (workdir / "bad.json").write_text('{"format": "something else"}')
+    code, _, err = run_cli(capsys, "import", "bad.json", "--store", "new.sqlite")
+    refused(code, err, "not a ddrank results export")
+    code, _, err = run_cli(capsys, "import", ".", "--store", "new.sqlite")
+    refused(code, err, "is a directory, not a file")
+    assert not list(workdir.glob("new.sqlite*"))
