@@ -94,3 +94,76 @@ def test_import_refuses_a_pipe_and_creates_no_store_for_a_refused_file(workdir, 
     code, _, err = run_cli(capsys, "import", ".", "--store", "new.sqlite")
     refused(code, err, "is a directory, not a file")
     assert not list(workdir.glob("new.sqlite*"))
+
+
+@pytest.mark.parametrize("device", ["mps", "meta", "xpu", "vulkan"])
+def test_a_device_ddrank_cannot_train_on_is_refused_before_loading(device, workdir, capsys, no_training):
+    code, _, err = run_cli(capsys, "evaluate", "--images", "set.pt", "--no-store", "--device", device)
+    refused(code, err, f"--device {device!r} is not supported", "cpu or cuda")
+
+
+def test_a_cuda_index_beyond_the_device_count_is_refused(workdir, capsys, no_training, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    code, _, err = run_cli(capsys, "evaluate", "--images", "set.pt", "--no-store", "--device", "cuda:7")
+    refused(code, err, "--device 'cuda:7' does not exist", "2 CUDA device(s), cuda:0 to cuda:1")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["leaderboard", "--store", "s.sqlite", "--format", "html", "--out", "."],
+        ["leaderboard", "--store", "s.sqlite", "--format", "html", "--out", "/proc/x.tex"],
+        ["leaderboard", "--store", "s.sqlite", "--format", "html", "--out", "set.pt/x"],
+        ["baseline", "herding", "--ipc", "1", "--out", "/proc/b.pt"],
+        ["teacher", "train", "--dataset", "digits", "--model", "MLP", "--epochs", "1", "--out", "/proc/t.pt"],
+        ["evaluate", "--images", "set.pt", "--no-store", "--json", "/proc/d.json"],
+        ["evaluate", "--images", "set.pt", "--dry-run", "--json", "/proc/d.json"],
+    ],
+)
+def test_an_unwritable_output_is_refused_before_any_work(args, workdir, capsys, no_training):
+    code, _, err = run_cli(capsys, *args)
+    refused(code, err, args[-2] + " " + args[-1])
+    assert "results store" not in err
+
+
+def test_a_failed_json_write_says_whether_anything_was_stored(workdir, monkeypatch):
+    from ddrank.cli_commands import _write_json
+    from ddrank.errors import InputError
+
+    monkeypatch.setattr(Path, "write_text", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space")))
+    with pytest.raises(InputError, match="nothing was stored"):
+        _write_json("out.json", {}, stored=False)
+    with pytest.raises(InputError, match="the results are in the results store"):
+        _write_json("out.json", {}, stored=True)
+
+
+def test_a_failed_checkpoint_save_is_an_input_error(workdir, capsys, monkeypatch):
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("File /x cannot be opened.")
+
+    monkeypatch.setattr(torch, "save", fail)
+    code, _, err = run_cli(capsys, "baseline", "herding", "--ipc", "1", "--out", "b.pt")
+    refused(code, err, "cannot write --out b.pt")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lr", "nan"], "--lr nan: must be a finite number"),
+        (["--lr", "inf"], "--lr inf: must be a finite number"),
+        (["--lr", "0"], "--lr 0: must be greater than 0"),
+        (["--lr", "-1"], "--lr -1: must be greater than 0"),
+        (["--lr", "100"], "above the sanity bound"),
+        (["--epochs", "100000000"], "exceeds the limit of 10000 epochs"),
+    ],
+)
+def test_teacher_train_checks_epochs_and_lr_as_evaluate_does(flags, message, workdir, capsys, monkeypatch):
+    import ddrank.evaluation.teachers
+
+    monkeypatch.setattr(ddrank.evaluation.teachers, "fit", lambda *a, **k: pytest.fail("trained"))
+    code, _, err = run_cli(
+        capsys, "teacher", "train", "--dataset", "digits", "--model", "MLP", *flags, "--out", "t.pt"
+    )
+    refused(code, err, message)
+    assert not (workdir / "t.pt").exists()

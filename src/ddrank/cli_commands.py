@@ -10,6 +10,7 @@ import inspect
 import json
 import os
 import sys
+import tempfile
 import textwrap
 import time
 from dataclasses import replace
@@ -85,9 +86,19 @@ def check_output(
         raise InputError(f"{where} is not writable; give another path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{where}: folder {shown(parent)} is not writable; give a path in a writable folder")
+    try:  # what access() cannot tell: read-only or virtual file systems (/proc), and root's permissions
+        handle, probe = tempfile.mkstemp(prefix=".ddrank-probe-", dir=parent)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(
+            f"{where}: cannot create files in folder {shown(parent)} ({exc.strerror or one_line(exc)}); "
+            "give a path in a writable folder"
+        ) from None
 
 
-def _write_json(path: str, payload: Any, flag: str = "--json") -> None:
+def _write_json(path: str, payload: Any, flag: str = "--json", *, stored: bool = True) -> None:
+    """Write ``payload`` to ``path``; a failure says whether the results were ``stored`` in the store."""
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
     try:
@@ -98,8 +109,12 @@ def _write_json(path: str, payload: Any, flag: str = "--json") -> None:
         tmp.unlink(missing_ok=True)
         full = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
         raise InputError(
-            f"cannot write {flag} {shown(path)}{full}: {exc.strerror or one_line(exc)}; the results are in "
-            "the results store (ddrank export writes them out)"
+            f"cannot write {flag} {shown(path)}{full}: {exc.strerror or one_line(exc)}"
+            + (
+                "; the results are in the results store (ddrank export writes them out)"
+                if stored
+                else "; nothing was stored (--no-store or --dry-run): rerun with a writable path"
+            )
         ) from exc
 
 
@@ -340,7 +355,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     report_divergence(results)
     reporter.log(f"done in {time.perf_counter() - started:.1f} s")
     if args.json:
-        _write_json(args.json, evaluations_document(results))
+        _write_json(args.json, evaluations_document(results), stored=store is not None)
         reporter.log(f"wrote {args.json}")
     return 0
 
@@ -392,7 +407,7 @@ def cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
     for line in calibration.lines(width=80):
         _print(console, line)
     if args.json:
-        _write_json(args.json, calibration.to_dict())
+        _write_json(args.json, calibration.to_dict(), stored=store is not None)
         reporter.log(f"wrote {args.json}")
     return 0
 
@@ -441,7 +456,7 @@ def _dry_run(
         for line in dry_run_lines(report):
             console.print(line, highlight=False, markup=False, soft_wrap=True)
     if json_path:
-        _write_json(json_path, reports[0] if len(reports) == 1 else reports)
+        _write_json(json_path, reports[0] if len(reports) == 1 else reports, stored=False)
         _print(console, f"wrote {json_path}")
     return 0
 
@@ -479,7 +494,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
         html_path.write_text(render_html(board, title="ddrank demo · digits"), encoding="utf-8")
         _print(console, f"leaderboard: {html_path.resolve()}")
     if args.json:
-        _write_json(args.json, evaluations_document(rows))
+        _write_json(args.json, evaluations_document(rows), stored=store is not None)
         _print(console, f"wrote {args.json}")
     return 0
 
@@ -612,6 +627,25 @@ def _without_stored_jobs(run: Any, path: str | None, console: Console) -> Any:
 # -- teachers, baselines, listings -----------------------------------------------------------------
 
 
+def _recipe_with(recipe: Any, **flags: Any) -> Any:
+    """``recipe`` with the given --epochs / --lr, checked as a protocol's values are (a positive, finite
+    learning rate within the sanity bound; epochs within the limit)."""
+    from pydantic import ValidationError
+
+    updates = {name: value for name, value in flags.items() if value is not None}
+    if not updates:
+        return recipe
+    try:
+        return type(recipe).model_validate(recipe.model_dump() | updates)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else next(iter(updates))
+        reason = str(error["msg"]).removeprefix("Value error, ").replace("Input should be", "must be")
+        value = updates.get(name)
+        shown_value = f"{value:g}" if isinstance(value, float) else str(value)
+        raise InputError(f"--{name.replace('_', '-')} {shown_value}: {reason}") from None
+
+
 def cmd_teacher_train(args: argparse.Namespace, console: Console) -> int:
     from ddrank.data.real import load_real
     from ddrank.evaluation.teachers import train_teacher
@@ -619,11 +653,10 @@ def cmd_teacher_train(args: argparse.Namespace, console: Console) -> int:
     from ddrank.protocols import load_protocol
 
     check_output(args.out, "--out", protocol=args.protocol)
+    device = settings_of(device=args.device).torch_device  # checked: a torch device that is available
     real = load_real(args.dataset, args.data_root)
     recipe = load_protocol(args.protocol or real.info.name, dataset=real.info.name).full_data
-    updates = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None}
-    recipe = recipe.model_copy(update=updates)
-    device = settings_of(device=args.device).torch_device  # checked: a torch device that is available
+    recipe = _recipe_with(recipe, epochs=args.epochs, lr=args.lr)
     with Reporter(enabled=not args.no_progress) as reporter:
         trained = train_teacher(
             real, args.model, recipe, args.out, seed=args.seed, device=device, reporter=reporter
@@ -658,8 +691,9 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
     try:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"images": syn.images, "labels": syn.labels}, args.out)
-    except OSError as exc:
-        raise InputError(f"cannot write --out {shown(args.out)}: {exc.strerror or one_line(exc)}") from exc
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed open as a RuntimeError
+        message = getattr(exc, "strerror", None) or one_line(exc)
+        raise InputError(f"cannot write --out {shown(args.out)}: {message}") from exc
     _print(console, f"wrote {args.out}: {tuple(syn.images.shape)} normalised images, class-major labels")
     return 0
 

@@ -211,8 +211,20 @@ class RunSettings(BaseModel):
         if value is None:
             return None
         device = resolve_device(value)
+        if device.type not in ("cpu", "cuda"):
+            raise SettingError(
+                "device", f"{str(value)!r} is not supported: ddrank trains on cpu or cuda (cuda:1, ...)"
+            )
         if device.type == "cuda" and not torch.cuda.is_available():
             raise SettingError("device", f"{str(value)!r} was asked for but CUDA is not available; use cpu")
+        if device.type == "cuda" and device.index is not None:
+            count = torch.cuda.device_count()
+            if device.index >= count:
+                raise SettingError(
+                    "device",
+                    f"{str(value)!r} does not exist: this machine has {count} CUDA device(s), "
+                    f"cuda:0 to cuda:{count - 1}",
+                )
         return str(value)
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ import torch
 
 from ddrank import __version__
 from ddrank.data.real import RealData, normalize
+from ddrank.errors import InputError, one_line, shown
 from ddrank.engine.common import fit
 from ddrank.engine.job import EvalSet, RunData, TrainingSet, TrainJob, TrainSpec
 from ddrank.engine.loop import LoopTrainer
@@ -77,8 +78,12 @@ def train_teacher(
         "ddrank_version": __version__,
     }
     tmp = out.with_name(out.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(out)
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(out)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed open as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write the teacher checkpoint {shown(out)}: {one_line(exc)}") from exc
     return TrainedTeacher(out, name, result.test_acc)
 
 
