@@ -12,10 +12,10 @@ import torch
 
 from ddrank import __version__
 from ddrank.data.real import RealData, normalize
-from ddrank.errors import InputError, one_line, shown
 from ddrank.engine.common import fit
 from ddrank.engine.job import EvalSet, RunData, TrainingSet, TrainJob, TrainSpec
 from ddrank.engine.loop import LoopTrainer
+from ddrank.errors import InputError, one_line, shown
 from ddrank.fingerprint import fingerprint
 from ddrank.labels.teachers import CHECKPOINT_NAME, TeacherEnsemble, load_teacher, resolve_teachers
 from ddrank.models import canonical_model_name
