@@ -167,3 +167,20 @@ def test_teacher_train_checks_epochs_and_lr_as_evaluate_does(flags, message, wor
     )
     refused(code, err, message)
     assert not (workdir / "t.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--no-store", "--store", "x.sqlite"], "argument --store: not allowed with argument --no-store"),
+        (["--quick", "--epochs", "3"], "argument --epochs: not allowed with argument --quick"),
+        (
+            ["--no-store", "--teacher", "set.pt"],
+            "protocol 'digits' trains on hard labels and uses no teacher",
+        ),
+    ],
+)
+def test_conflicting_flags_are_refused(flags, message, workdir, capsys, no_training):
+    code, _, err = run_cli(capsys, "evaluate", "--images", "set.pt", *flags)
+    refused(code, err, message)
+    assert not (workdir / "x.sqlite").exists()

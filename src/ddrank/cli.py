@@ -191,8 +191,9 @@ def _engine_flags() -> argparse.ArgumentParser:
 def _output_flags() -> argparse.ArgumentParser:
     """Where results go: the results store, a JSON file, and the progress bar."""
     p = Parser(add_help=False)
-    p.add_argument("--store", help=STORE_HELP + "; finished jobs are reused, so a rerun resumes")
-    p.add_argument("--no-store", action="store_true", help="keep results in memory only")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--store", help=STORE_HELP + "; finished jobs are reused, so a rerun resumes")
+    where.add_argument("--no-store", action="store_true", help="keep results in memory only")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -260,12 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the image values are (default: the protocol's convention)",
     )
     ev.add_argument("--resize", action="store_true", help="resize images to the dataset's resolution")
-    ev.add_argument(
+    smoke = ev.add_mutually_exclusive_group()
+    smoke.add_argument(
         "--epochs",
         type=count,
         help="smoke run: train every student this many epochs (labelled smoke, never ranked with full runs)",
     )
-    ev.add_argument(
+    smoke.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: a tenth of the protocol's epochs and 2 rounds (labelled smoke, never ranked with "

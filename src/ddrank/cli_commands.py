@@ -332,6 +332,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
         warned: set[str] = set()
         for settings in matrix:
             evaluator = Evaluator(settings, store=store, reporter=reporter, say=notes)
+            _check_teachers_used(evaluator, syn)
             if smoke is not None:
                 evaluator.extra_provenance["smoke"] = smoke
             validated = evaluator.validate(syn, resize=args.resize, strict=args.strict)  # all before training
@@ -358,6 +359,23 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
         _write_json(args.json, evaluations_document(results), stored=store is not None)
         reporter.log(f"wrote {args.json}")
     return 0
+
+
+def _check_teachers_used(evaluator: Any, syn: Any) -> None:
+    """Refuse --teacher under a protocol that labels with no teacher (hard labels)."""
+    settings = evaluator.settings
+    if not settings.teachers:
+        return
+    ipc = settings.ipc
+    if ipc is None and syn is not None:
+        classes = evaluator.info.num_classes
+        ipc = len(syn.images) // classes if len(syn.images) % classes == 0 else None
+    protocol = evaluator.protocol_for(ipc)
+    if protocol.labels.mode == "hard" or not protocol.labels.teachers:
+        raise InputError(
+            f"--teacher was given, but protocol {protocol.name!r} trains on hard labels and uses no "
+            "teacher; drop --teacher or choose a soft-label protocol (ddrank list protocols)"
+        )
 
 
 def ipc_list(text: str) -> list[int]:
