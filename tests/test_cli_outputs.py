@@ -184,3 +184,13 @@ def test_conflicting_flags_are_refused(flags, message, workdir, capsys, no_train
     code, _, err = run_cli(capsys, "evaluate", "--images", "set.pt", *flags)
     refused(code, err, message)
     assert not (workdir / "x.sqlite").exists()
+
+
+@pytest.mark.parametrize("args", [["protocol", "show", "dsa"], ["list", "models"], ["--help"]])
+def test_a_closed_stdout_ends_the_command_quietly_with_exit_0(args, ddrank_processes, tmp_path):
+    processes = ddrank_processes(tmp_path)
+    proc = processes.start(processes.command(*args))
+    proc.stdout.close()  # the reader is gone before anything is printed, as `| head -0` would be
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert err == ""

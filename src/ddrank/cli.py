@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import io
 import os
 import signal
@@ -623,9 +624,30 @@ def _records_jobs(args: argparse.Namespace | None) -> bool:
     return args is not None and args.command in ("evaluate", "demo", "sweep") and not args.no_store
 
 
+def _console_class() -> type[Console]:
+    """rich's Console, except that a closed stdout (``ddrank ... | head``) raises BrokenPipeError, which
+    :func:`main` ends with exit 0 as for any other output, instead of rich's silent exit 1."""
+    from rich.console import Console
+
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    return PipeConsole
+
+
+def _closed_stdout() -> int:
+    """A reader closed stdout (``| head``): what is left to print goes nowhere, and the command succeeds."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
 def _run(argv: Sequence[str] | None, state: dict[str, Any]) -> int:
     """Parse ``argv`` and run its command (``state`` collects the arguments and the error prefix)."""
-    from rich.console import Console
+    Console = _console_class()  # noqa: N806 - the class, as `from rich.console import Console` would name it
 
     try:
         args = build_parser().parse_args(argv)
@@ -672,6 +694,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         _hold_signals(handlers)
         return _stopped(isinstance(exc, Terminated), state["args"])
+    except BrokenPipeError:
+        _hold_signals(handlers)
+        return _closed_stdout()
     except Exception as exc:  # noqa: BLE001 - reported as what it is: ddrank's fault, not the input's
         _hold_signals(handlers)
         if received:  # a signal that interrupted an import or a library surfaces as another error
