@@ -487,9 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
         "rm",
         parents=[_group_flags()],
         help="remove recorded evaluations (by id, or every one matching the filters)",
-        description="Remove evaluations from the results store: the ids shown by ddrank leaderboard --all "
-        "--wide, or every evaluation matching --method and the group filters. Asks before removing "
-        "unless --yes. Trained jobs stay cached (later runs reuse them).",
+        description="Remove evaluations from the results store: by id (the id column of ddrank leaderboard "
+        "--all --wide, or evaluation_id in --format csv), or every evaluation matching --method and the "
+        "group filters. Asks before removing unless --yes; answering no removes nothing (exit 0). Trained "
+        "jobs stay cached (later runs reuse them).",
         epilog="examples: ddrank rm 12 15 --yes; ddrank rm --method herding --dataset digits --ipc 10",
     )
     rm.add_argument("ids", nargs="*", type=int, help="evaluation ids to remove")

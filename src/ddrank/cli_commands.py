@@ -937,7 +937,7 @@ def cmd_rm(args: argparse.Namespace, console: Console) -> int:
             answer = input(f"remove {len(chosen)} evaluation(s)? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 _print(console, "nothing removed")
-                return 1
+                return 0
         removed = store.remove_evaluations([e.record_id for e in chosen if e.record_id is not None])
     _print(console, f"removed {removed} evaluation(s); their trained jobs stay cached")
     return 0

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from ddrank.evaluation import Evaluation
+from ddrank.evaluation import Evaluation, recorded_evaluations
 from ddrank.metrics import label_robust_score
 from ddrank.metrics.scores import NEUTRAL_SCORE
 from ddrank.names import default_method
@@ -373,3 +373,23 @@ def test_ars_tables_show_each_accuracy_once_and_every_std_says_its_ddof():
     lrs = build_leaderboard(demo_like())
     assert "sample std, ddof 1" in render(lrs, "latex") and "sample std (ddof 1)" in render(lrs, "paper-md")
     assert "ddof 1" in json.loads(render(lrs, "json"))["units"]
+
+
+def test_every_id_rm_takes_is_in_the_wide_history_and_no_at_the_prompt_exits_0(capsys, tmp_path, monkeypatch):
+    path = tmp_path / "r.sqlite"
+    with ResultStore(path) as store:
+        store.record_evaluation(evaluation("herding", 0.7).to_dict())
+        store.record_evaluation(evaluation("herding", 0.6, seeds=SEEDS[:2]).to_dict())
+        store.record_evaluation(evaluation("dm", 0.8).to_dict())
+        ids = [e.record_id for e in recorded_evaluations(store)]
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run_cli(capsys, "leaderboard", "--store", path, "--all", "--wide")
+    assert code == 0 and re.search(r"protocol +id +notes", out), out
+    shown = re.findall(r"\([0-9a-f]{8}\) +(\d+)\b", out)  # the id after the protocol's hash
+    assert sorted(map(int, shown)) == sorted(ids), out
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    code, out, _ = run_cli(capsys, "rm", str(ids[0]), "--store", path)
+    assert code == 0 and "nothing removed" in out
+    with ResultStore(path) as store:
+        assert len(store.evaluations()) == 3

@@ -98,6 +98,7 @@ def terminal_columns(metric: str, wide: bool = False) -> list[Column]:
     shown.append(Column("rounds", "n", "int"))
     if wide:
         shown += [Column("stability_tau", "rank τ", "tau"), Column("protocol", "protocol", "protocol")]
+        shown.append(Column("evaluation_id", "id", "int"))  # what ddrank rm takes
     shown.append(Column("notes", "notes", "notes"))
     return shown
 
