@@ -194,3 +194,52 @@ def test_a_closed_stdout_ends_the_command_quietly_with_exit_0(args, ddrank_proce
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert err == ""
+
+
+def help_of(capsys, *command: str) -> str:
+    code, out, _ = run_cli(capsys, *command, "--help")
+    assert code == 0
+    return " ".join(out.split())
+
+
+def test_help_texts_are_printed_as_meant(capsys):
+    assert "95% CI" in help_of(capsys, "compare") and "%%" not in help_of(capsys, "compare")
+    for command in (["leaderboard"], ["compare", "a", "b"], ["rm"]):
+        text = help_of(capsys, *command[:1])
+        assert "M (teachers relabel every batch)" in text and "mixed" not in text
+    for command in (["baseline"], ["export"], ["import"], ["protocol"], ["teacher"]):
+        text = help_of(capsys, *command)
+        description = text.split(" options:")[0].split("] ")[-1]
+        assert len(description) > 40, (command, text)
+    for command in (["baseline"], ["teacher", "train"]):
+        assert "--download" in help_of(capsys, *command)
+
+
+@pytest.mark.parametrize("command", [["leaderboard"], ["compare", "a", "b"], ["rm", "--yes"]])
+def test_an_unknown_label_mode_is_refused(command, capsys):
+    code, _, err = run_cli(capsys, *command, "--labels", "soft")
+    refused(code, err, "argument --labels: must be hard, S", "got 'soft'")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["evaluate", "--bogus"],
+        ["teacher", "train", "--dataset", "digits", "--model", "MLP", "--out", "t.pt", "--bogus"],
+        ["protocol", "show", "dsa", "--bogus"],
+    ],
+)
+def test_an_unknown_option_points_to_the_subcommands_help(args, capsys):
+    code, _, err = run_cli(capsys, *args)
+    command = " ".join(a for a in args[:2] if not a.startswith("-") and a != "dsa")
+    refused(code, err, "unrecognized arguments: --bogus", f"see ddrank {command} --help")
+
+
+@pytest.mark.parametrize(
+    "command", [["baseline", "herding", "--ipc", "1"], ["teacher", "train", "--model", "MLP"]]
+)
+def test_a_missing_dataset_suggests_a_download_flag_the_command_has(command, workdir, capsys):
+    code, _, err = run_cli(capsys, *command, "--dataset", "cifar10", "--out", "x.pt")
+    refused(code, err, "pass --download")
+    code, _, err = run_cli(capsys, *command, "--dataset", "cifar10", "--out", "x.pt", "--download", "--zzz")
+    refused(code, err, "unrecognized arguments: --zzz;")  # --download itself is taken

@@ -56,6 +56,16 @@ def count(text: str) -> int:
     return value
 
 
+def label_mode(text: str) -> str:
+    """An argparse type for a label mode: hard, S or M (any case)."""
+    mode = {"hard": "hard", "s": "S", "m": "M"}.get(text.strip().lower())
+    if mode is None:
+        raise argparse.ArgumentTypeError(
+            f"must be hard, S (stored soft labels) or M (teacher relabelling); got {text!r}"
+        )
+    return mode
+
+
 def size(text: str) -> int:
     """An argparse type for a number of bytes: 500000, 64MB, 2GiB (see ddrank.data.files.parse_size)."""
     from ddrank.data.files import parse_size
@@ -207,7 +217,13 @@ def _group_flags() -> argparse.ArgumentParser:
     p.add_argument("--ipc", type=count, help="only this IPC")
     p.add_argument("--protocol", help="only this protocol (its name, or the first 4+ characters of its hash)")
     p.add_argument("--student", help="only this student model")
-    p.add_argument("--labels", help="only this label mode: hard, S (soft) or M (mixed)")
+    p.add_argument(
+        "--labels",
+        type=label_mode,
+        metavar="{hard,S,M}",
+        help="only this label mode: hard, S (soft labels stored with the set) or M (teachers relabel every "
+        "batch)",
+    )
     p.add_argument("--fidelity", choices=("honest", "reference"), help="only this fidelity")
     p.add_argument("--weight", type=float, help="only scores computed with this weight (w of LRS, γ of ARS)")
     p.add_argument(
@@ -345,7 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("pattern", nargs="?", help="only names matching this shell pattern (case-insensitive)")
     ls.set_defaults(run=cli_commands.cmd_list)
 
-    proto = sub.add_parser("protocol", help="inspect protocol presets")
+    proto = sub.add_parser(
+        "protocol",
+        help="inspect protocol presets",
+        description="Inspect protocols: ddrank protocol show NAME prints a preset or protocol YAML resolved "
+        "for a dataset and IPC, with its content hash.",
+    )
     proto_sub = proto.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = proto_sub.add_parser(
         "show",
@@ -361,11 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
     base = sub.add_parser(
         "baseline",
         help="write a reference synthetic set (noise, random, herding, kcenter, dm)",
+        description="Build a reference synthetic set from the real training set (random noise, a random "
+        "real subset, herding, k-center or distribution matching) and write it as a .pt or .npz file that "
+        "ddrank evaluate --images reads.",
         epilog="example: ddrank baseline herding --dataset digits --ipc 10 --out herding.pt",
     )
     base.add_argument("method", help="the baseline (ddrank list baselines)")
     base.add_argument("--dataset", default="digits", help="real dataset to select from (default digits)")
-    base.add_argument("--data-root", help="folder holding the real dataset (not needed for digits)")
+    _data_flags(base)
     base.add_argument("--ipc", type=count, required=True, help="images per class")
     base.add_argument("--seed", type=int, default=0, help="seed of the selection (default 0)")
     base.add_argument("--out", required=True, help="output .pt file (dict with images and labels)")
@@ -408,7 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     sweep.set_defaults(run=cli_commands.cmd_sweep)
 
-    teacher = sub.add_parser("teacher", help="train teacher checkpoints for soft-label protocols")
+    teacher = sub.add_parser(
+        "teacher",
+        help="train teacher checkpoints for soft-label protocols",
+        description="Teachers for soft-label protocols: ddrank teacher train writes a checkpoint trained on "
+        "the whole real training set, laid out as DIR/<dataset>/<model>/ckpt_best.pt for --teacher-dir.",
+    )
     teacher_sub = teacher.add_subparsers(dest="action", required=True, metavar="ACTION")
     train = teacher_sub.add_parser(
         "train",
@@ -419,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out teachers/digits/ConvNet-2-W16/ckpt_best.pt",
     )
     train.add_argument("--dataset", required=True, help="real dataset (ddrank list datasets)")
-    train.add_argument("--data-root", help="folder holding the real dataset (not needed for digits)")
+    _data_flags(train)
     train.add_argument("--model", required=True, help="teacher architecture (ddrank list models)")
     train.add_argument("--protocol", help="take the full-data recipe from this preset")
     train.add_argument("--epochs", type=count, help="override the recipe's epochs")
@@ -472,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[_group_flags()],
         help="paired comparison of two methods over their rounds with the same seeds",
         description="Mean difference A − B of a score over the rounds both methods ran with the same seed, "
-        "with its 95%% CI and the p-value of a paired t-test, within one group (dataset, IPC, protocol, "
+        "with its 95% CI and the p-value of a paired t-test, within one group (dataset, IPC, protocol, "
         "fidelity, labels, student, weight, acc(real) source); when the methods share several groups, the "
         "filters choose one. Rounds that only one method ran are left out, and listed.",
         epilog="example: ddrank compare dm herding --dataset digits --ipc 10 --labels hard",
@@ -502,6 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser(
         "export",
         help="write every stored job and evaluation to a checksummed JSON file",
+        description="Write every job and evaluation of the results store to one JSON file with a sha256 "
+        "checksum (the store is opened read-only); ddrank import adds such a file to another store.",
         epilog="example: ddrank export --out results-export.json",
     )
     export.add_argument("--out", required=True, help="export file (JSON)")
@@ -511,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp = sub.add_parser(
         "import",
         help="add the jobs and evaluations of an export file to the store",
+        description="Add the jobs and evaluations of a file written by ddrank export to the results store, "
+        "skipping those already there. The whole file is checked (format, schema, checksum) before the "
+        "store is created or changed.",
         epilog="example: ddrank import results-export.json --store merged.sqlite",
     )
     imp.add_argument("file", help="export file written by ddrank export")
@@ -646,12 +680,26 @@ def _closed_stdout() -> int:
     return 0
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)command ``args`` ran: ``ddrank evaluate``, ``ddrank teacher train``, ..."""
+    for name in ("command", "action"):
+        chosen = getattr(args, name, None)
+        subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if chosen is None or not subparsers or chosen not in subparsers[0].choices:
+            break
+        parser = subparsers[0].choices[chosen]
+    return parser
+
+
 def _run(argv: Sequence[str] | None, state: dict[str, Any]) -> int:
     """Parse ``argv`` and run its command (``state`` collects the arguments and the error prefix)."""
     Console = _console_class()  # noqa: N806 - the class, as `from rich.console import Console` would name it
 
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # reported by the command's own parser, so that the hint names its --help
+            _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exc:  # --help, --version, or a usage error already printed as one line
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     from ddrank import distributed  # after parsing: --help and --version import no torch

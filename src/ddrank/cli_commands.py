@@ -672,7 +672,7 @@ def cmd_teacher_train(args: argparse.Namespace, console: Console) -> int:
 
     check_output(args.out, "--out", protocol=args.protocol)
     device = settings_of(device=args.device).torch_device  # checked: a torch device that is available
-    real = load_real(args.dataset, args.data_root)
+    real = load_real(args.dataset, args.data_root, download=args.download)
     recipe = load_protocol(args.protocol or real.info.name, dataset=real.info.name).full_data
     recipe = _recipe_with(recipe, epochs=args.epochs, lr=args.lr)
     with Reporter(enabled=not args.no_progress) as reporter:
@@ -694,7 +694,7 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
     from ddrank.data.real import load_real
 
     check_output(args.out, "--out")
-    real = load_real(args.dataset, args.data_root)
+    real = load_real(args.dataset, args.data_root, download=args.download)
     from ddrank.baselines import BASELINES
     from ddrank.progress import Reporter
 

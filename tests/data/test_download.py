@@ -384,7 +384,11 @@ def test_download_flag_fetches_verifies_and_trains(server, tmp_path, capsys, mon
     root = tmp_path / "data"
     args = ["calibrate", "--dataset", "mnist", "--data-root", root, "--protocol", protocol, "--ipc", "1"]
     code, _, err = cli(capsys, *args, "--no-store", "--device", "cpu")
-    assert code == 2 and "pass --download (download=True) to fetch it into" in err and err.count("\n") == 1
+    assert (
+        code == 2
+        and "pass --download (download=True in Python) to fetch it into" in err
+        and err.count("\n") == 1
+    )
     code, _, err = cli(capsys, *args, "--download", "--no-store", "--device", "cpu")
     assert code == 2 and "fails its checksum" in err and "torchvision.datasets.MNIST" in err  # the real MD5s
     assert not list(root.rglob("*.gz")) and not list(root.rglob("*.part"))

@@ -30,7 +30,7 @@ from ddrank.errors import InputError, one_line, shown
 DEFAULT_MAX_BYTES = 1 << 30
 """Default limit on the bytes a file may declare (decoded arrays, inflated zip members, image pixels)."""
 
-MAX_BYTES_HINT = "max_bytes (command line --max-input-size)"
+MAX_BYTES_HINT = "--max-input-size (max_bytes= in Python)"
 SNIFF_BYTES = 8192
 NPY_HEADER_BYTES = 65536 + 16
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")

@@ -89,10 +89,13 @@ def _locate(spec: DatasetSpec, info: DatasetInfo, root: str | os.PathLike[str] |
             return default, spec.locate(default, info)
         except InputError:
             fetch = (
-                f"; or pass --download (download=True) to fetch it into {default}" if spec.download else ""
+                f"; or pass --download (download=True in Python) to fetch it into {default}"
+                if spec.download
+                else ""
             )
             raise InputError(
-                f"dataset {info.name!r} needs --data-root (root=): the folder holding {spec.layout}{fetch}"
+                f"dataset {info.name!r} needs --data-root (root= in Python): the folder holding {spec.layout}"
+                f"{fetch}"
             ) from None
     directory = Path(root).expanduser().resolve()
     if not directory.is_dir():
@@ -111,7 +114,7 @@ def _locate(spec: DatasetSpec, info: DatasetInfo, root: str | os.PathLike[str] |
 def _how_to_fetch(spec: DatasetSpec, directory: Path) -> str:
     """What to add to a missing dataset's message: pass --download, or (ImageNet) where to get it."""
     if spec.download is not None:
-        return f"; or pass --download (download=True) to fetch it into {directory}"
+        return f"; or pass --download (download=True in Python) to fetch it into {directory}"
     if spec.manual is not None:
         return "; " + spec.manual.format(root=directory)
     return ""

@@ -161,7 +161,7 @@ def _hash_tensor(digest: Any, name: str, tensor: torch.Tensor) -> None:
 def _pickle_refusal(path: Path, reason: str) -> str:
     return (
         f"{shown(path)} needs full unpickling{reason}, which can execute arbitrary code; "
-        "pass allow_pickle=True (command line --allow-pickle) only for files you trust"
+        "pass --allow-pickle (allow_pickle=True in Python) only for files you trust"
     )
 
 
@@ -718,7 +718,8 @@ def load_synthetic(
     if from_pixels:
         if space not in (None, "pixel"):
             raise InputError(
-                f"synthetic set {where}: integer images are raw pixels, but space={space!r} was given"
+                f"synthetic set {where}: integer images are raw pixels, but --space {space} was given "
+                "(space= in Python); drop it or give --space pixel"
             )
         space = "pixel"
     try:
@@ -847,7 +848,7 @@ def protocol_warnings(validated: ValidatedSet, *, label_mode: str, protocol: str
 def refuse_warnings(warnings_found: list[ValueWarning] | tuple[ValueWarning, ...], strict: bool) -> None:
     """Under ``strict`` (command line --strict) the first warning is an InputError."""
     if strict and warnings_found:
-        raise InputError(f"{warnings_found[0].message} (refused by strict=True, command line --strict)")
+        raise InputError(f"{warnings_found[0].message} (refused by --strict, strict=True in Python)")
 
 
 def validate_synthetic(
@@ -894,7 +895,7 @@ def validate_synthetic(
         if not resize:
             raise InputError(
                 f"{where}: images are {h}x{w} but the protocol uses {size}x{size}; "
-                "pass resize=True (command line --resize) to resize them"
+                "pass --resize (resize=True in Python) to resize them"
             )
         images = F.interpolate(
             images, size=(size, size), mode="bilinear", antialias=True, align_corners=False
