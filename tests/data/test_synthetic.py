@@ -83,7 +83,7 @@ def test_uint8_images_become_pixel_space():
 
 def test_uint8_images_refuse_another_space():
     x = torch.zeros(2, 1, 2, 2, dtype=torch.uint8)
-    with pytest.raises(InputError, match=r"integer images are raw pixels, but space='zca'"):
+    with pytest.raises(InputError, match=r"integer images are raw pixels, but --space zca was given"):
         load_synthetic(x, space="zca")
 
 
