@@ -243,3 +243,50 @@ def test_a_missing_dataset_suggests_a_download_flag_the_command_has(command, wor
     refused(code, err, "pass --download")
     code, _, err = run_cli(capsys, *command, "--dataset", "cifar10", "--out", "x.pt", "--download", "--zzz")
     refused(code, err, "unrecognized arguments: --zzz;")  # --download itself is taken
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["evaluate", "--images", "set.pt", "--no-store", "--labels", "folder"],
+            "labels file folder is a directory",
+        ),
+        (
+            ["evaluate", "--images", "set.pt", "--no-store", "--protocol", "folder.yaml"],
+            "is a directory, not a file",
+        ),
+        (
+            [
+                "evaluate",
+                "--images",
+                "set.pt",
+                "--no-store",
+                "--protocol",
+                "digits-kd",
+                "--teacher",
+                "folder",
+            ],
+            "teacher checkpoint 'folder' for ConvNet-2-W16 is a directory, not a file",
+        ),
+        (["leaderboard", "--store", "folder"], "results store folder is a directory, not a file"),
+        (
+            ["evaluate", "--images", "set.pt", "--store", "folder"],
+            "results store folder is a directory, not a file",
+        ),
+        (
+            ["evaluate", "--images", "set.pt", "--no-store", "--protocol", "set.pt"],
+            "is a file, not a protocol YAML",
+        ),
+        (
+            ["evaluate", "--images", "set.pt", "--no-store", "--protocol", "/etc/passwd"],
+            "not a protocol YAML",
+        ),
+    ],
+)
+def test_a_directory_or_a_foreign_file_is_named_as_such(args, message, workdir, capsys, no_training):
+    (workdir / "folder").mkdir()
+    (workdir / "folder.yaml").mkdir()
+    code, _, err = run_cli(capsys, *args)
+    refused(code, err, message)
+    assert "does not exist" not in err and "unknown protocol" not in err

@@ -241,6 +241,8 @@ def open_store(path: str | None, *, must_exist: bool, readonly: bool = False) ->
     from ddrank.paths import cache_dir
 
     target = Path(path) if path else cache_dir() / "results.sqlite"
+    if target.is_dir():
+        raise StoreError(f"results store {shown(target)} is a directory, not a file; give --store FILE")
     if must_exist and not target.exists():
         raise StoreError(
             f"no results store at {shown(target)}; record evaluations there first or pass --store PATH"
@@ -258,6 +260,8 @@ def check_store(args: argparse.Namespace) -> None:
     if args.no_store:
         return
     target = Path(args.store) if args.store else cache_dir() / "results.sqlite"
+    if target.is_dir():
+        raise StoreError(f"results store {shown(target)} is a directory, not a file; give --store FILE")
     if target.is_file() and inspect_store(target) is not None:
         with ResultStore(target, readonly=True) as store:
             store.check_integrity()

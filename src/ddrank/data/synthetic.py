@@ -655,6 +655,8 @@ def _read_labels(labels: Any, reading: _Reading) -> Any:
     if not isinstance(labels, str | os.PathLike):
         return labels
     path = Path(labels)
+    if path.is_dir():
+        raise InputError(f"labels file {shown(path)} is a directory, not a file")
     if not path.is_file():
         raise InputError(f"labels file {shown(path)} does not exist")
     value = _read_file(path, reading, "a torch or numpy labels file")

@@ -66,6 +66,8 @@ def load_teacher(
 ) -> Teacher:
     """Build ``model_name`` and load its checkpoint; specific errors for missing or mismatching files."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"teacher checkpoint {str(path)!r} is a directory, not a file")
     if not path.is_file():
         raise CheckpointError(f"teacher checkpoint {str(path)!r} does not exist")
     try:
@@ -122,6 +124,8 @@ def resolve_teachers(
             f"'ddrank teacher train --dataset {dataset} --model {names[0]} --out PATH'"
         )
     for name, path in zip(names, paths, strict=True):
+        if path.is_dir():
+            raise CheckpointError(f"teacher checkpoint {str(path)!r} for {name} is a directory, not a file")
         if not path.is_file():
             raise CheckpointError(
                 f"missing teacher checkpoint for {name}: {str(path)!r}; train one with "

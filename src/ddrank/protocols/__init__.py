@@ -302,6 +302,12 @@ def load_protocol(
             meta = {key: doc.pop(key) for key in ("version", "description", "datasets") if key in doc}
             doc = {"name": doc.pop("name", path.stem), **meta, "protocol": doc}
         return resolve(doc, dataset, ipc, fidelity)
+    if str(name_or_path).lower() not in _presets() and path.exists():
+        kind = "a directory" if path.is_dir() else "a file"
+        raise ConfigError(
+            f"protocol {str(path)!r} is {kind}, not a protocol YAML file (.yaml, .yml) or a preset "
+            "(ddrank list protocols)"
+        )
     return resolve(preset(str(name_or_path)), dataset, ipc, fidelity)
 
 
