@@ -624,7 +624,10 @@ def test_the_size_limit_is_named_and_overridable(tmp_path):
     x = images(16)
     for name, save in (("syn.pt", lambda p: torch.save(x, p)), ("syn.npy", lambda p: np.save(p, x.numpy()))):
         save(tmp_path / name)
-        with pytest.raises(InputError, match=r"more than the limit of 1\.0 KiB; pass a larger max_bytes"):
+        with pytest.raises(
+            InputError,
+            match=r"more than the limit of 1\.0 KiB; pass a larger --max-input-size \(max_bytes= in Python\)",
+        ):
             load_synthetic(tmp_path / name, max_bytes=1024)
         assert torch.equal(load_synthetic(tmp_path / name, max_bytes=1 << 20).images, x)
     with pytest.raises(InputError, match="max_bytes must be a positive number"):

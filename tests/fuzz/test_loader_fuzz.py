@@ -138,7 +138,7 @@ def test_every_format_over_the_size_limit_is_refused_naming_the_limit(fmt):
         source = _write(fmt, root)
         before = _snapshot(root)
         with pytest.raises(
-            DDRankError, match=r"more than the limit of 40 B; pass a larger max_bytes"
+            DDRankError, match=r"more than the limit of 40 B; pass a larger --max-input-size"
         ) as refused:
             load_synthetic(source, max_bytes=40)
         assert "\n" not in str(refused.value) and str(root) in str(refused.value)
