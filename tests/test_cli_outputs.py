@@ -290,3 +290,47 @@ def test_a_directory_or_a_foreign_file_is_named_as_such(args, message, workdir, 
     code, _, err = run_cli(capsys, *args)
     refused(code, err, message)
     assert "does not exist" not in err and "unknown protocol" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["baseline", "herding", "--ipc", "1", "--seed", "-1", "--out", "b.pt"],
+            "--seed must be a non-negative",
+        ),
+        (
+            ["baseline", "herding", "--ipc", "1", "--out", "b.txt"],
+            "give a .pt (torch) or .npz (numpy) file name",
+        ),
+        (
+            ["teacher", "train", "--dataset", "digits", "--model", "MLP", "--seed", "-1", "--out", "t.pt"],
+            "--seed",
+        ),
+        (["evaluate", "--images", "set.pt", "--no-store", "--method", ""], "method name must be a non-empty"),
+        (
+            ["evaluate", "--images", "set.npz", "--no-store", "--format", "pt"],
+            "not a torch file (format 'pt')",
+        ),
+        (["evaluate", "--images", "set.pt", "--no-store", "--format", "npz"], "not a numpy .npz archive"),
+    ],
+)
+def test_baseline_seed_out_format_and_method_are_checked(args, message, workdir, capsys, no_training):
+    import numpy as np
+
+    np.savez(workdir / "set.npz", images=np.zeros((10, 1, 8, 8), np.float32), labels=np.arange(10))
+    code, _, err = run_cli(capsys, *args)
+    refused(code, err, message)
+
+
+def test_baseline_writes_the_format_its_suffix_names(workdir, capsys):
+    from ddrank.data.files import FileKind, classify
+    from ddrank.data.synthetic import load_synthetic
+
+    for name in ("b.pt", "b.npz"):
+        code, _, err = run_cli(capsys, "baseline", "herding", "--ipc", "1", "--out", name)
+        assert code == 0, err
+    assert classify(workdir / "b.npz").kind is FileKind.NPZ
+    assert classify(workdir / "b.pt").kind is FileKind.TORCH_ZIP
+    pt, npz = load_synthetic(workdir / "b.pt"), load_synthetic(workdir / "b.npz")
+    assert torch.equal(pt.images, npz.images) and torch.equal(pt.labels, npz.labels)

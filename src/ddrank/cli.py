@@ -392,7 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(base)
     base.add_argument("--ipc", type=count, required=True, help="images per class")
     base.add_argument("--seed", type=int, default=0, help="seed of the selection (default 0)")
-    base.add_argument("--out", required=True, help="output .pt file (dict with images and labels)")
+    base.add_argument(
+        "--out",
+        required=True,
+        help="output file: .pt (a dict of images and labels) or .npz (the same arrays)",
+    )
     base.add_argument("--no-progress", action="store_true", help="no progress bar")
     base.set_defaults(run=cli_commands.cmd_baseline)
 

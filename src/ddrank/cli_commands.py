@@ -312,7 +312,13 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     smoke = None
     if args.epochs is not None or args.quick:
         matrix, smoke = smoke_settings(matrix, args.epochs, rounds_given=args.rounds is not None)
-    named = args.method or (default_method(args.images) if args.images else "synthetic")
+    named = (
+        args.method
+        if args.method is not None
+        else default_method(args.images)
+        if args.images
+        else "synthetic"
+    )
     method = check_name("method name", named)
     syn = None
     if args.images:
@@ -617,7 +623,13 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         syn = (
             load_synthetic(args.images, args.labels, allow_pickle=args.allow_pickle) if args.images else None
         )
-        method = args.method or (default_method(args.images) if args.images else "synthetic")
+        method = (
+            args.method
+            if args.method is not None
+            else default_method(args.images)
+            if args.images
+            else "synthetic"
+        )
         run = plan_evaluation(settings, syn, check_name("method name", method))
     run = _without_stored_jobs(run, args.store, console)
     if not run.jobs:
@@ -675,7 +687,9 @@ def cmd_teacher_train(args: argparse.Namespace, console: Console) -> int:
     from ddrank.protocols import load_protocol
 
     check_output(args.out, "--out", protocol=args.protocol)
-    device = settings_of(device=args.device).torch_device  # checked: a torch device that is available
+    device = settings_of(
+        device=args.device, seed=args.seed
+    ).torch_device  # checked: a torch device that is available
     real = load_real(args.dataset, args.data_root, download=args.download)
     recipe = load_protocol(args.protocol or real.info.name, dataset=real.info.name).full_data
     recipe = _recipe_with(recipe, epochs=args.epochs, lr=args.lr)
@@ -697,6 +711,10 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
     from ddrank.baselines import generate
     from ddrank.data.real import load_real
 
+    suffix = Path(args.out).suffix.lower()
+    if suffix not in (".pt", ".pth", ".npz"):
+        raise InputError(f"--out {shown(args.out)}: give a .pt (torch) or .npz (numpy) file name")
+    settings_of(seed=args.seed)  # a non-negative integer, as evaluate takes
     check_output(args.out, "--out")
     real = load_real(args.dataset, args.data_root, download=args.download)
     from ddrank.baselines import BASELINES
@@ -712,7 +730,13 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
         syn = generate(args.method, real, args.ipc, seed=args.seed, **options)
     try:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"images": syn.images, "labels": syn.labels}, args.out)
+        if suffix == ".npz":
+            import numpy as np
+
+            with open(args.out, "wb") as handle:  # np.savez would add .npz to another name
+                np.savez(handle, images=syn.images.numpy(), labels=syn.labels.numpy())
+        else:
+            torch.save({"images": syn.images, "labels": syn.labels}, args.out)
     except (OSError, RuntimeError) as exc:  # torch.save reports a failed open as a RuntimeError
         message = getattr(exc, "strerror", None) or one_line(exc)
         raise InputError(f"cannot write --out {shown(args.out)}: {message}") from exc

@@ -446,7 +446,18 @@ def _pt_parts(obj: Any, path: Path) -> _Parts:
     "pt", aliases=("pth",), description="a .pt/.pth file: a tensor, or a dict of images, labels, lr"
 )
 def _load_pt(path: Path, reading: _Reading) -> _Parts:
-    return _pt_parts(_read_file(path, reading, TORCH_FILE), path)
+    return _pt_parts(_read_file(path, reading, TORCH_FILE, _torch_file(path, "pt")), path)
+
+
+def _torch_file(path: Path, format: str) -> FileInfo:
+    """``path`` classified, refused when it is a numpy file named as a torch format (as npz refuses torch)."""
+    info = classify(path)
+    if info.kind in (FileKind.NPZ, FileKind.NPY):
+        raise InputError(
+            f"{info.shown} is {info.kind.description}, not a torch file (format {format!r}); leave the "
+            "format to detection or name the right one"
+        )
+    return info
 
 
 def _looks_like_dc(obj: Any) -> bool:
@@ -475,7 +486,7 @@ def _dc_parts(obj: Any, path: Path) -> _Parts:
     description="a DC/DSA/DM result file {'data': [[images, labels], ...]}; last experiment",
 )
 def _load_dc(path: Path, reading: _Reading) -> _Parts:
-    return _dc_parts(_read_file(path, reading, TORCH_FILE), path)
+    return _dc_parts(_read_file(path, reading, TORCH_FILE, _torch_file(path, "dc")), path)
 
 
 @FORMATS.register(
