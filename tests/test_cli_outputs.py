@@ -334,3 +334,14 @@ def test_baseline_writes_the_format_its_suffix_names(workdir, capsys):
     assert classify(workdir / "b.pt").kind is FileKind.TORCH_ZIP
     pt, npz = load_synthetic(workdir / "b.pt"), load_synthetic(workdir / "b.npz")
     assert torch.equal(pt.images, npz.images) and torch.equal(pt.labels, npz.labels)
+
+
+def test_a_labels_file_replacing_the_sets_labels_is_said(workdir, capsys, no_training):
+    torch.save(torch.arange(10), workdir / "labels.pt")
+    torch.save(torch.randn(10, 1, 8, 8), workdir / "bare.pt")
+    code, _, err = run_cli(capsys, "evaluate", "--images", "set.pt", "--labels", "labels.pt", "--dry-run")
+    assert code == 0, err
+    assert "ddrank: note: the labels of labels.pt replace the labels stored in synthetic set set.pt" in err
+    code, _, err = run_cli(capsys, "evaluate", "--images", "bare.pt", "--labels", "labels.pt", "--dry-run")
+    assert code == 0 and "note" not in err, err
+    assert "replaces labels stored with the set" in " ".join(run_cli(capsys, "evaluate", "--help")[1].split())

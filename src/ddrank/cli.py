@@ -140,7 +140,9 @@ def _evaluation_flags() -> argparse.ArgumentParser:
     )
     p.add_argument("--ipc", type=count, help="images per class (checked against the set)")
     p.add_argument(
-        "--labels", help="labels file (.pt/.npy): [N] hard or [N, K] soft; default class-major order"
+        "--labels",
+        help="labels file (.pt/.npy): [N] hard or [N, K] soft; replaces labels stored with the set (said "
+        "on stderr); default: the set's own, else class-major order",
     )
     p.add_argument(
         "--allow-pickle",

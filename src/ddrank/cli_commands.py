@@ -332,6 +332,8 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
             allow_pickle=args.allow_pickle,
             **reading,
         )
+        for note in syn.notes:
+            print(f"ddrank: note: {' '.join(note.split())} (--labels)", file=sys.stderr)
     if args.dry_run:
         return _dry_run(console, matrix, syn, method, args.json, verbose=args.verbose)
     check_store(args)

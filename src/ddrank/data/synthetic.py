@@ -98,6 +98,9 @@ class SyntheticSet:
     format: str
     warnings: tuple[ValueWarning, ...] = ()
     labels_source: str | None = None  # the labels file given beside the images, if any
+    notes: tuple[str, ...] = ()
+    """What a reader should know that is no warning (never refused under ``strict``): labels given
+    separately that replace the labels stored with the images."""
 
     def label_where(self) -> str:
         """How messages about the labels name them: the labels file given beside the set, else the set."""
@@ -743,6 +746,10 @@ def load_synthetic(
     label_where = f"synthetic set {where}"
     if labels_source is not None:
         label_where = f"labels {shown(labels_source)} of {label_where}"
+    replaced = ()
+    if labels is not None and parts.labels is not None:
+        given_name = shown(labels) if isinstance(labels, str | os.PathLike) else "given separately"
+        replaced = (f"the labels of {given_name} replace the labels stored in synthetic set {where}",)
     return SyntheticSet(
         images=images,
         labels=_as_labels(given, label_where),
@@ -752,6 +759,7 @@ def load_synthetic(
         format=fmt,
         warnings=notes or found,
         labels_source=labels_source,
+        notes=replaced,
     )
 
 
