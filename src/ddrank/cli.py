@@ -44,6 +44,14 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{PREFIX}{' '.join(message.split())}; see {self.prog} --help\n")
 
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """As argparse's, except that unknown arguments are reported by the (sub)command's own parser, so
+        that the hint names its --help (``ddrank evaluate --help``, not ``ddrank --help``)."""
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            _command_parser(self, parsed).error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed
+
 
 def count(text: str) -> int:
     """An argparse type for counts (rounds, IPC, ensemble members, ...): a whole number of at least 1."""
@@ -702,10 +710,7 @@ def _run(argv: Sequence[str] | None, state: dict[str, Any]) -> int:
     Console = _console_class()  # noqa: N806 - the class, as `from rich.console import Console` would name it
 
     try:
-        parser = build_parser()
-        args, unknown = parser.parse_known_args(argv)
-        if unknown:  # reported by the command's own parser, so that the hint names its --help
-            _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
+        args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already printed as one line
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     from ddrank import distributed  # after parsing: --help and --version import no torch
