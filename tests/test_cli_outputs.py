@@ -92,7 +92,7 @@ def test_import_refuses_a_pipe_and_creates_no_store_for_a_refused_file(workdir, 
     code, _, err = run_cli(capsys, "import", "bad.json", "--store", "new.sqlite")
     refused(code, err, "not a ddrank results export")
     code, _, err = run_cli(capsys, "import", ".", "--store", "new.sqlite")
-    refused(code, err, "is a directory, not a file")
+    refused(code, err, "is a folder, not a file")
     assert not list(workdir.glob("new.sqlite*"))
 
 
@@ -250,11 +250,11 @@ def test_a_missing_dataset_suggests_a_download_flag_the_command_has(command, wor
     [
         (
             ["evaluate", "--images", "set.pt", "--no-store", "--labels", "folder"],
-            "labels file folder is a directory",
+            "labels file folder is a folder, not a file",
         ),
         (
             ["evaluate", "--images", "set.pt", "--no-store", "--protocol", "folder.yaml"],
-            "is a directory, not a file",
+            "is a folder, not a file",
         ),
         (
             [
@@ -267,12 +267,12 @@ def test_a_missing_dataset_suggests_a_download_flag_the_command_has(command, wor
                 "--teacher",
                 "folder",
             ],
-            "teacher checkpoint 'folder' for ConvNet-2-W16 is a directory, not a file",
+            "teacher checkpoint 'folder' for ConvNet-2-W16 is a folder, not a file",
         ),
-        (["leaderboard", "--store", "folder"], "results store folder is a directory, not a file"),
+        (["leaderboard", "--store", "folder"], "results store folder is a folder, not a file"),
         (
             ["evaluate", "--images", "set.pt", "--store", "folder"],
-            "results store folder is a directory, not a file",
+            "results store folder is a folder, not a file",
         ),
         (
             ["evaluate", "--images", "set.pt", "--no-store", "--protocol", "set.pt"],

@@ -63,9 +63,9 @@ def check_output(
     target = Path(path)
     where = f"{flag} {shown(path)}"
     if store is not None and _same_file(target, store):
+        spelled = "" if os.fspath(store) == os.fspath(path) else f" ({shown(store)})"
         raise InputError(
-            f"{where} is the results store ({shown(store)}); writing it would destroy the store; "
-            "give another path"
+            f"{where} is the results store{spelled}; writing it would destroy the store; give another path"
         )
     for name, given in inputs.items():
         option = name if name.startswith("-") else "--" + name.replace("_", "-")
@@ -242,7 +242,7 @@ def open_store(path: str | None, *, must_exist: bool, readonly: bool = False) ->
 
     target = Path(path) if path else cache_dir() / "results.sqlite"
     if target.is_dir():
-        raise StoreError(f"results store {shown(target)} is a directory, not a file; give --store FILE")
+        raise StoreError(f"results store {shown(target)} is a folder, not a file; give --store FILE")
     if must_exist and not target.exists():
         raise StoreError(
             f"no results store at {shown(target)}; record evaluations there first or pass --store PATH"
@@ -261,7 +261,7 @@ def check_store(args: argparse.Namespace) -> None:
         return
     target = Path(args.store) if args.store else cache_dir() / "results.sqlite"
     if target.is_dir():
-        raise StoreError(f"results store {shown(target)} is a directory, not a file; give --store FILE")
+        raise StoreError(f"results store {shown(target)} is a folder, not a file; give --store FILE")
     if target.is_file() and inspect_store(target) is not None:
         with ResultStore(target, readonly=True) as store:
             store.check_integrity()
@@ -519,9 +519,15 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     _print(console, f"{len(rows)} evaluations in {time.perf_counter() - started:.1f} s")
     if args.html is not None:
         html_path = Path(args.html)
-        html_path.parent.mkdir(parents=True, exist_ok=True)
         board = build_leaderboard(rows, metric="lrs")  # every section: hard and teacher labels
-        html_path.write_text(render_html(board, title="ddrank demo · digits"), encoding="utf-8")
+        try:
+            html_path.parent.mkdir(parents=True, exist_ok=True)
+            html_path.write_text(render_html(board, title="ddrank demo · digits"), encoding="utf-8")
+        except OSError as exc:
+            kept = "the results are in the results store" if store is not None else "nothing was stored"
+            raise InputError(
+                f"cannot write --html {shown(args.html)}: {exc.strerror or one_line(exc)}; {kept}"
+            ) from exc
         _print(console, f"leaderboard: {html_path.resolve()}")
     if args.json:
         _write_json(args.json, evaluations_document(rows), stored=store is not None)

@@ -667,7 +667,7 @@ def read_export(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[dic
     except OSError as exc:
         raise StoreError(f"cannot read results export {target}: {exc.strerror or one_line(exc)}") from exc
     if stat.S_ISDIR(mode):
-        raise StoreError(f"results export {target} is a directory, not a file")
+        raise StoreError(f"results export {target} is a folder, not a file")
     if not stat.S_ISREG(mode):
         raise StoreError(
             f"results export {target} is not a regular file (a pipe, socket or device); give a file"

@@ -670,7 +670,7 @@ def _read_labels(labels: Any, reading: _Reading) -> Any:
         return labels
     path = Path(labels)
     if path.is_dir():
-        raise InputError(f"labels file {shown(path)} is a directory, not a file")
+        raise InputError(f"labels file {shown(path)} is a folder, not a file")
     if not path.is_file():
         raise InputError(f"labels file {shown(path)} does not exist")
     value = _read_file(path, reading, "a torch or numpy labels file")

@@ -67,7 +67,7 @@ def load_teacher(
     """Build ``model_name`` and load its checkpoint; specific errors for missing or mismatching files."""
     path = Path(path)
     if path.is_dir():
-        raise CheckpointError(f"teacher checkpoint {str(path)!r} is a directory, not a file")
+        raise CheckpointError(f"teacher checkpoint {str(path)!r} is a folder, not a file")
     if not path.is_file():
         raise CheckpointError(f"teacher checkpoint {str(path)!r} does not exist")
     try:
@@ -125,7 +125,7 @@ def resolve_teachers(
         )
     for name, path in zip(names, paths, strict=True):
         if path.is_dir():
-            raise CheckpointError(f"teacher checkpoint {str(path)!r} for {name} is a directory, not a file")
+            raise CheckpointError(f"teacher checkpoint {str(path)!r} for {name} is a folder, not a file")
         if not path.is_file():
             raise CheckpointError(
                 f"missing teacher checkpoint for {name}: {str(path)!r}; train one with "

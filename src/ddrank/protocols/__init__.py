@@ -303,7 +303,7 @@ def load_protocol(
             doc = {"name": doc.pop("name", path.stem), **meta, "protocol": doc}
         return resolve(doc, dataset, ipc, fidelity)
     if str(name_or_path).lower() not in _presets() and path.exists():
-        kind = "a directory" if path.is_dir() else "a file"
+        kind = "a folder" if path.is_dir() else "a file"
         raise ConfigError(
             f"protocol {str(path)!r} is {kind}, not a protocol YAML file (.yaml, .yml) or a preset "
             "(ddrank list protocols)"

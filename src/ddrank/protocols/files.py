@@ -38,7 +38,7 @@ def read_text(path: str | os.PathLike, what: str) -> str:
     """The file's text, refusing missing, oversized, binary and non-UTF-8 files."""
     file = Path(path)
     if file.is_dir():
-        raise ConfigError(f"{what} {str(file)!r} is a directory, not a file")
+        raise ConfigError(f"{what} {str(file)!r} is a folder, not a file")
     if not file.is_file():
         raise ConfigError(f"{what} {str(file)!r} does not exist")
     size = file.stat().st_size
