@@ -270,6 +270,7 @@ def test_a_missing_dataset_suggests_a_download_flag_the_command_has(command, wor
             "teacher checkpoint 'folder' for ConvNet-2-W16 is a folder, not a file",
         ),
         (["leaderboard", "--store", "folder"], "results store folder is a folder, not a file"),
+        (["plan", "--ipc", "1", "--store", "folder"], "results store folder is a folder, not a file"),
         (
             ["evaluate", "--images", "set.pt", "--store", "folder"],
             "results store folder is a folder, not a file",

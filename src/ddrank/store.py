@@ -181,6 +181,8 @@ class ResultStore:
     def _open_readonly(self) -> sqlite3.Connection:
         path = self.path
         assert path is not None
+        if path.is_dir():
+            raise StoreError(f"results store {self._target} is a folder, not a file; give --store FILE")
         if not path.is_file():
             raise StoreError(
                 f"no results store at {self._target}; record evaluations there first or pass --store PATH"
