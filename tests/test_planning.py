@@ -166,3 +166,17 @@ def test_a_bad_sweep_file_is_one_line(tmp_path, capsys, content, fragment):
 def test_a_sweep_directory_is_named_as_one(tmp_path, capsys):
     err = _refused(capsys, ["sweep", tmp_path, "--no-store", "--device", "cpu"])
     assert "is a directory, not a file" in err
+
+
+def test_a_sweep_never_writes_its_json_over_the_store_or_an_input(sweep_files, capsys):
+    herding = sweep_files / "herding.pt"
+    before = herding.read_bytes()
+    common = ["sweep", sweep_files / "sweep.yaml", "--device", "cpu"]
+    err = _refused(capsys, [*common, "--no-store", "--json", herding])
+    assert "is the same file as the sweep's input" in err and herding.read_bytes() == before
+    store = sweep_files / "results.sqlite"
+    err = _refused(capsys, [*common, "--store", store, "--json", store])
+    assert "is the results store" in err
+    assert "is the same file as the sweep's input" in _refused(
+        capsys, [*common, "--no-store", "--json", sweep_files / "sweep.yaml"]
+    )

@@ -557,7 +557,6 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
     from ddrank.progress import Reporter
     from ddrank.sweep import load_sweep
 
-    check_output(args.json, "--json")
     check_store(args)
     entries = load_sweep(args.file)
     missing = [e.name for e in entries if not e.images]
@@ -565,6 +564,13 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
         raise InputError(
             f"sweep entries need images to run: {', '.join(missing[:3])}; plan them with ddrank plan"
         )
+    check_output(args.json, "--json", store=store_path(args))
+    for given in (args.file, *(path for e in entries for path in (e.images, e.labels) if path)):
+        if args.json is not None and _same_file(Path(args.json), given):
+            raise InputError(
+                f"--json {shown(args.json)} is the same file as the sweep's input {shown(given)}; writing "
+                "it would destroy that input; give another path"
+            )
     base = settings_of(
         data_root=args.data_root,
         metric=args.metric,
