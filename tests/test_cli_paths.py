@@ -178,6 +178,7 @@ def test_teacher_train_checks_epochs_and_lr_as_evaluate_does(flags, message, wor
             ["--no-store", "--teacher", "set.pt"],
             "protocol 'digits' trains on hard labels and uses no teacher",
         ),
+        (["--dry-run", "--teacher", "set.pt"], "protocol 'digits' trains on hard labels and uses no teacher"),
     ],
 )
 def test_conflicting_flags_are_refused(flags, message, workdir, capsys, no_training):

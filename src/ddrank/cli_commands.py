@@ -335,6 +335,8 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
         for note in syn.notes:
             print(f"ddrank: note: {' '.join(note.split())} (--labels)", file=sys.stderr)
     if args.dry_run:
+        for settings in matrix:
+            _check_teachers_used(Evaluator(settings), syn)
         return _dry_run(console, matrix, syn, method, args.json, verbose=args.verbose)
     check_store(args)
     store = _store_for(args)
