@@ -25,6 +25,7 @@ from ddrank.metrics import (
     label_robust_score,
 )
 from ddrank.metrics.stats import MIN_BOOTSTRAP_ROUNDS
+from ddrank.report.columns import notes
 from ddrank.report.html import render_html
 from ddrank.report.leaderboard import LeaderboardError, build_leaderboard, compare_methods
 from ddrank.report.render import render
@@ -524,3 +525,12 @@ def test_export_then_import_round_trips_through_the_cli(capsys, store_path, tmp_
     assert "0 new evaluations" in out
     code, _, err = run_cli(capsys, "import", tmp_path / "nothing.json", "--store", target)
     assert code == 2 and "cannot read results export" in err
+
+
+def test_a_row_trained_in_bf16_says_so_beside_fp32_rows():
+    fp32, bf16 = evaluation("a", 0.8), evaluation("b", 0.7)
+    fp32.provenance["precision"], bf16.provenance["precision"] = "fp32", "bf16"
+    rows = {row["method"]: row for row in build_leaderboard([fp32, bf16])}
+    assert (rows["a"]["precision"], rows["b"]["precision"]) == ("fp32", "bf16")
+    assert "trained in bf16" in notes(rows["b"]) and "bf16" not in notes(rows["a"])
+    assert "trained in bf16" in render(list(rows.values()), "md")

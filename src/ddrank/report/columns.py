@@ -127,8 +127,9 @@ def _real_kind(row: Mapping[str, Any]) -> str:
 
 def notes(row: Mapping[str, Any], *, in_heading: bool = False) -> str:
     """What a reader must know before trusting a row: optimistic selection, a weight other than the default,
-    protocol deviations, diverged students, a smoke run, an earlier evaluation with more rounds, or that the
-    row is history. ``in_heading``: the row's group is its table's title, which says the weight already."""
+    protocol deviations, diverged students, a smoke run, training in bf16, an earlier evaluation with more
+    rounds, or that the row is history. ``in_heading``: the row's group is its table's title, which says the
+    weight already."""
     parts = []
     if row.get("optimistic"):
         parts.append("optimistic")
@@ -141,6 +142,8 @@ def notes(row: Mapping[str, Any], *, in_heading: bool = False) -> str:
         parts.append(f"{row['diverged']} diverged")
     if row.get("smoke"):
         parts.append("smoke")
+    if row.get("precision") not in (None, "fp32"):  # ranked beside fp32 rows: the reader should know
+        parts.append(f"trained in {row['precision']}")
     if row.get("earlier_rounds"):
         parts.append(f"an earlier evaluation had {row['earlier_rounds']} rounds (--all)")
     if row.get("latest") is False:

@@ -243,6 +243,7 @@ def _row(evaluation: Evaluation, definition: MetricDefinition) -> dict[str, Any]
         "weight": weight_of(evaluation, definition),
         **dict(zip(("acc_real_source", "acc_real_given"), acc_real_of(evaluation, definition), strict=True)),
         "smoke": evaluation.smoke,
+        "precision": evaluation.provenance.get("precision"),
         "deviations": len(evaluation.deviations),
         "diverged": evaluation.diverged,
         "evaluation_id": evaluation.record_id,
