@@ -32,6 +32,13 @@ from ddrank.settings import RunSettings, SettingError
 from ddrank.store import ResultStore, StoreError
 
 
+def method_name(args: argparse.Namespace) -> str:
+    """The method an evaluation is recorded as: --method (an empty one is refused), else the set's file
+    name, else "synthetic"."""
+    named = args.method if args.method is not None else default_method(args.images) if args.images else None
+    return check_name("method name", "synthetic" if named is None else named)
+
+
 def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     """Whether two paths name one file (a symlink, a hard link or another spelling included)."""
     try:
@@ -42,14 +49,16 @@ def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
         return False
 
 
-def store_path(args: argparse.Namespace) -> Path | None:
-    """The results store a command reads or writes (--store, else the cache's); None with --no-store."""
+def _store_location(path: str | os.PathLike[str] | None) -> Path:
+    """The results store file at ``path``, else the cache's."""
     from ddrank.paths import cache_dir
 
-    if getattr(args, "no_store", False):
-        return None
-    store = getattr(args, "store", None)
-    return Path(store) if store else cache_dir() / "results.sqlite"
+    return Path(path) if path else cache_dir() / "results.sqlite"
+
+
+def store_path(args: argparse.Namespace) -> Path | None:
+    """The results store a command reads or writes (--store, else the cache's); None with --no-store."""
+    return None if getattr(args, "no_store", False) else _store_location(getattr(args, "store", None))
 
 
 def check_output(
@@ -57,7 +66,8 @@ def check_output(
 ) -> None:
     """Refuse an output path that cannot be written (a folder, a folder that is a file, no permission),
     or that is the results ``store`` or one of the command's ``inputs`` (flag name: path or paths; the
-    flag is written ``--name-with-dashes``), before anything trains."""
+    flag is written ``--name-with-dashes``; a name that is no identifier, such as "the sweep's input", is
+    written as it is), before anything trains."""
     if path is None:
         return
     target = Path(path)
@@ -68,7 +78,7 @@ def check_output(
             f"{where} is the results store{spelled}; writing it would destroy the store; give another path"
         )
     for name, given in inputs.items():
-        option = name if name.startswith("-") else "--" + name.replace("_", "-")
+        option = "--" + name.replace("_", "-") if name.isidentifier() else name  # else a description
         for other in given if isinstance(given, list | tuple) else [given]:
             if other is not None and _same_file(target, other):
                 raise InputError(
@@ -235,14 +245,18 @@ def smoke_settings(
     return out, note
 
 
+def _store_file(path: str | None) -> Path:
+    """The results store file at ``path`` (default: the cache's); a folder there is refused."""
+    target = _store_location(path)
+    if target.is_dir():
+        raise StoreError(f"results store {shown(target)} is a folder, not a file; give --store FILE")
+    return target
+
+
 def open_store(path: str | None, *, must_exist: bool, readonly: bool = False) -> ResultStore:
     """The results store at ``path`` (default: the cache's); reading commands refuse a missing one and
     open it ``readonly`` (it is never written, and may be on read-only media)."""
-    from ddrank.paths import cache_dir
-
-    target = Path(path) if path else cache_dir() / "results.sqlite"
-    if target.is_dir():
-        raise StoreError(f"results store {shown(target)} is a folder, not a file; give --store FILE")
+    target = _store_file(path)
     if must_exist and not target.exists():
         raise StoreError(
             f"no results store at {shown(target)}; record evaluations there first or pass --store PATH"
@@ -254,14 +268,11 @@ def check_store(args: argparse.Namespace) -> None:
     """Refuse a damaged or foreign results store before anything is loaded or trained: an existing store
     is opened read-only and checked whole (SQLite's quick_check and every row), so a refused file is
     never modified, not even migrated."""
-    from ddrank.paths import cache_dir
     from ddrank.store import inspect_store
 
     if args.no_store:
         return
-    target = Path(args.store) if args.store else cache_dir() / "results.sqlite"
-    if target.is_dir():
-        raise StoreError(f"results store {shown(target)} is a folder, not a file; give --store FILE")
+    target = _store_file(args.store)
     if target.is_file() and inspect_store(target) is not None:
         with ResultStore(target, readonly=True) as store:
             store.check_integrity()
@@ -312,14 +323,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     smoke = None
     if args.epochs is not None or args.quick:
         matrix, smoke = smoke_settings(matrix, args.epochs, rounds_given=args.rounds is not None)
-    named = (
-        args.method
-        if args.method is not None
-        else default_method(args.images)
-        if args.images
-        else "synthetic"
-    )
-    method = check_name("method name", named)
+    method = method_name(args)
     syn = None
     if args.images:
         reading = {} if args.max_input_size is None else {"max_bytes": args.max_input_size}
@@ -566,13 +570,8 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
         raise InputError(
             f"sweep entries need images to run: {', '.join(missing[:3])}; plan them with ddrank plan"
         )
-    check_output(args.json, "--json", store=store_path(args))
-    for given in (args.file, *(path for e in entries for path in (e.images, e.labels) if path)):
-        if args.json is not None and _same_file(Path(args.json), given):
-            raise InputError(
-                f"--json {shown(args.json)} is the same file as the sweep's input {shown(given)}; writing "
-                "it would destroy that input; give another path"
-            )
+    inputs = [args.file, *(path for e in entries for path in (e.images, e.labels) if path)]
+    check_output(args.json, "--json", store=store_path(args), **{"the sweep's input": inputs})
     base = settings_of(
         data_root=args.data_root,
         metric=args.metric,
@@ -639,14 +638,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         syn = (
             load_synthetic(args.images, args.labels, allow_pickle=args.allow_pickle) if args.images else None
         )
-        method = (
-            args.method
-            if args.method is not None
-            else default_method(args.images)
-            if args.images
-            else "synthetic"
-        )
-        run = plan_evaluation(settings, syn, check_name("method name", method))
+        run = plan_evaluation(settings, syn, method_name(args))
     run = _without_stored_jobs(run, args.store, console)
     if not run.jobs:
         return 0
