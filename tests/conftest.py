@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 import torch
 
+import ddrank.engine.runner
+import ddrank.evaluation.evaluator
+
 # Under pytest-xdist, the workers share the cores: each torch (and each ddrank subprocess a test starts)
 # gets its share of threads, so that they do not oversubscribe the machine.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
@@ -25,6 +28,17 @@ if _WORKERS > 1:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DDRANK_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def no_training(monkeypatch) -> None:
+    """Make any attempt to train fail the test (bad input must be refused before training)."""
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("training started on bad input")
+
+    monkeypatch.setattr(ddrank.evaluation.evaluator, "run_jobs", refuse)
+    monkeypatch.setattr(ddrank.engine.runner, "run_jobs", refuse)
 
 
 class DDRankProcesses:

@@ -12,11 +12,9 @@ import pytest
 import torch
 import yaml
 
-import ddrank.engine.runner
-import ddrank.evaluation.evaluator
+from cli_checks import assert_one_line_error, run_cli
 from ddrank import __version__
 from ddrank.baselines import BASELINES
-from ddrank.cli import main
 from ddrank.data.real import DATASETS
 from ddrank.data.synthetic import FORMATS
 from ddrank.errors import ConfigError, DDRankError, InputError, UnknownNameError
@@ -26,31 +24,6 @@ from ddrank.protocols import load_protocol, preset_names
 
 CLASSES, IPC = 10, 5  # digits: 10 classes of 1 x 8 x 8 images
 FIXTURES = Path(__file__).parent / "fixtures" / "ddranking-configs"
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    assert err.startswith("ddrank: error: ") and err.endswith("\n"), err
-    assert err.count("\n") == 1, err
-    for fragment in fragments:
-        assert fragment in err, f"{fragment!r} not in {err!r}"
-
-
-@pytest.fixture
-def no_training(monkeypatch) -> None:
-    """Make any attempt to train fail the test."""
-
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("training started on bad input")
-
-    monkeypatch.setattr(ddrank.evaluation.evaluator, "run_jobs", refuse)
-    monkeypatch.setattr(ddrank.engine.runner, "run_jobs", refuse)
 
 
 def class_major(ipc: int = IPC) -> torch.Tensor:

@@ -10,32 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-import ddrank.engine.runner
-import ddrank.evaluation.evaluator
-from ddrank.cli import main
+from cli_checks import assert_one_line_error, run_cli
 from ddrank.store import ResultStore
-
-
-def run_cli(capsys, *args: Any) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def refused(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    assert err.startswith("ddrank: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in err, f"{fragment!r} not in {err!r}"
-
-
-@pytest.fixture
-def no_training(monkeypatch) -> None:
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("training started on bad input")
-
-    monkeypatch.setattr(ddrank.evaluation.evaluator, "run_jobs", refuse)
-    monkeypatch.setattr(ddrank.engine.runner, "run_jobs", refuse)
 
 
 @pytest.fixture
@@ -73,7 +49,8 @@ def test_an_output_over_the_store_or_an_input_is_refused(args, workdir, capsys, 
     os.symlink("set.pt", workdir / "link.pt")
     before = contents(workdir / "s.sqlite", workdir / "set.pt")
     code, _, err = run_cli(capsys, *args)
-    refused(code, err, "give another path" if args[0] != "import" else "the results store itself")
+    expected = "give another path" if args[0] != "import" else "the results store itself"
+    assert_one_line_error(code, err, expected)
     assert contents(workdir / "s.sqlite", workdir / "set.pt") == before
 
 
@@ -81,32 +58,32 @@ def test_the_default_store_is_protected_too(workdir, capsys, no_training, monkey
     monkeypatch.setenv("DDRANK_CACHE_DIR", str(workdir))
     os.rename(workdir / "s.sqlite", workdir / "results.sqlite")
     code, _, err = run_cli(capsys, "evaluate", "--images", "set.pt", "--json", "results.sqlite")
-    refused(code, err, "--json results.sqlite is the results store")
+    assert_one_line_error(code, err, "--json results.sqlite is the results store")
 
 
 def test_import_refuses_a_pipe_and_creates_no_store_for_a_refused_file(workdir, capsys):
     os.mkfifo(workdir / "fifo")
     code, _, err = run_cli(capsys, "import", "fifo", "--store", "new.sqlite")
-    refused(code, err, "not a regular file")
+    assert_one_line_error(code, err, "not a regular file")
     (workdir / "bad.json").write_text('{"format": "something else"}')
     code, _, err = run_cli(capsys, "import", "bad.json", "--store", "new.sqlite")
-    refused(code, err, "not a ddrank results export")
+    assert_one_line_error(code, err, "not a ddrank results export")
     code, _, err = run_cli(capsys, "import", ".", "--store", "new.sqlite")
-    refused(code, err, "is a folder, not a file")
+    assert_one_line_error(code, err, "is a folder, not a file")
     assert not list(workdir.glob("new.sqlite*"))
 
 
 @pytest.mark.parametrize("device", ["mps", "meta", "xpu", "vulkan"])
 def test_a_device_ddrank_cannot_train_on_is_refused_before_loading(device, workdir, capsys, no_training):
     code, _, err = run_cli(capsys, "evaluate", "--images", "set.pt", "--no-store", "--device", device)
-    refused(code, err, f"--device {device!r} is not supported", "cpu or cuda")
+    assert_one_line_error(code, err, f"--device {device!r} is not supported", "cpu or cuda")
 
 
 def test_a_cuda_index_beyond_the_device_count_is_refused(workdir, capsys, no_training, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     code, _, err = run_cli(capsys, "evaluate", "--images", "set.pt", "--no-store", "--device", "cuda:7")
-    refused(code, err, "--device 'cuda:7' does not exist", "2 CUDA device(s), cuda:0 to cuda:1")
+    assert_one_line_error(code, err, "--device 'cuda:7' does not exist", "2 CUDA device(s), cuda:0 to cuda:1")
 
 
 @pytest.mark.parametrize(
@@ -123,7 +100,7 @@ def test_a_cuda_index_beyond_the_device_count_is_refused(workdir, capsys, no_tra
 )
 def test_an_unwritable_output_is_refused_before_any_work(args, workdir, capsys, no_training):
     code, _, err = run_cli(capsys, *args)
-    refused(code, err, args[-2] + " " + args[-1])
+    assert_one_line_error(code, err, args[-2] + " " + args[-1])
     assert "results store" not in err
 
 
@@ -144,7 +121,7 @@ def test_a_failed_checkpoint_save_is_an_input_error(workdir, capsys, monkeypatch
 
     monkeypatch.setattr(torch, "save", fail)
     code, _, err = run_cli(capsys, "baseline", "herding", "--ipc", "1", "--out", "b.pt")
-    refused(code, err, "cannot write --out b.pt")
+    assert_one_line_error(code, err, "cannot write --out b.pt")
 
 
 @pytest.mark.parametrize(
@@ -165,7 +142,7 @@ def test_teacher_train_checks_epochs_and_lr_as_evaluate_does(flags, message, wor
     code, _, err = run_cli(
         capsys, "teacher", "train", "--dataset", "digits", "--model", "MLP", *flags, "--out", "t.pt"
     )
-    refused(code, err, message)
+    assert_one_line_error(code, err, message)
     assert not (workdir / "t.pt").exists()
 
 
@@ -183,7 +160,7 @@ def test_teacher_train_checks_epochs_and_lr_as_evaluate_does(flags, message, wor
 )
 def test_conflicting_flags_are_refused(flags, message, workdir, capsys, no_training):
     code, _, err = run_cli(capsys, "evaluate", "--images", "set.pt", *flags)
-    refused(code, err, message)
+    assert_one_line_error(code, err, message)
     assert not (workdir / "x.sqlite").exists()
 
 
@@ -219,7 +196,7 @@ def test_help_texts_are_printed_as_meant(capsys):
 @pytest.mark.parametrize("command", [["leaderboard"], ["compare", "a", "b"], ["rm", "--yes"]])
 def test_an_unknown_label_mode_is_refused(command, capsys):
     code, _, err = run_cli(capsys, *command, "--labels", "soft")
-    refused(code, err, "argument --labels: must be hard, S", "got 'soft'")
+    assert_one_line_error(code, err, "argument --labels: must be hard, S", "got 'soft'")
 
 
 @pytest.mark.parametrize(
@@ -233,7 +210,7 @@ def test_an_unknown_label_mode_is_refused(command, capsys):
 def test_an_unknown_option_points_to_the_subcommands_help(args, capsys):
     code, _, err = run_cli(capsys, *args)
     command = " ".join(a for a in args[:2] if not a.startswith("-") and a != "dsa")
-    refused(code, err, "unrecognized arguments: --bogus", f"see ddrank {command} --help")
+    assert_one_line_error(code, err, "unrecognized arguments: --bogus", f"see ddrank {command} --help")
 
 
 @pytest.mark.parametrize(
@@ -241,9 +218,9 @@ def test_an_unknown_option_points_to_the_subcommands_help(args, capsys):
 )
 def test_a_missing_dataset_suggests_a_download_flag_the_command_has(command, workdir, capsys):
     code, _, err = run_cli(capsys, *command, "--dataset", "cifar10", "--out", "x.pt")
-    refused(code, err, "pass --download")
+    assert_one_line_error(code, err, "pass --download")
     code, _, err = run_cli(capsys, *command, "--dataset", "cifar10", "--out", "x.pt", "--download", "--zzz")
-    refused(code, err, "unrecognized arguments: --zzz;")  # --download itself is taken
+    assert_one_line_error(code, err, "unrecognized arguments: --zzz;")  # --download itself is taken
 
 
 @pytest.mark.parametrize(
@@ -290,7 +267,7 @@ def test_a_directory_or_a_foreign_file_is_named_as_such(args, message, workdir, 
     (workdir / "folder").mkdir()
     (workdir / "folder.yaml").mkdir()
     code, _, err = run_cli(capsys, *args)
-    refused(code, err, message)
+    assert_one_line_error(code, err, message)
     assert "does not exist" not in err and "unknown protocol" not in err
 
 
@@ -322,7 +299,7 @@ def test_baseline_seed_out_format_and_method_are_checked(args, message, workdir,
 
     np.savez(workdir / "set.npz", images=np.zeros((10, 1, 8, 8), np.float32), labels=np.arange(10))
     code, _, err = run_cli(capsys, *args)
-    refused(code, err, message)
+    assert_one_line_error(code, err, message)
 
 
 def test_baseline_writes_the_format_its_suffix_names(workdir, capsys):

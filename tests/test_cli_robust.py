@@ -20,17 +20,12 @@ import yaml
 import ddrank.cli_commands
 import ddrank.engine.runner
 import ddrank.evaluation.evaluator
+from cli_checks import run_cli
 from ddrank.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, main
 from ddrank.evaluation import Evaluation, RoundResult, Run
 from ddrank.metrics.definitions import metric_definition
 from ddrank.protocols import load_protocol
 from ddrank.store import ResultStore
-
-
-def run_cli(capsys, *args: Any) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line(err: str, *fragments: str) -> None:
@@ -313,15 +308,6 @@ def test_reading_commands_work_on_read_only_media(tmp_path):
         pytest.skip(f"this machine does not allow a private mount: {out['setup_error']}")
     assert "error" not in out, out.get("error")
     assert all(code == 0 for code, _ in out.values()), out
-
-
-@pytest.fixture
-def no_training(monkeypatch) -> None:
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("training started")
-
-    monkeypatch.setattr(ddrank.evaluation.evaluator, "run_jobs", refuse)
-    monkeypatch.setattr(ddrank.engine.runner, "run_jobs", refuse)
 
 
 def test_a_foreign_sqlite_file_is_refused_unchanged(tmp_path, capsys, no_training):

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from cli_checks import assert_one_line_error, run_cli
 from ddrank.baselines import generate
 from ddrank.cli import main
 from ddrank.data.real import load_real
@@ -121,19 +122,12 @@ def test_a_sweep_takes_the_fidelity_of_its_command_line(sweep_files, capsys):
 
 
 def _refused(capsys, args: list) -> str:
-    assert main([str(a) for a in args]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("ddrank: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    code, _, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err)
     return err
 
 
-def test_a_sweep_checks_every_entry_before_the_first_one_trains(sweep_files, capsys, monkeypatch):
-    import ddrank.evaluation.evaluator
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("an entry trained before every entry was checked")
-
-    monkeypatch.setattr(ddrank.evaluation.evaluator, "run_jobs", no_training)
+def test_a_sweep_checks_every_entry_before_the_first_one_trains(sweep_files, capsys, no_training):
     entries = yaml.safe_load((sweep_files / "sweep.yaml").read_text())
     bad = [entries[0], entries[1] | {"images": str(sweep_files / "missing.pt")}]
     (sweep_files / "bad.yaml").write_text(yaml.safe_dump(bad))

@@ -46,14 +46,13 @@ DDRANKING = Path("/work/shared/ddranking-configs/dist/configs")
 
 
 @pytest.fixture(autouse=True)
-def no_training(monkeypatch) -> None:
-    """Any attempt to train fails the case (the command then reports an internal error, exit 1)."""
+def no_training(no_training, monkeypatch) -> None:
+    """Any attempt to train, or to load teachers, fails the case (the command then reports an internal
+    error, exit 1)."""
 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("training started on bad input")
 
-    monkeypatch.setattr(ddrank.evaluation.evaluator, "run_jobs", refuse)
-    monkeypatch.setattr(ddrank.engine.runner, "run_jobs", refuse)
     monkeypatch.setattr(ddrank.evaluation.evaluator, "protocol_teachers", refuse)
 
 

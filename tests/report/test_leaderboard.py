@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ddrank.cli import main
+from cli_checks import run_cli
 from ddrank.errors import DDRankError, InputError, UnknownNameError
 from ddrank.evaluation import Evaluation, RoundResult, Run, recorded_evaluations
 from ddrank.metrics import (
@@ -412,12 +412,6 @@ def test_html_plots_ars_and_multiple_groups():
 
 
 # -- the commands ------------------------------------------------------------------------------
-
-
-def run_cli(capsys, *args: Any) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
