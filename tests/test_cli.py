@@ -366,7 +366,7 @@ def test_list_has_the_expected_entries(capsys):
     assert all(p in out for p in ("dc", "dsa", "dm", "mtt", "digits"))
     header, _, first, *rest = out.splitlines()[1:]  # d4m's row: its datasets cell wraps in its column
     row = [first, *rest[: next(i for i, line in enumerate(rest) if not line.startswith(" "))]]
-    cell = " ".join(line[header.index("datasets") : header.index("description")].strip() for line in row)
+    cell = " ".join(line[header.index("datasets") : header.index("evaluation")].strip() for line in row)
     assert cell.startswith("cifar10, cifar100, tinyimagenet")
     _, out, _ = run_cli(capsys, "list", "datasets")
     assert all(d in out for d in ("digits", "cifar10", "cifar100", "tinyimagenet", "imagefolder"))

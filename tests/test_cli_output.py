@@ -166,3 +166,21 @@ def test_a_deviation_summary_keeps_what_differs():
     )
     assert selection.summary() == "selection [moves scores] reference → honest"
     assert str(selection) == selection.line()
+
+
+def test_list_protocols_gives_a_short_line_per_preset_and_long_gives_the_descriptions(capsys, monkeypatch):
+    from ddrank.protocols import preset, preset_names
+
+    monkeypatch.setenv("COLUMNS", "80")
+    _, short, _ = run(capsys, "list", "protocols")
+    _, long, _ = run(capsys, "list", "protocols", "--long")
+    assert len(short.splitlines()) <= 3 * len(preset_names()) + 5 < len(long.splitlines())
+    assert "--long" in short and "Embedded default, hard labels" in short
+    from ddrank.cli_commands import _listing
+
+    names, _, descriptions = _listing("protocols", long=True).columns
+    shown = {str(n): str(d) for n, d in zip(names.cells, descriptions.cells, strict=True)}
+    summaries = [str(text) for text in _listing("protocols").columns[2].cells]
+    for name, summary in zip(preset_names(), summaries, strict=True):
+        assert shown[name] == " ".join(preset(name)["description"].split())
+        assert shown[name].startswith(summary) and len(summary) < len(shown[name])

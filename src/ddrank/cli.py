@@ -369,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ls.add_argument("kind", choices=LISTINGS, help="what to list")
     ls.add_argument("pattern", nargs="?", help="only names matching this shell pattern (case-insensitive)")
+    ls.add_argument("--long", action="store_true", help="protocols: each preset's whole description")
     ls.set_defaults(run=cli_commands.cmd_list)
 
     proto = sub.add_parser(

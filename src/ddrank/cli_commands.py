@@ -9,6 +9,7 @@ import fnmatch
 import inspect
 import json
 import os
+import re
 import sys
 import tempfile
 import textwrap
@@ -752,7 +753,12 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _listing(kind: str, pattern: str | None = None) -> Table:
+def _summary(description: str) -> str:
+    """A preset description's first clause ("DSA evaluation (Zhao & Bilen, 2021)"): one line in a list."""
+    return re.split(r"[:.;] ", " ".join(description.split()), maxsplit=1)[0].rstrip(".")
+
+
+def _listing(kind: str, pattern: str | None = None, long: bool = False) -> Table:
     from ddrank.baselines import BASELINES
     from ddrank.data.real import DATASETS
     from ddrank.data.synthetic import FORMATS
@@ -770,15 +776,21 @@ def _listing(kind: str, pattern: str | None = None) -> Table:
     )
     table.add_column("name", max_width=26, overflow="fold")
     if kind == "protocols":
-        table.add_column("datasets", max_width=16)
-        table.add_column("description", ratio=1)
+        table.add_column("datasets", **({"max_width": 16} if long else {"ratio": 1}))
+        table.add_column("description" if long else "evaluation", ratio=1)
         for name in filter(wanted, preset_names()):
             doc = preset(name)
+            description = doc.get("description", "")
             table.add_row(
                 Text(name),
                 Text(", ".join(doc.get("datasets", []))),
-                Text(" ".join(doc.get("description", "").split())),
+                Text(" ".join(description.split()) if long else _summary(description)),
             )
+        if not long:
+            table.caption = (
+                "--long: whole descriptions; ddrank protocol show NAME --dataset D --ipc N: every setting"
+            )
+            table.caption_justify = "left"
         return table
     table.add_column("description", ratio=1)
     rows = {
@@ -795,7 +807,7 @@ def _listing(kind: str, pattern: str | None = None) -> Table:
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
-    table = _listing(args.kind, args.pattern)
+    table = _listing(args.kind, args.pattern, long=args.long)
     if not table.row_count:
         everything = [str(cell) for cell in _listing(args.kind).columns[0].cells]
         raise InputError(f"no {args.kind} match {args.pattern!r} (known: {', '.join(everything)})")
