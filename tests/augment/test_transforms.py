@@ -94,6 +94,27 @@ def test_crop_boxes_are_distributed_like_torchvision():
     assert stats.ks_2samp(ours[:, 0].numpy(), theirs[:, 0].numpy()).pvalue > 1e-3  # top
 
 
+@pytest.mark.parametrize(("H", "W", "size"), [(32, 32, 32), (64, 48, 64), (40, 40, 24)])
+def test_crops_equal_torchvisions_resized_crop_of_the_same_box(H, W, size):
+    """Pixel for pixel, edges included: torchvision crops and then interpolates, so nothing outside the
+    box reaches the output (bilinear, no antialiasing, as ddrank resizes)."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.functional import resized_crop
+
+    K, B = 2, 12
+    crop = RandomResizedCrop(size)
+    key = member_keys(K, seed=5)
+    x = torch.rand(K, B, 3, H, W, generator=torch.Generator().manual_seed(1))
+    out = crop(x, key)
+    for k, b in zip(range(K), range(B), strict=False):
+        for member, sample in ((k, b), (k, B - 1 - b)):
+            top, left, h, w = crop.boxes(key, B, H, W)[member, sample].tolist()
+            expected = resized_crop(
+                x[member, sample], top, left, h, w, [size, size], InterpolationMode.BILINEAR, antialias=False
+            )
+            torch.testing.assert_close(out[member, sample], expected, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize(
     ("H", "W", "expected"), [(32, 32, (0, 0, 32, 32)), (16, 32, (0, 5, 16, 21)), (32, 16, (5, 0, 21, 16))]
 )

@@ -43,7 +43,7 @@ class RandomResizedCrop:
     Boxes follow torchvision's sampling: area fraction ~ U(scale), log aspect ratio ~ U(log ratio),
     sides rounded to integers, the first of 10 attempts that fits the image is taken at a uniformly
     random position, else the centre crop clamped to the ratio range. Resampling is bilinear
-    (``grid_sample``, align_corners=False, border clamping as torchvision's interpolation does)
+    (``grid_sample``, align_corners=False) within the box, as torchvision crops and then interpolates,
     without antialiasing. ``size`` None keeps the input size.
     """
 
@@ -94,11 +94,11 @@ class RandomResizedCrop:
         out_h, out_w = self.size or (H, W)
         top, left, h, w = self.boxes(key, B, H, W).unbind(-1)
         # Output pixel q samples the input at pixel-centre coordinate left + (q + 0.5) w / out_w - 0.5,
-        # written in grid_sample's normalised coordinates (align_corners=False).
-        qs = torch.arange(out_w, device=x.device, dtype=torch.float64) * 2 + 1
-        ps = torch.arange(out_h, device=x.device, dtype=torch.float64) * 2 + 1
-        xs = (2 * left[..., None] + qs * (w[..., None] / out_w)) / W - 1
-        ys = (2 * top[..., None] + ps * (h[..., None] / out_h)) / H - 1
+        # clamped to the box's first and last pixel centres (torchvision crops, then interpolates, so
+        # nothing outside the box is read), written in grid_sample's normalised coordinates
+        # (align_corners=False).
+        xs = _box_coordinates(left, w, out_w, W)
+        ys = _box_coordinates(top, h, out_h, H)
         grid = torch.stack(torch.broadcast_tensors(xs[:, :, None, :], ys[:, :, :, None]), dim=-1)
         work = x.float() if x.element_size() < 4 else x
         out = F.grid_sample(
@@ -109,6 +109,15 @@ class RandomResizedCrop:
             align_corners=False,
         )
         return out.view(K, B, C, out_h, out_w).to(x.dtype)
+
+
+def _box_coordinates(start: Tensor, side: Tensor, out: int, full: int) -> Tensor:
+    """``[K, B, out]`` normalised sampling coordinates of an ``out``-pixel resize of the boxes
+    ``[start, start + side)`` along an axis of ``full`` pixels, each kept within its box."""
+    q = torch.arange(out, device=start.device, dtype=torch.float64) + 0.5
+    start, side = start[..., None].double(), side[..., None].double()
+    pixel = torch.minimum(torch.maximum(start + q * side / out - 0.5, start), start + side - 1)
+    return (2 * pixel + 1) / full - 1
 
 
 @TRANSFORMS.register(
