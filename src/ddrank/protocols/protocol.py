@@ -612,6 +612,19 @@ def metric_deviations(protocol: Protocol, metric: str) -> list[Deviation]:
                 kind="repaired",
             )
         )
+    if reference and metric == "lrs" and not soft:
+        found.append(
+            deviation(
+                "results",
+                "ValueError in save_results (each round's LRS appended twice: lists of unequal length)",
+                "every round's HLR, IOR and LRS once",
+                "LabelRobustScoreHard v0.2.0 trains every round, then fails in save_results before it "
+                "returns; ddrank reports the scores its code computes (the duplicated LRS list has the "
+                "same mean and population std)",
+                moves_score=False,
+                kind="repaired",
+            )
+        )
     if reference and metric == "lrs" and protocol.labels.mode == "S":
         found.append(
             deviation(
