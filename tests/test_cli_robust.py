@@ -359,8 +359,11 @@ def test_value_warnings_name_their_flag_and_strict_refuses_them(tmp_path, capsys
     one_line(err, "look like 0..255 pixels", "--strict")
 
 
-def test_huge_values_train_and_report_the_diverged_runs(tmp_path, capsys):
-    protocol = small_protocol(tmp_path, epochs=4, rounds=1, lr_grid=[0.01, 0.1])
+@pytest.mark.parametrize("selection", ["honest", "reference"])
+def test_huge_values_train_and_report_the_diverged_runs(tmp_path, capsys, selection):
+    protocol = small_protocol(
+        tmp_path, epochs=4, rounds=1, lr_grid=[0.01, 0.1], selection=selection, eval_every=2
+    )
     syn = digits_set(tmp_path, scale=1e30)
     code, out, err = run_cli(
         capsys, "evaluate", "--images", syn, "--protocol", protocol, "--device", "cpu", "--no-progress",
@@ -376,6 +379,11 @@ def test_huge_values_train_and_report_the_diverged_runs(tmp_path, capsys):
     assert all(run["diverged"] and run["diverged_epoch"] == 1 for run in runs["syn"])
     assert not any(run["diverged"] for run in runs["random"])
     assert Evaluation.from_dict(result).diverged == 2
+    if (
+        selection == "reference"
+    ):  # every checkpoint follows the divergence: DD-Ranking's NaN weights score 1/C
+        assert [run["best_test_acc"] for run in runs["syn"]] == [0.1, 0.1]
+        assert result["per_round"][0]["acc_syn"] == 0.1
 
 
 def test_the_python_api_takes_strict_and_max_bytes(tmp_path, no_training):

@@ -296,6 +296,25 @@ def test_reference_selection_tests_only_at_multiples_of_eval_every():
     assert _run(0.01, short, 10).best_test_acc == 0.4
 
 
+def test_a_diverged_runs_checkpoints_count_as_ddrankings_nan_network_under_reference_selection():
+    """DD-Ranking does not stop a non-finite step: from there its weights are NaN and each test image gets
+    one class (1/C of a balanced test set). ddrank freezes the student, so under reference selection its
+    checkpoints from the divergence on count 1/C; honest selection reads the final epoch as it is."""
+    from ddrank.engine.job import JobResult
+    from ddrank.evaluation.evaluator import _run
+
+    per_class = (0.5,) * 10
+    late = JobResult(
+        0.6, 0.6, ((10, 0.5), (20, 0.6), (30, 0.6)), 1.0, "loop", None, per_class, None, True, 15
+    )
+    assert _run(0.01, late, 10, reference=True).best_test_acc == 0.5  # before its divergence in epoch 15
+    assert _run(0.01, late, 10).best_test_acc == 0.6
+    early = JobResult(0.3, 0.3, ((10, 0.3), (20, 0.3)), 1.0, "loop", None, per_class, None, True, 10)
+    assert _run(0.01, early, 10, reference=True).best_test_acc == 0.1
+    healthy = JobResult(0.6, 0.6, ((10, 0.5), (20, 0.6)), 1.0, "loop", None, per_class)
+    assert _run(0.01, healthy, 10, reference=True).best_test_acc == 0.6
+
+
 def test_a_reference_run_shorter_than_its_test_interval_is_a_repaired_deviation():
     from ddrank.protocols import Protocol
     from ddrank.protocols.protocol import derived_deviations

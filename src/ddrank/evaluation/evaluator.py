@@ -309,7 +309,8 @@ class Evaluator:
                     continue
                 planned_cell = planned_round.cells[cell.name]
                 pairs = zip(planned_cell.learning_rates, planned_cell.keys, strict=True)
-                cell_runs = [_run(lr, results[key], proto.eval_every) for lr, key in pairs]
+                reference = proto.selection == "reference"
+                cell_runs = [_run(lr, results[key], proto.eval_every, reference) for lr, key in pairs]
                 keys.update(planned_cell.keys)
                 best = _select(cell_runs, proto)
                 values[f"acc_{cell.name}"] = _reported(best, proto)
@@ -425,7 +426,8 @@ class Evaluator:
                 for planned_round in planned.rounds:
                     cell = planned_round.cells[cell_name]
                     pairs = zip(cell.learning_rates, cell.keys, strict=True)
-                    runs = [_run(lr, results[key], proto.eval_every) for lr, key in pairs]
+                    reference = proto.selection == "reference"
+                    runs = [_run(lr, results[key], proto.eval_every, reference) for lr, key in pairs]
                     per_round.append(_reported(_select(runs, proto), proto))
                     keys.extend(cell.keys)
                 published = self.published().lookup(info.name, model, proto.name, ipc)
@@ -634,12 +636,20 @@ def _check_buildable(protocol: Protocol, info: DatasetInfo) -> None:
             create_model(model, info.channels, info.num_classes, info.size)
 
 
-def _run(lr: float, result: JobResult, every: int) -> Run:
+def _run(lr: float, result: JobResult, every: int, reference: bool = False) -> Run:
     """A trained job as a candidate for selection. Its best test accuracy is taken, as DD-Ranking's loops
     test, at the epochs that are multiples of ``every`` (so the final epoch only when it is one), or
-    at the final epoch when the run is shorter than ``every``."""
-    tested = [acc for epoch, acc in result.curve if epoch % every == 0]
-    best = max(tested) if tested else result.curve[-1][1]
+    at the final epoch when the run is shorter than ``every``.
+
+    ``reference``: a diverged student's checkpoints from its divergence on score as DD-Ranking's would.
+    There nothing stops a non-finite step, the weights turn NaN and every image gets the same class, 1/C
+    of a balanced test set; ddrank freezes the student instead, and its frozen state must not count."""
+    curve = result.curve
+    classes = len(result.test_per_class)
+    if reference and result.diverged_epoch is not None and classes:
+        curve = tuple((epoch, 1 / classes if epoch >= result.diverged_epoch else acc) for epoch, acc in curve)
+    tested = [acc for epoch, acc in curve if epoch % every == 0]
+    best = max(tested) if tested else curve[-1][1]
     return Run(lr, result.test_acc, result.val_acc, best, result.diverged, result.diverged_epoch)
 
 
