@@ -28,7 +28,7 @@ from ddrank.baselines import generate
 from ddrank.cli import main
 from ddrank.data.real import load_real
 from ddrank.data.synthetic import SyntheticSet, load_synthetic
-from ddrank.errors import ConfigError
+from ddrank.errors import ConfigError, InputError
 from ddrank.evaluation import Evaluation, Evaluator, evaluate
 from ddrank.metrics import label_robust_score
 from ddrank.protocols import load_protocol
@@ -427,3 +427,27 @@ def test_plan_counts_the_jobs_already_in_the_store(result, workdir, capsys):
     out = capsys.readouterr().out
     total = int(re.search(r"(\d+) of (\d+) jobs are already in", out).group(2))
     assert f"{total} of {total} jobs are already in" in out and "0 to train" in out
+
+
+def test_a_set_whose_classes_differ_in_size_is_said_and_its_random_subsets_match_it(capsys):
+    """95 images, class 9 holding 5: scored against random subsets of the same per-class counts (not 100
+    images), said in one warning, recorded in the provenance, and refused under strict."""
+    real = load_real("digits")
+    keep = torch.cat(
+        [torch.nonzero(real.train_labels == c).flatten()[: 5 if c == 9 else 10] for c in range(10)]
+    )
+    syn = load_synthetic(real.train_images[keep].float() / 255, real.train_labels[keep], space="pixel")
+    evaluator = Evaluator(RunSettings(protocol="digits", device="cpu"))
+    checked = evaluator.validate(syn)
+    (warning,) = [str(w) for w in checked.warnings]
+    assert "classes hold 5..10 images (class 9: 5; 95 in all, not 10 of each)" in warning
+    assert "listed as IPC 10" in warning and checked.ipc == 10
+    jobs, data, _ = evaluator.plan({"uneven": checked}, dry_run=True)
+    randoms = {j.train_set for j in jobs if j.cell.startswith("random")}
+    assert randoms and all(
+        torch.bincount(data.train_sets[name].labels.cpu(), minlength=10).tolist() == [10] * 9 + [5]
+        for name in randoms
+    )
+    assert evaluator._provenance(checked, evaluator.protocol_for(10))["class_counts"] == [10] * 9 + [5]
+    with pytest.raises(InputError, match=r"5\.\.10 images.*refused by --strict"):
+        evaluator.validate(syn, strict=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -47,14 +49,19 @@ def validation_split(labels: Tensor, num_classes: int, fraction: float, seed: in
     return torch.cat(val), torch.cat(pool)
 
 
-def random_subset(labels: Tensor, pool: Tensor | None, num_classes: int, ipc: int, seed: int) -> Tensor:
-    """Indices of ``ipc`` distinct images per class from ``pool`` (None: the whole training set),
-    uniformly at random, class-major."""
+def random_subset(
+    labels: Tensor, pool: Tensor | None, num_classes: int, ipc: int | Sequence[int], seed: int
+) -> Tensor:
+    """Indices of ``ipc`` distinct images per class (or ``ipc[c]`` of class c, for a set whose classes
+    differ in size) from ``pool`` (None: the whole training set), uniformly at random, class-major."""
     where = "in the training set" if pool is None else "outside the validation split"
     pool = torch.arange(labels.numel()) if pool is None else pool
+    counts = [ipc] * num_classes if isinstance(ipc, int) else list(ipc)
     chosen = []
     for cls, members in enumerate(_shuffled_by_class(labels, pool, num_classes, seed, _SUBSET_TAG)):
-        if members.numel() < ipc:
-            raise InputError(f"class {cls} has only {members.numel()} images {where}; cannot draw IPC {ipc}")
-        chosen.append(members[:ipc])
+        if members.numel() < counts[cls]:
+            raise InputError(
+                f"class {cls} has only {members.numel()} images {where}; cannot draw IPC {counts[cls]}"
+            )
+        chosen.append(members[: counts[cls]])
     return torch.cat(chosen)

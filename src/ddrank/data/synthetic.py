@@ -945,6 +945,16 @@ def validate_synthetic(
     if ipc is not None and max(counts) != ipc:
         held = f"{min(counts)}..{max(counts)}" if min(counts) != max(counts) else str(max(counts))
         raise InputError(f"{where}: ipc={ipc} was given but the labels hold {held} images per class")
+    if min(counts) != max(counts):
+        fewest = counts.index(min(counts))
+        found.append(
+            ValueWarning(
+                f"{where}: its classes hold {min(counts)}..{max(counts)} images (class {fewest}: "
+                f"{min(counts)}; {n} in all, not {max(counts)} of each): its random subsets draw as many of "
+                f"each class, and it is listed as IPC {max(counts)}"
+            )
+        )
+        refuse_warnings(found[-1:], strict)
     return ValidatedSet(
         images=images.contiguous(),
         hard_labels=hard,

@@ -249,7 +249,10 @@ class Evaluator:
             ensemble = teachers[name]
             train_real = not self.definition.needs_real or self.real_accuracy(proto)[0] is None
             fingerprint = ensemble.fingerprint if ensemble is not None else None
-            entries.append(PlanEntry(name, proto, info, vs.ipc, rounds, vs.lr, fingerprint, train_real))
+            counts = tuple(vs.class_counts) if len(set(vs.class_counts)) > 1 else ()
+            entries.append(
+                PlanEntry(name, proto, info, vs.ipc, rounds, vs.lr, fingerprint, train_real, counts)
+            )
         source = _DeviceSets(self.real, sets, protocols, spaces, teachers, self.device)
         jobs, plans = plan_jobs(
             entries,
@@ -474,6 +477,7 @@ class Evaluator:
             "hardware": hardware or platform.machine(),
             "backend": self.settings.backend,
             "precision": self.settings.precision_for(protocol),
+            **({"class_counts": list(vs.class_counts)} if len(set(vs.class_counts)) > 1 else {}),
             **self.extra_provenance,
         }
 
@@ -574,7 +578,10 @@ class _DeviceSets:
         set under reference selection, as DD-Ranking draws them."""
         real, space, ensemble = self.real_data, self.spaces[entry.name], self.teachers[entry.name]
         pool = self._pools[round] if entry.protocol.selection == "honest" else None
-        idx = random_subset(real.train_labels, pool, real.info.num_classes, entry.ipc, seed)
+        # as many images of each class as the set holds: IPC of each, or the set's own counts
+        idx = random_subset(
+            real.train_labels, pool, real.info.num_classes, entry.class_counts or entry.ipc, seed
+        )
         proto = entry.protocol
         original = real.train_images[idx]
         pixels = random_subset_pixels(original, real.info, proto.random_data, proto.jpeg_quality)

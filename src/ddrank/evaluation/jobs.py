@@ -31,6 +31,7 @@ class PlanEntry:
     set_lr: float | None = None  # the set's own learning rate (used when the protocol allows it)
     teachers: str | None = None  # the loaded teacher ensemble's fingerprint (None: a placeholder)
     train_real: bool = True  # False when acc(real, hard) is given or published
+    class_counts: tuple[int, ...] = ()  # images per class of a set whose classes differ in size
 
 
 @dataclass(frozen=True)
