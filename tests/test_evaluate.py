@@ -451,3 +451,27 @@ def test_a_set_whose_classes_differ_in_size_is_said_and_its_random_subsets_match
     assert evaluator._provenance(checked, evaluator.protocol_for(10))["class_counts"] == [10] * 9 + [5]
     with pytest.raises(InputError, match=r"5\.\.10 images.*refused by --strict"):
         evaluator.validate(syn, strict=True)
+
+
+def test_a_named_dataset_of_the_wrong_size_is_said_before_training(tmp_path, capsys, no_training):
+    """A half-extracted CIFAR-10 (100 training images) gives numbers that look publishable: say so."""
+    write_fake_cifar10(tmp_path)
+    torch.save(torch.rand(10, 3, 32, 32), tmp_path / "set.pt")
+    args = [
+        "evaluate",
+        "--dataset",
+        "cifar10",
+        "--data-root",
+        str(tmp_path),
+        "--images",
+        str(tmp_path / "set.pt"),
+    ]
+    args += ["--space", "pixel", "--real-acc", "0.8", "--no-store", "--no-progress"]
+    assert main(args) == 1  # the no_training guard stops it where training would start
+    err = capsys.readouterr().err
+    assert "training started" in err
+    assert "dataset 'cifar10' holds 100 training images, not the 50,000 of its standard split" in err
+    assert main([*args, "--strict"]) == 2
+    assert "standard split" in (err := capsys.readouterr().err) and "refused by --strict" in err
+    evaluator = Evaluator(RunSettings(device="cpu"))  # digits: the standard split, nothing to say
+    assert not evaluator.validate(load_synthetic(torch.randn(100, 1, 8, 8), space="normalized")).warnings

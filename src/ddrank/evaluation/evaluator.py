@@ -32,6 +32,7 @@ from ddrank.data.sampling import random_subset, validation_split
 from ddrank.data.synthetic import (
     SyntheticSet,
     ValidatedSet,
+    ValueWarning,
     check_values,
     load_synthetic,
     protocol_warnings,
@@ -166,8 +167,23 @@ class Evaluator:
         if syn.space is None:
             found += check_values(validated.images, protocol.space, syn.source)
         found += protocol_warnings(validated, label_mode=protocol.labels.mode, protocol=protocol.name)
+        found += self._dataset_warnings()
         refuse_warnings(found, strict)
         return dataclasses.replace(validated, warnings=tuple(found))
+
+    def _dataset_warnings(self) -> list[ValueWarning]:
+        """A named dataset whose training split is not the standard one's size (a partial download or
+        extraction): its scores are not comparable with anyone else's."""
+        expected, held = self.info.train_size, len(self.real.train_labels)
+        if expected is None or held == expected:
+            return []
+        return [
+            ValueWarning(
+                f"dataset {self.info.name!r} holds {held:,} training images, not the {expected:,} of its "
+                "standard split (an incomplete download or extraction?): its scores compare with no "
+                "published ones"
+            )
+        ]
 
     def space(self, protocol: Protocol) -> TrainingSpace:
         key = protocol.zca_regularization if protocol.zca else None
