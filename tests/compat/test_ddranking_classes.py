@@ -260,6 +260,30 @@ def test_classes_apply_ddranking_defaults():
     assert general.schedule.kind == "cosine" and general.augment.dsa is not None
 
 
+def test_an_explicit_none_is_a_value_and_the_defaults_fail_as_ddranking_does():
+    """DD-Ranking reads data_aug_func=None as no augmentation; its own default, cutmix with
+    aug_params={'cutmix_p': 1.0}, fails on the missing beta (KeyError), and so does ddrank, naming it."""
+    minimal = {
+        "dataset": "Digits",
+        "model_name": "ConvNet-2",
+        "step_size": 10,
+        "device": "cpu",
+        "eval_full_data": True,
+    }
+    plain = LabelRobustScoreHard(**minimal, fidelity="honest", data_aug_func=None).config.protocol
+    assert not plain.augment.enabled
+    with pytest.raises(
+        ConfigError, match=r"aug_params\.beta: missing; DD-Ranking's cutmix reads params\['beta'\]"
+    ):
+        LabelRobustScoreHard(**minimal, fidelity="honest")
+    assert (
+        LabelRobustScoreHard(
+            **minimal, fidelity="honest", aug_params={"beta": 1.0}
+        ).config.protocol.augment.cutmix
+        == 1.0
+    )
+
+
 def test_positional_arguments_follow_ddranking_signatures():
     by_name = LabelRobustScoreHard(**HARD, fidelity="honest").config.protocol
     by_position = LabelRobustScoreHard(

@@ -658,10 +658,7 @@ class _Translation:
         self.fidelity = self.choose_fidelity(fidelity)
         self.cls = self.choose_class(metric, source_class)
         if arguments:
-            self.raw = {
-                **CONSTRUCTOR_DEFAULTS[self.cls],
-                **{k: v for k, v in self.raw.items() if v is not None},
-            }
+            self.raw = {**CONSTRUCTOR_DEFAULTS[self.cls], **self.raw}
         elif self.cls == "GeneralEvaluator":
             self.raw = {**GENERAL_CONFIG_DEFAULTS, **self.raw}
         self.report_unread()
