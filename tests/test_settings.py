@@ -41,7 +41,7 @@ def test_auto_precision_keeps_reference_protocols_in_fp32_and_an_explicit_bf16_i
     assert precision_deviation(reference, "fp32") is None and precision_deviation(honest, "bf16") is None
     said = precision_deviation(reference, "bf16")
     assert said is not None and said.moves_score and said.kind == "changed"
-    assert said.line().startswith("precision: source fp32 (no autocast) -> ddrank bf16 autocast [moves")
+    assert said.line().startswith("precision: source fp32 (no autocast) → ddrank bf16 autocast [moves")
     monkeypatch.setattr(RunSettings, "precision_for", lambda self, protocol: "bf16")  # --precision bf16
     evaluator = Evaluator(RunSettings(dataset="cifar10", device="cpu", fidelity="reference"))
     assert said in evaluator.deviations(evaluator.protocol_for(10))

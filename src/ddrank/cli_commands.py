@@ -454,7 +454,7 @@ DEVIATION = "ddrank: deviation: "
 
 class DeviationNotes:
     """Says each deviation of a protocol from its source once, on stderr before training: one line of
-    at most 80 columns (key, whether it moves scores, source -> ddrank), after a line saying where the
+    at most 80 columns (key, whether it moves scores, source → ddrank), after a line saying where the
     reasons are; ``verbose``: the full line with its reason. The stored record and --json keep it all."""
 
     def __init__(self, verbose: bool = False):

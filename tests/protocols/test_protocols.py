@@ -513,8 +513,7 @@ def test_every_difference_between_the_forms_needs_a_reason(tmp_path):
         "my reason",
     )
     assert (
-        changed.line()
-        == "batch_size: source batch_size=64 -> ddrank batch_size=256 [moves scores]: my reason"
+        changed.line() == "batch_size: source batch_size=64 → ddrank batch_size=256 [moves scores]: my reason"
     )
 
 

@@ -73,13 +73,13 @@ class Deviation(_Spec):
 
     def line(self) -> str:
         """One line for a terminal or a log."""
-        effect = "moves scores" if self.moves_score else "no effect on scores"
+        effect = "moves scores" if self.moves_score else "same scores"  # the words of summary()
         if self.kind == "ignored":
             return f"{self.key}: {self.source_value} ignored [{effect}]: {self.reason}"
         if self.kind == "note":
             return f"{self.key}: {self.source_value} [note]: {self.reason}"
         return (
-            f"{self.key}: source {self.source_value} -> ddrank {self.ddrank_value} [{effect}]: {self.reason}"
+            f"{self.key}: source {self.source_value} → ddrank {self.ddrank_value} [{effect}]: {self.reason}"
         )
 
     def __str__(self) -> str:
@@ -111,11 +111,19 @@ class Deviation(_Spec):
         return f"{head} {source} → {ddrank}"
 
 
+_NEEDS_OBJECT = frozenset({"from", "of", "by", "to", "in", "with", "on", "per", "for"})
+
+
 def _without_asides(text: str) -> str:
-    """``text`` less its parenthesised asides ("whole batches (per-GPU statistics)" → "whole batches")."""
+    """``text`` less its parenthesised asides ("whole batches (per-GPU statistics)" → "whole batches"),
+    except those a word needs as its object ("seeds derived from (base seed, round)" keeps its pair)."""
     import re
 
-    return " ".join(re.sub(r"\s*\([^()]*\)", "", text).split()) or text
+    def drop(aside: re.Match[str]) -> str:
+        before = text[: aside.start()].split()
+        return aside.group() if before and before[-1] in _NEEDS_OBJECT else ""
+
+    return " ".join(re.sub(r"\s*\([^()]*\)", drop, text).split()) or text
 
 
 def _cut(text: str, room: int) -> str:
