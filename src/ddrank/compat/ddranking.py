@@ -59,9 +59,8 @@ class _DDRankingMetric:
                 raise InputError(f"{type(self).__name__} got {name!r} both by position and by name")
             kwargs[name] = value
         raw = dict(config) if config is not None else {}
-        raw.update(
-            kwargs
-        )  # an explicit None is a value, as in DD-Ranking (data_aug_func=None: no augmentation)
+        # an explicit None is a value, as in DD-Ranking (data_aug_func=None: no augmentation)
+        raw.update(kwargs)
         self.config: TranslatedConfig = translate_ddranking_config(
             raw,
             metric=self.metric,
