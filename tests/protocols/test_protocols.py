@@ -476,8 +476,10 @@ def test_metric_deviations_of_broken_ddranking_paths():
     lrs = {d.key: d for d in datm.deviations_for("lrs")}
     assert lrs["random_data_format"].kind == lrs["soft_label_mode"].kind == "repaired"
     assert "metric" in {d.key for d in datm.deviations_for("acc")}
+    assert "scores" in lrs and "scores" not in {d.key for d in datm.deviations_for("acc")}  # no exp() there
     dm = load_protocol("dm", dataset="cifar10", fidelity="reference")
     assert "random_data_format" not in {d.key for d in dm.deviations_for("lrs")}  # the hard class works
+    assert dm.deviations_for("lrs")[-1].key == "results"  # ... until it saves its results
 
 
 def test_a_protocol_file_that_selects_on_the_test_set_is_a_reference_protocol(tmp_path):

@@ -584,8 +584,10 @@ class Protocol(_Training):
         return None
 
     def deviations_for(self, metric: str) -> tuple[Deviation, ...]:
-        """The protocol's deviations plus those that depend on the metric, each once."""
-        return unique_deviations((*self.deviations, *metric_deviations(self, metric)))
+        """The protocol's deviations plus those that depend on the metric, each once (plain accuracy
+        computes no LRS or ARS, so DD-Ranking's percent-into-exp does not concern it)."""
+        found = (*self.deviations, *metric_deviations(self, metric))
+        return unique_deviations(d for d in found if not (metric == "acc" and d.key == "scores"))
 
 
 def precision_deviation(protocol: Protocol, precision: str) -> Deviation | None:
