@@ -4,6 +4,7 @@ listings and protocol inspection print the registries."""
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -333,6 +334,31 @@ def test_version(capsys):
     code, out, _ = run_cli(capsys, "--version")
     assert code == 0
     assert out.strip() == f"ddrank {__version__}"
+
+
+# --- smoke runs and dry runs ----------------------------------------------------------------------
+
+
+def dry_run_report(capsys, tmp_path: Path, *flags: Any) -> dict[str, Any]:
+    """The --json report of ``ddrank evaluate --dry-run`` with ``flags``."""
+    out = tmp_path / "plan.json"
+    code, _, err = run_cli(capsys, "evaluate", "--dry-run", "--device", "cpu", "--json", out, *flags)
+    assert code == 0, err
+    return json.loads(out.read_text())
+
+
+def test_the_rounds_of_a_smoke_run_stay_out_of_its_protocol_hash(capsys, tmp_path):
+    full = dry_run_report(capsys, tmp_path, "--ipc", "10")
+    preset = load_protocol("digits", dataset="digits", ipc=10)
+    assert full["protocol"]["content_hash"] == preset.content_hash()
+    assert dry_run_report(capsys, tmp_path, "--ipc", "10", "--rounds", "2")["protocol"] == full["protocol"]
+    for smoke in (["--quick"], ["--epochs", "3"]):
+        alone = dry_run_report(capsys, tmp_path, "--ipc", "10", *smoke)
+        assert alone["rounds"] == 2 and alone["protocol"]["content_hash"] != full["protocol"]["content_hash"]
+        for rounds in (2, 3):
+            given = dry_run_report(capsys, tmp_path, "--ipc", "10", *smoke, "--rounds", rounds)
+            assert given["rounds"] == rounds
+            assert given["protocol"]["content_hash"] == alone["protocol"]["content_hash"], smoke
 
 
 # --- listings -------------------------------------------------------------------------------------

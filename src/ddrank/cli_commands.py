@@ -224,7 +224,9 @@ def smoke_settings(
 ) -> tuple[list[RunSettings], dict[str, Any]]:
     """Settings for a smoke run: ``epochs`` per student (default: a tenth of the protocol's) and, unless
     --rounds is given, 2 rounds. The epochs are part of the protocol, so its hash (and leaderboard group)
-    differs from the full run's; the returned note is recorded as the evaluation's ``smoke`` provenance."""
+    differs from the full run's; the rounds stay a run setting outside the hash, as in a full run, so
+    --quick and --quick --rounds 2 share one. The returned note is recorded as the evaluation's ``smoke``
+    provenance."""
     from ddrank.protocols import Protocol, load_protocol
 
     if epochs is not None and epochs < 1:
@@ -238,11 +240,11 @@ def smoke_settings(
             else load_protocol(source, dataset=settings.dataset, ipc=settings.ipc)
         )
         chosen = epochs if epochs is not None else max(1, base.epochs // 10)
-        changes: dict[str, Any] = {"epochs": chosen}
+        note = {"epochs": chosen, "protocol_epochs": base.epochs}
+        changes: dict[str, Any] = {"protocol": base.with_overrides(epochs=chosen)}
         if not rounds_given:
             changes["rounds"] = QUICK_ROUNDS
-        note = {"epochs": chosen, "protocol_epochs": base.epochs}
-        out.append(settings.replace(protocol=base.with_overrides(**changes)))
+        out.append(settings.replace(**changes))
     return out, note
 
 
