@@ -361,6 +361,12 @@ def test_the_rounds_of_a_smoke_run_stay_out_of_its_protocol_hash(capsys, tmp_pat
             assert given["protocol"]["content_hash"] == alone["protocol"]["content_hash"], smoke
 
 
+def test_a_smoke_run_keeps_the_fidelity_asked_for(capsys, tmp_path):
+    flags = ["--dataset", "cifar10", "--protocol", "dc", "--ipc", "10", "--fidelity", "reference"]
+    report = dry_run_report(capsys, tmp_path, *flags, "--quick")
+    assert report["fidelity"] == "reference" and report["protocol"]["selection"] == "reference"
+
+
 # --- listings -------------------------------------------------------------------------------------
 
 

@@ -237,7 +237,7 @@ def smoke_settings(
         base = (
             source
             if isinstance(source, Protocol)
-            else load_protocol(source, dataset=settings.dataset, ipc=settings.ipc)
+            else load_protocol(source, dataset=settings.dataset, ipc=settings.ipc, fidelity=settings.fidelity)
         )
         chosen = epochs if epochs is not None else max(1, base.epochs // 10)
         note = {"epochs": chosen, "protocol_epochs": base.epochs}
