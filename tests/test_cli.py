@@ -361,6 +361,16 @@ def test_the_rounds_of_a_smoke_run_stay_out_of_its_protocol_hash(capsys, tmp_pat
             assert given["protocol"]["content_hash"] == alone["protocol"]["content_hash"], smoke
 
 
+def test_a_smoke_run_shortens_the_whole_data_student_too(capsys, tmp_path):
+    full_data = load_protocol("digits", dataset="digits", ipc=10).full_data
+    for flags, students, whole in ((["--epochs", "3"], 3, 3), (["--quick"], 30, full_data.epochs // 10)):
+        report = dry_run_report(capsys, tmp_path, "--ipc", "10", *flags)
+        epochs = {cell["cell"]: cell["epochs"] for cell in report["plan"]["cells"]}
+        assert epochs == {"syn": students, "random": students, "real": whole}, flags
+        assert report["protocol"]["full_data"]["epochs"] == whole
+        assert f"{whole} epochs, batch {full_data.batch_size}" in report["full_data"]["source"]
+
+
 def test_a_smoke_run_keeps_the_fidelity_asked_for(capsys, tmp_path):
     flags = ["--dataset", "cifar10", "--protocol", "dc", "--ipc", "10", "--fidelity", "reference"]
     report = dry_run_report(capsys, tmp_path, *flags, "--quick")

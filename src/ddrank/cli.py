@@ -292,13 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     smoke.add_argument(
         "--epochs",
         type=count,
-        help="smoke run: train every student this many epochs (labelled smoke, never ranked with full runs)",
+        help="smoke run: train every student, the whole-data one included, this many epochs (labelled smoke, "
+        "never ranked with full runs)",
     )
     smoke.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: a tenth of the protocol's epochs and 2 rounds (labelled smoke, never ranked with "
-        "full runs)",
+        help="smoke run: a tenth of the epochs of every student, the whole-data one included, and 2 rounds "
+        "(labelled smoke, never ranked with full runs)",
     )
     ev.add_argument(
         "--strict",

@@ -222,7 +222,8 @@ QUICK_ROUNDS = 2
 def smoke_settings(
     matrix: list[RunSettings], epochs: int | None, *, rounds_given: bool
 ) -> tuple[list[RunSettings], dict[str, Any]]:
-    """Settings for a smoke run: ``epochs`` per student (default: a tenth of the protocol's) and, unless
+    """Settings for a smoke run: ``epochs`` per student, the whole-data one included (default: a tenth of
+    each run's), so that acc(real, hard) is as short as the rest and HLR compares like with like; unless
     --rounds is given, 2 rounds. The epochs are part of the protocol, so its hash (and leaderboard group)
     differs from the full run's; the rounds stay a run setting outside the hash, as in a full run, so
     --quick and --quick --rounds 2 share one. The returned note is recorded as the evaluation's ``smoke``
@@ -240,8 +241,16 @@ def smoke_settings(
             else load_protocol(source, dataset=settings.dataset, ipc=settings.ipc, fidelity=settings.fidelity)
         )
         chosen = epochs if epochs is not None else max(1, base.epochs // 10)
-        note = {"epochs": chosen, "protocol_epochs": base.epochs}
-        changes: dict[str, Any] = {"protocol": base.with_overrides(epochs=chosen)}
+        full = base.full_data
+        full_epochs = epochs if epochs is not None else max(1, full.epochs // 10)
+        note = {
+            "epochs": chosen,
+            "protocol_epochs": base.epochs,
+            "full_data_epochs": full_epochs,
+            "protocol_full_data_epochs": full.epochs,
+        }
+        shortened = full.model_copy(update={"epochs": full_epochs})
+        changes: dict[str, Any] = {"protocol": base.with_overrides(epochs=chosen, full_data=shortened)}
         if not rounds_given:
             changes["rounds"] = QUICK_ROUNDS
         out.append(settings.replace(**changes))
