@@ -377,6 +377,22 @@ def test_a_smoke_run_keeps_the_fidelity_asked_for(capsys, tmp_path):
     assert report["fidelity"] == "reference" and report["protocol"]["selection"] == "reference"
 
 
+@pytest.mark.parametrize(
+    "students, fragment",
+    [
+        ("", "--students takes a comma-separated list of model names (e.g. ConvNet-3,MLP), got ''"),
+        ("MLP,,ConvNet-2-W16", "--students 'MLP,,ConvNet-2-W16' has an empty model name"),
+        ("MLP,", "--students 'MLP,' has an empty model name"),
+        ("MLP,MLP", "--students 'MLP,MLP' names MLP twice; give each student once"),
+        ("mlp,ConvNet-2-W16,MLP", "names MLP twice ('mlp' and 'MLP'); give each student once"),
+    ],
+)
+def test_students_refuses_an_empty_list_an_empty_name_and_a_student_named_twice(students, fragment, capsys):
+    code, out, err = run_cli(capsys, "evaluate", "--dry-run", "--ipc", "10", "--students", students)
+    assert_one_line_error(code, err, fragment)
+    assert out == ""
+
+
 # --- listings -------------------------------------------------------------------------------------
 
 

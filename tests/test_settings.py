@@ -117,6 +117,16 @@ def test_a_student_matrix_replaces_only_the_model():
         RunSettings(protocol="dsa").for_students(["MLP"])
 
 
+def test_a_student_matrix_refuses_an_empty_list_an_empty_name_and_a_student_named_twice():
+    settings = RunSettings(ipc=10)
+    with pytest.raises(SettingError, match="students must name at least one model"):
+        settings.for_students([])
+    with pytest.raises(SettingError, match="students has an empty model name"):
+        settings.for_students(["MLP", " "])
+    with pytest.raises(SettingError, match=r"students names MLP twice \('MLP' and 'mlp'\)"):
+        settings.for_students(["MLP", "ConvNet-2-W16", "mlp"])
+
+
 def test_a_dataset_without_a_protocol_gets_its_default_or_an_error_naming_the_choices():
     assert RunSettings(dataset="cifar10").protocol_source == "dsa"
     assert RunSettings(dataset="svhn").protocol_source == "dsa"
@@ -130,7 +140,8 @@ def test_a_dataset_without_a_protocol_gets_its_default_or_an_error_naming_the_ch
 def test_model_names_typed_in_any_case_resolve_to_one_protocol(tmp_path):
     """Model names match case-insensitively; the registered spelling is what is hashed, grouped and
     keyed, whether the name comes from --students or from a protocol file."""
-    typed, registered = RunSettings(ipc=10).for_students(["convnet-2-w16", "ConvNet-2-W16"])
+    (typed,) = RunSettings(ipc=10).for_students(["convnet-2-w16"])
+    (registered,) = RunSettings(ipc=10).for_students(["ConvNet-2-W16"])
     assert typed.protocol.model == "ConvNet-2-W16"
     assert typed.protocol.content_hash() == registered.protocol.content_hash()
     preset = load_protocol("digits", dataset="digits", ipc=10)

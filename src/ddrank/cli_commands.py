@@ -208,12 +208,17 @@ def run_settings(args: argparse.Namespace) -> list[RunSettings]:
         settings = RunSettings.from_translated(config, **fields)
     else:
         settings = settings_of(**fields)
-    if not args.students:
+    if args.students is None:
         return [settings]
-    students = [s.strip() for s in args.students.split(",") if s.strip()]
-    if not students:
-        raise InputError("--students takes a comma-separated list of model names")
-    return settings.for_students(students)
+    if not args.students.strip():
+        raise InputError(
+            "--students takes a comma-separated list of model names (e.g. ConvNet-3,MLP), "
+            f"got {args.students!r}"
+        )
+    try:
+        return settings.for_students([s.strip() for s in args.students.split(",")])
+    except SettingError as exc:
+        raise exc.renamed(f"--students {args.students!r}") from None
 
 
 QUICK_ROUNDS = 2

@@ -285,19 +285,28 @@ class RunSettings(BaseModel):
 
     def for_students(self, students: Sequence[str]) -> list[RunSettings]:
         """One settings per student model (a cross-architecture matrix): the protocol, resolved for the
-        dataset and IPC, with its student replaced."""
+        dataset and IPC, with its student replaced. An empty list or name, or a student named twice (in
+        any spelling of its registered name), is refused: it would train nothing, or the same twice."""
+        from ddrank.models import canonical_model_name
+
+        if not students:
+            raise SettingError("students", "must name at least one model (e.g. ConvNet-3,MLP)")
+        seen: dict[str, str] = {}
+        for student in students:
+            if not student.strip():
+                raise SettingError("students", "has an empty model name; separate names by single commas")
+            canonical = canonical_model_name(student.strip())
+            if canonical in seen:
+                spellings = "" if seen[canonical] == student else f" ({seen[canonical]!r} and {student!r})"
+                raise SettingError("students", f"names {canonical} twice{spellings}; give each student once")
+            seen[canonical] = student
         source = self.protocol_source
         base = (
             source
             if isinstance(source, Protocol)
             else load_protocol(source, dataset=self.dataset, ipc=self.ipc, fidelity=self.fidelity)
         )
-        from ddrank.models import canonical_model_name
-
-        return [
-            self.replace(protocol=base.with_overrides(model=canonical_model_name(student)))
-            for student in students
-        ]
+        return [self.replace(protocol=base.with_overrides(model=model)) for model in seen]
 
 
 def _is_int(value: Any) -> bool:
