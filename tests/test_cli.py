@@ -393,6 +393,33 @@ def test_students_refuses_an_empty_list_an_empty_name_and_a_student_named_twice(
     assert out == ""
 
 
+def test_a_dry_run_refuses_a_set_the_run_would_refuse(capsys, tmp_path, no_training):
+    torch.save({"images": images(), "labels": class_major()}, tmp_path / "set.pt")  # digits, IPC 5
+    refused = []
+    for flags in (["--ipc", "9"], ["--ipc", "9", "--dry-run"], ["--dataset", "cifar10", "--dry-run"]):
+        code, out, err = run_cli(capsys, "evaluate", "--images", tmp_path / "set.pt", *flags)
+        assert code == 2 and out == ""
+        refused.append(err)
+    assert refused[0] == refused[1]  # the run's own refusal
+    assert_one_line_error(2, refused[1], "ipc=9 was given but the labels hold 5 images per class")
+    assert_one_line_error(2, refused[2], "images have 1 channels (shape [50, 1, 8, 8]) but the dataset has 3")
+
+
+def test_a_dry_run_checks_a_set_without_reading_the_dataset(capsys, tmp_path, monkeypatch):
+    def unread(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a dry run read the real dataset")
+
+    monkeypatch.setattr("ddrank.evaluation.evaluator.load_real", unread)
+    torch.save(255 * torch.rand(100, 3, 32, 32), tmp_path / "x.pt")  # 0..255 floats: a warning
+    args = ["evaluate", "--images", tmp_path / "x.pt", "--dataset", "cifar10", "--dry-run"]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0 and "cifar10 · IPC 10 · lrs" in out
+    assert "ddrank: warning: synthetic set " in err and "x.pt: values span" in err
+    code, out, err = run_cli(capsys, *args, "--strict")
+    assert_one_line_error(code, err, "look like 0..255 pixels stored as floats", "refused by --strict")
+    assert out == ""
+
+
 # --- listings -------------------------------------------------------------------------------------
 
 

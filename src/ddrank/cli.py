@@ -275,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the resolved protocol, its deviations and the job plan without data or training "
-        "(--json writes them)",
+        help="check --images as the run would, then print the resolved protocol, its deviations and the "
+        "job plan without data or training (--json writes them)",
     )
     ev.add_argument(
         "--format", default="auto", help="format of --images (ddrank list formats); default: detected"

@@ -358,7 +358,16 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     if args.dry_run:
         for settings in matrix:
             _check_teachers_used(Evaluator(settings), syn)
-        return _dry_run(console, matrix, syn, method, args.json, verbose=args.verbose)
+        return _dry_run(
+            console,
+            matrix,
+            syn,
+            method,
+            args.json,
+            verbose=args.verbose,
+            resize=args.resize,
+            strict=args.strict,
+        )
     check_store(args)
     store = _store_for(args)
     notes = DeviationNotes(args.verbose)  # one set of notes across the students of a matrix
@@ -497,11 +506,16 @@ def _dry_run(
     json_path: str | None,
     *,
     verbose: bool = False,
+    resize: bool = False,
+    strict: bool = False,
 ) -> int:
-    """``evaluate --dry-run``: the resolved protocol, deviations and job plan of each settings."""
+    """``evaluate --dry-run``: the set checked as the run would check it (its refusals, then its warnings),
+    and the resolved protocol, deviations and job plan of each settings."""
     from ddrank.planning import dry_run, dry_run_lines
 
-    reports = [dry_run(settings, syn, method) for settings in matrix]  # every refusal first
+    reports = [dry_run(s, syn, method, resize=resize, strict=strict) for s in matrix]  # every refusal first
+    for message in dict.fromkeys(w for report in reports for w in report["warnings"]):
+        warn(message)
     for report in reports:
         notes = DeviationNotes(verbose)
         for deviation in report["deviations"]:

@@ -306,25 +306,37 @@ def duration(seconds: float) -> str:
 # -- evaluate --dry-run ----------------------------------------------------------------------------
 
 
-def dry_run(settings: RunSettings, syn: SyntheticSet | None = None, method: str = "synthetic") -> dict:
+def dry_run(
+    settings: RunSettings,
+    syn: SyntheticSet | None = None,
+    method: str = "synthetic",
+    *,
+    resize: bool = False,
+    strict: bool = False,
+) -> dict:
     """What ``ddrank evaluate`` would do, without real data or training: the resolved protocol (with its
     fidelity and hash), where acc(real, hard) comes from, the deviations, and the job plan per cell.
 
-    The IPC is the settings' or, given a set, its image count over the dataset's classes. Refusals
+    A set is validated as a real run validates it (shape, values, labels, IPC; ``resize`` and ``strict``
+    as there), against the dataset's registered shape, so a plan is never printed for a set the run
+    would refuse; its warnings are in ``warnings``. The IPC is the set's, else the settings'. Refusals
     (a protocol DD-Ranking cannot run, a model that cannot take the images) raise as in a real run.
     """
-    from ddrank.evaluation.evaluator import _check_buildable
+    from ddrank.evaluation.evaluator import _check_buildable, check_soft_labels
     from ddrank.protocols.protocol import describe_full_data
 
     evaluator = Evaluator(settings)
+    validated = None
+    if syn is not None:
+        validated = evaluator.validate(syn, resize=resize, strict=strict, read_data=False)
     info = evaluator.info
-    ipc = settings.ipc
-    if ipc is None and syn is not None and info.num_classes:
-        ipc = syn.images.shape[0] // info.num_classes
+    ipc = validated.ipc if validated is not None else settings.ipc
     if ipc is None:
         raise InputError("a dry run needs the synthetic set's images per class: give --ipc or --images")
     protocol = evaluator.protocol_for(ipc)
     _check_buildable(protocol, info)
+    if validated is not None:
+        check_soft_labels(protocol, validated, method)
     definition = evaluator.definition
     real_acc, real_source = (None, None)
     if definition.needs_real:
@@ -332,8 +344,9 @@ def dry_run(settings: RunSettings, syn: SyntheticSet | None = None, method: str 
         if real_acc is None:
             real_source = describe_full_data(protocol.full_data)
     rounds = settings.rounds or protocol.rounds
-    set_lr = syn.lr if syn is not None else None
-    entry = PlanEntry(method, protocol, info, ipc, rounds, set_lr, None, real_acc is None)
+    set_lr = validated.lr if validated is not None else None
+    counts = tuple(validated.class_counts) if validated and len(set(validated.class_counts)) > 1 else ()
+    entry = PlanEntry(method, protocol, info, ipc, rounds, set_lr, None, real_acc is None, counts)
     jobs, plans = plan_jobs(
         [entry],
         _ShapeSets(),
@@ -383,6 +396,7 @@ def dry_run(settings: RunSettings, syn: SyntheticSet | None = None, method: str 
         "reference_source": protocol.reference_source,
         "full_data": {"accuracy": real_acc, "source": real_source},
         "deviations": [d.model_dump() for d in evaluator.deviations(protocol)],
+        "warnings": [w.message for w in validated.warnings] if validated is not None else [],
         "plan": {"jobs": len(jobs), "cells": cells},
     }
 

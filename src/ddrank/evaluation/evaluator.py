@@ -147,13 +147,21 @@ class Evaluator:
         return self._real
 
     def validate(
-        self, syn: SyntheticSet, ipc: int | None = None, resize: bool = False, *, strict: bool = False
+        self,
+        syn: SyntheticSet,
+        ipc: int | None = None,
+        resize: bool = False,
+        *,
+        strict: bool = False,
+        read_data: bool = True,
     ) -> ValidatedSet:
         """``syn`` checked against the dataset and the protocol of its IPC (``ipc`` defaults to the
         settings'), before anything trains. Its ``warnings`` (values that contradict the set's space,
         or the protocol's when the set names none; soft labels a hard-label protocol ignores) become
-        an InputError under ``strict``."""
-        info = self.real.info
+        an InputError under ``strict``. ``read_data=False`` (a dry run) checks against the dataset's
+        registered shape without reading it, except an image folder, whose classes only its tree knows;
+        the dataset's own warnings (an incomplete split) then wait for the run."""
+        info = self.real.info if read_data or not self.info.num_classes else self.info
         validated = validate_synthetic(
             syn,
             num_classes=info.num_classes,
@@ -167,7 +175,8 @@ class Evaluator:
         if syn.space is None:
             found += check_values(validated.images, protocol.space, syn.source)
         found += protocol_warnings(validated, label_mode=protocol.labels.mode, protocol=protocol.name)
-        found += self._dataset_warnings()
+        if read_data:
+            found += self._dataset_warnings()
         refuse_warnings(found, strict)
         return dataclasses.replace(validated, warnings=tuple(found))
 
@@ -247,11 +256,7 @@ class Evaluator:
         protocols = {name: self.protocol_for(vs.ipc) for name, vs in sets.items()}
         for name, proto in protocols.items():
             _check_buildable(proto, info)
-            if proto.labels.mode == "S" and sets[name].soft_labels is None:
-                raise InputError(
-                    f"protocol {proto.name!r} trains on stored soft labels (mode S) but set {name!r} has "
-                    "none; give its [N, classes] soft labels (--labels) or use a hard-label protocol"
-                )
+            check_soft_labels(proto, sets[name], name)
         spaces = {name: self.space(p) for name, p in protocols.items()}
         if len({s.tag for s in spaces.values()}) > 1:
             raise ConfigError("sets evaluated together must share one training space (ZCA or not)")
@@ -648,6 +653,15 @@ def _canonical_models(protocol: Protocol) -> Protocol:
     if teachers != tuple(labels.teachers):
         changes["labels"] = labels.model_copy(update={"teachers": teachers})
     return protocol.model_copy(update=changes) if changes else protocol
+
+
+def check_soft_labels(protocol: Protocol, vs: ValidatedSet, name: str) -> None:
+    """Refuse a set without soft labels under a protocol that trains on stored ones (mode S)."""
+    if protocol.labels.mode == "S" and vs.soft_labels is None:
+        raise InputError(
+            f"protocol {protocol.name!r} trains on stored soft labels (mode S) but set {name!r} has "
+            "none; give its [N, classes] soft labels (--labels) or use a hard-label protocol"
+        )
 
 
 def _check_buildable(protocol: Protocol, info: DatasetInfo) -> None:
