@@ -92,6 +92,25 @@ def test_dry_run_plan_is_readable_in_80_columns_and_json_keeps_the_raw_form(
     assert all(isinstance(cell["augment"], dict) and isinstance(cell["schedule"], dict) for cell in cells)
 
 
+def test_dry_run_plan_says_the_training_space(capsys, tmp_path):
+    """ZCA whitening changes what a set's values mean: the plan says it in one line, as --json does."""
+    from pathlib import Path
+
+    import torch
+
+    datm = (
+        Path(__file__).parent / "fixtures" / "ddranking-configs" / "eval" / "DATM" / "CIFAR10" / "IPC10.yaml"
+    )
+    torch.save({"images": torch.randn(100, 3, 32, 32), "labels": torch.randn(100, 10)}, tmp_path / "set.pt")
+    code, out, err = run(capsys, "evaluate", "--dry-run", "--config", datm, "--images", tmp_path / "set.pt")
+    assert code == 0, err
+    assert "\ntraining space: ZCA-whitened (regularisation 0.1)\n" in out and widest(out) <= 80, out
+    code, out, _ = run(
+        capsys, "evaluate", "--dry-run", "--dataset", "cifar100", "--protocol", "dsa", "--ipc", "1"
+    )
+    assert code == 0 and "\ntraining space: normalised (cifar100 mean and std)\n" in out, out
+
+
 def test_augmentation_and_schedule_in_words():
     from ddrank.planning import augment_words, schedule_words
 

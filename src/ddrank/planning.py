@@ -395,6 +395,7 @@ def dry_run(
         | {"content_hash": protocol.content_hash()},
         "reference_source": protocol.reference_source,
         "full_data": {"accuracy": real_acc, "source": real_source},
+        "training_space": "zca" if protocol.zca else "normalized",
         "deviations": [d.model_dump() for d in evaluator.deviations(protocol)],
         "warnings": [w.message for w in validated.warnings] if validated is not None else [],
         "plan": {"jobs": len(jobs), "cells": cells},
@@ -409,6 +410,7 @@ def dry_run_lines(report: dict, width: int = 80) -> Iterator[str]:
     yield f"protocol {proto['name']} ({report['fidelity']}, hash {proto['content_hash']})"
     yield f"  {report['dataset']} · IPC {report['ipc']} · {report['metric']} · {report['rounds']} rounds"
     yield from _wrapped(f"reproduces: {reference}", width)
+    yield from _wrapped(f"training space: {space_words(report)}", width)
     full = report["full_data"]
     if full["source"] is not None:
         shown = "trained" if full["accuracy"] is None else f"{full['accuracy']:g}"
@@ -439,6 +441,15 @@ def dry_run_lines(report: dict, width: int = 80) -> Iterator[str]:
 
 
 OPTIMISERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+
+
+def space_words(report: dict) -> str:
+    """What every image (set, random subsets, test) is turned into before a student sees it: ZCA-whitened
+    changes what a set's values mean, so a plan says it."""
+    proto = report["protocol"]
+    if report["training_space"] == "zca":
+        return f"ZCA-whitened (regularisation {proto['zca_regularization']:g})"
+    return f"normalised ({proto['stats'] or report['dataset']} mean and std)"
 
 
 def _wrapped(line: str, width: int, indent: str = "    ") -> Iterator[str]:
