@@ -474,7 +474,8 @@ def test_protocol_show_prints_the_hash_and_the_resolved_fields(capsys):
     header, body = out.split("\n", 1)
     assert header == f"# dsa v1, fidelity honest, hash {expected.content_hash()}"
     comments = " ".join(line[2:] for line in body.splitlines() if line.startswith("# "))  # wrapped at 80
-    assert body.startswith("# reproduces: ") and comments == f"reproduces: {expected.reference_source}"
+    resolved = "resolved for dataset cifar10, any IPC (--ipc picks one)"
+    assert comments == f"{resolved} reproduces: {expected.reference_source}"
     shown = yaml.safe_load(body)
     assert shown == expected.model_dump(mode="json")
     assert shown["model"] == "ConvNet-3" and shown["dataset"] == "cifar10"
@@ -507,6 +508,24 @@ def test_protocol_show_applies_dataset_overrides_and_canonical_dataset_names(cap
     _, plain, _ = run_cli(capsys, "protocol", "show", "dsa", "--dataset", "cifar10")
     assert spelled == plain
     assert tiny.split("\n")[0] != plain.split("\n")[0]  # different hash
+
+
+def test_protocol_show_says_what_it_resolved_for_and_resolves_a_preset_for_its_first_dataset(capsys):
+    _, default, _ = run_cli(capsys, "protocol", "show", "dc")
+    _, named, _ = run_cli(capsys, "protocol", "show", "dc", "--dataset", "cifar10")
+    cifar10 = load_protocol("dc", dataset="cifar10")
+    comments = [line for line in default.splitlines() if line.startswith("# ")]
+    assert comments[0] == f"# dc v1, fidelity honest, hash {cifar10.content_hash()}"
+    assert " ".join(line[2:] for line in comments[1:]).startswith(
+        "resolved for dataset cifar10 (its first; --dataset picks another), any IPC (--ipc picks one) "
+        f"reproduces: {cifar10.reference_source}"
+    )
+    assert yaml.safe_load(default) == yaml.safe_load(named) == cifar10.model_dump(mode="json")
+    _, ipc, _ = run_cli(capsys, "protocol", "show", "dc", "--dataset", "cifar10", "--ipc", "10")
+    assert "# resolved for dataset cifar10, IPC 10\n" in ipc
+    _, digits, _ = run_cli(capsys, "protocol", "show", "digits")
+    assert digits.startswith(f"# digits v1, fidelity honest, hash {load_protocol('digits').content_hash()}\n")
+    assert "# resolved for dataset digits, any IPC (--ipc picks one)\n" in digits
 
 
 def test_protocol_show_errors(capsys):

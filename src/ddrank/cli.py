@@ -386,8 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: ddrank protocol show dsa --dataset cifar10 --ipc 10",
     )
     show.add_argument("name", help="a preset (ddrank list protocols) or a protocol YAML file")
-    show.add_argument("--dataset", help="resolve the preset for this dataset")
-    show.add_argument("--ipc", type=count, help="resolve the preset for this IPC")
+    show.add_argument("--dataset", help="resolve the preset for this dataset (default: the first it covers)")
+    show.add_argument(
+        "--ipc", type=count, help="resolve the preset for this IPC (default: settings shared by every IPC)"
+    )
     show.add_argument("--fidelity", choices=FIDELITY_CHOICES, help=FIDELITY_HELP)
     show.set_defaults(run=cli_commands.cmd_protocol_show)
 

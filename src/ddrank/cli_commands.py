@@ -847,15 +847,28 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_protocol_show(args: argparse.Namespace, console: Console) -> int:
     from ddrank.data.real import dataset_info
-    from ddrank.protocols import load_protocol
+    from ddrank.protocols import load_protocol, preset, preset_names
 
     dataset = dataset_info(args.dataset).name if args.dataset else None
     proto = load_protocol(args.name, dataset=dataset, ipc=args.ipc, fidelity=args.fidelity)
+    if dataset is None and proto.dataset is not None:
+        # Without --dataset a protocol names its first dataset: resolve it for that one, its rules and
+        # reference included, so that what is shown is what an evaluation on that dataset runs.
+        proto = load_protocol(args.name, dataset=proto.dataset, ipc=args.ipc, fidelity=args.fidelity)
     _print(
         console, f"# {proto.name} v{proto.version}, fidelity {proto.fidelity}, hash {proto.content_hash()}"
     )
-    for line in textwrap.wrap(f"reproduces: {proto.reference_source or 'no published reference'}", 78):
-        _print(console, f"# {line}")
+    where = "any dataset" if proto.dataset is None else f"dataset {proto.dataset}"
+    is_preset = args.name.lower() in map(str.lower, preset_names())
+    if dataset is None and is_preset and len(preset(args.name).get("datasets") or ()) > 1:
+        where += " (its first; --dataset picks another)"
+    where += f", IPC {proto.ipc}" if proto.ipc is not None else ", any IPC (--ipc picks one)"
+    for text in (
+        f"resolved for {where}",
+        f"reproduces: {proto.reference_source or 'no published reference'}",
+    ):
+        for line in textwrap.wrap(text, 78):
+            _print(console, f"# {line}")
     shown = proto.model_dump(mode="json")
     if shown["reference_source"] is None:
         shown["reference_source"] = "no published reference"
