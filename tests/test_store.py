@@ -160,6 +160,21 @@ def test_evaluations_are_recorded_queried_and_replaced():
             store.record_evaluation({"method": "dm", "dataset": "digits", "rounds": 1})
 
 
+def test_a_full_run_never_replaces_a_smoke_run_of_the_same_protocol_content(tmp_path):
+    smoke = _evaluation("dm", lrs=0.1)
+    smoke["provenance"] = smoke["provenance"] | {"smoke": {"epochs": 30, "protocol_epochs": 300}}
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        store.record_evaluation(smoke)
+        store.record_evaluation(_evaluation("dm", lrs=0.2))  # same hash, seeds and rounds, not a smoke run
+        assert sorted(e["lrs_mean"] for e in store.evaluations(method="dm")) == [0.1, 0.2]
+        store.record_evaluation(smoke | {"lrs_mean": 0.3})  # a smoke rerun replaces the smoke run only
+        assert sorted(e["lrs_mean"] for e in store.evaluations(method="dm")) == [0.2, 0.3]
+        store.export(tmp_path / "out.json")
+    with ResultStore(tmp_path / "other.sqlite") as other:
+        other.record_evaluation(_evaluation("dm", lrs=0.2))
+        assert other.import_(tmp_path / "out.json")[1] == 1  # the smoke run is new there
+
+
 def _filled(path) -> ResultStore:
     store = ResultStore(path, device="gpu0")
     for i in range(5):

@@ -241,6 +241,11 @@ def _group_flags() -> argparse.ArgumentParser:
         choices=("trained", "given", "published"),
         help="only scores whose acc(real, hard) was trained, given (evaluate --real-acc) or published",
     )
+    p.add_argument(
+        "--smoke",
+        action=argparse.BooleanOptionalAction,
+        help="only smoke runs (evaluate --quick or --epochs); --no-smoke: only full runs",
+    )
     return p
 
 
@@ -483,12 +488,13 @@ def build_parser() -> argparse.ArgumentParser:
         "leaderboard",
         parents=[_group_flags()],
         help="rank recorded methods per group (dataset, IPC, protocol, fidelity, labels, student, weight, "
-        "acc(real) source), with CIs",
+        "acc(real) source, smoke run), with CIs",
         description="Rank the recorded evaluations within each group: dataset, IPC, protocol and its hash, "
         "fidelity, labels, student, the weight of the score (w of LRS, γ of ARS) and where acc(real, hard) "
-        "came from (trained, or given and published values, which are shown); methods are never "
-        "ranked across groups. The newest evaluation of each method is ranked; --all adds the earlier "
-        "ones. Renders a terminal table, Markdown, CSV, JSON, LaTeX or a self-contained HTML page.",
+        "came from (trained, or given and published values, which are shown), and whether it is a smoke "
+        "run; methods are never ranked across groups. The newest evaluation of each method is ranked; --all "
+        "adds the earlier ones. Renders a terminal table, Markdown, CSV, JSON, LaTeX or a self-contained "
+        "HTML page.",
         epilog="example: ddrank leaderboard --dataset digits --ipc 10 --labels hard --format md",
     )
     board.add_argument("--store", help=STORE_HELP)
@@ -520,8 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="paired comparison of two methods over their rounds with the same seeds",
         description="Mean difference A − B of a score over the rounds both methods ran with the same seed, "
         "with its 95% CI and the p-value of a paired t-test, within one group (dataset, IPC, protocol, "
-        "fidelity, labels, student, weight, acc(real) source); when the methods share several groups, the "
-        "filters choose one. Rounds that only one method ran are left out, and listed.",
+        "fidelity, labels, student, weight, acc(real) source, smoke run); when the methods share several "
+        "groups, the filters choose one. Rounds that only one method ran are left out, and listed.",
         epilog="example: ddrank compare dm herding --dataset digits --ipc 10 --labels hard",
     )
     compare.add_argument("a", help="first method")

@@ -909,6 +909,7 @@ def _selection(args: argparse.Namespace) -> Any:
         fidelity=args.fidelity,
         weight=args.weight,
         acc_real=args.acc_real,
+        smoke=args.smoke,
     )
 
 

@@ -115,14 +115,17 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 def payload_identity(payload: Any) -> tuple[Any, ...]:
     """What else makes an evaluation the measurement it is, read from its payload (no column holds it): the
     weight its scores were computed with (w of LRS, γ of ARS), where its acc(real, hard) came from and, when
-    that was given or published rather than trained, its value. A payload that is not an object has none."""
+    that was given or published rather than trained, its value, and whether it was a smoke run (a full run
+    whose protocol equals a smoke run's never replaces it). A payload that is not an object has none."""
     if not isinstance(payload, Mapping):
-        return (None, None, None)
+        return (None, None, None, False)
     weight, source = payload.get("weight"), payload.get("acc_real_source")
     rounds = payload.get("per_round")
     first = rounds[0] if isinstance(rounds, list) and rounds and isinstance(rounds[0], dict) else {}
     given = None if source in (None, "trained") else first.get("acc_real")
-    return tuple(float(v) if _is_number(v) else v for v in (weight, source, given))
+    provenance = payload.get("provenance")
+    smoke = bool(provenance.get("smoke")) if isinstance(provenance, Mapping) else False
+    return (*(float(v) if _is_number(v) else v for v in (weight, source, given)), smoke)
 
 
 def fields_of(schema: int, fields: Mapping[str, tuple[type, ...]]) -> list[str]:

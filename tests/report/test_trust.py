@@ -94,6 +94,45 @@ def test_compare_refuses_to_choose_a_group_and_names_the_one_it_compares(capsys,
     assert code == 0 and "digits-kd" not in out
 
 
+def _smoke(e: Evaluation) -> Evaluation:
+    e.provenance["smoke"] = {"epochs": 5, "protocol_epochs": 50}
+    return e
+
+
+def test_a_smoke_run_never_joins_a_full_run_of_the_same_protocol_content(capsys, tmp_path):
+    # ddrank.evaluate with a protocol whose content equals --quick's gives the same protocol hash
+    full = [evaluation(m, acc) for m, acc in (("A", 0.80), ("B", 0.75), ("C", 0.50))]
+    smoke = [_smoke(evaluation(m, acc)) for m, acc in (("A", 0.70), ("B", 0.72))]
+    rows = build_leaderboard(smoke + full)
+    assert [(r["method"], r["smoke"], r["rank"]) for r in rows] == [
+        ("A", False, 1),
+        ("B", False, 2),
+        ("C", False, 3),
+        ("B", True, 1),
+        ("A", True, 2),
+    ]
+    assert len(group_candidates(rows)) == 2 and group_candidates(rows)[1].endswith(" · smoke run")
+    assert rows[3]["stability_tau"] == pytest.approx(1.0)  # over the two smoke runs: B beats A every round
+    document = json.loads(render(rows, "json"))
+    assert [g["group"]["smoke"] for g in document["groups"]] == [False, True]
+    assert [len(g["rows"]) for g in document["groups"]] == [3, 2]
+    with pytest.raises(LeaderboardError, match=r"2 groups .*smoke run.*--smoke/--no-smoke"):
+        compare_methods(smoke + full, "A", "B")
+    assert compare_methods(smoke + full, "A", "B", selection=Selection(smoke=True)).group_label.endswith(
+        "smoke run"
+    )
+    path = tmp_path / "r.sqlite"
+    with ResultStore(path) as store:
+        for e in smoke + full:
+            store.record_evaluation(e.to_dict())
+    code, out, err = run_cli(capsys, "leaderboard", "--store", path, "--no-smoke")
+    assert code == 0 and "smoke" not in out and re.search(r"^3 +C ", out, re.MULTILINE), err
+    code, out, err = run_cli(capsys, "compare", "A", "B", "--store", path, "--smoke")
+    assert code == 0 and "smoke run" in out, err
+    code, out, err = run_cli(capsys, "compare", "A", "C", "--store", path, "--smoke")
+    assert code == 2 and "(smoke runs)" in err
+
+
 # 3. history: a rerun with fewer rounds is kept beside the earlier one, which is marked and removable
 def test_rerun_with_fewer_rounds_is_marked_history_is_listed_and_rm_removes_by_id(capsys, tmp_path):
     path = tmp_path / "r.sqlite"

@@ -129,7 +129,7 @@ def notes(row: Mapping[str, Any], *, in_heading: bool = False) -> str:
     """What a reader must know before trusting a row: optimistic selection, a weight other than the default,
     protocol deviations, diverged students, a smoke run, training in bf16, an earlier evaluation with more
     rounds, or that the row is history. ``in_heading``: the row's group is its table's title, which says the
-    weight already."""
+    weight and the smoke run already."""
     parts = []
     if row.get("optimistic"):
         parts.append("optimistic")
@@ -140,7 +140,7 @@ def notes(row: Mapping[str, Any], *, in_heading: bool = False) -> str:
         parts.append(f"{row['deviations']} deviation{'s' if row['deviations'] != 1 else ''}")
     if row.get("diverged"):
         parts.append(f"{row['diverged']} diverged")
-    if row.get("smoke"):
+    if row.get("smoke") and not in_heading:
         parts.append("smoke")
     if row.get("precision") not in (None, "fp32"):  # ranked beside fp32 rows: the reader should know
         parts.append(f"trained in {row['precision']}")

@@ -40,7 +40,8 @@ def _number(value: Any) -> float | None:
 # What one leaderboard group holds fixed: only evaluations equal in all of these are ranked together.
 # ``weight`` is the w (LRS) or γ (ARS) the ranked score was computed with; ``acc_real_source`` where its
 # acc(real, hard) came from (trained, given, or published: ...) and ``acc_real_given`` that value when it was
-# not trained; each None for a score that does not use it.
+# not trained; each None for a score that does not use it. ``smoke``: a smoke run (fewer epochs, labelled)
+# never shares a group with a full run, even when its protocol's content equals a full run's.
 GROUP_FIELDS = (
     "dataset",
     "ipc",
@@ -52,9 +53,10 @@ GROUP_FIELDS = (
     "weight",
     "acc_real_source",
     "acc_real_given",
+    "smoke",
 )
 # The group fields in words, for messages.
-GROUP_WORDS = "dataset, IPC, protocol, fidelity, labels, student, weight, acc(real) source"
+GROUP_WORDS = "dataset, IPC, protocol, fidelity, labels, student, weight, acc(real) source, smoke run"
 
 
 def fidelity_of(evaluation: Evaluation) -> str:
@@ -92,13 +94,15 @@ def group_of(evaluation: Evaluation, metric: str | None = None) -> tuple[Any, ..
         e.student,
         weight_of(e, definition),
         *acc_real_of(e, definition),
+        e.smoke,
     )
 
 
 def group_label(group: Mapping[str, Any] | Sequence[Any], metric: str | None = None) -> str:
     """A group in words, e.g. ``digits · IPC 10 · protocol digits (c4a7bf02) · honest · hard labels ·
-    ConvNet-2-W16``, with the weight when it is not the default and acc(real) when it was not trained; a
-    row dict or a :func:`group_of` tuple (``metric`` names the weight: w or γ; a row says its own)."""
+    ConvNet-2-W16``, with the weight when it is not the default, acc(real) when it was not trained and
+    "smoke run" for a smoke run; a row dict or a :func:`group_of` tuple (``metric`` names the weight: w or
+    γ; a row says its own)."""
     values = dict(zip(GROUP_FIELDS, group, strict=True)) if not isinstance(group, Mapping) else group
     digest = str(values.get("protocol_hash") or "")[:8]
     parts = [
@@ -114,7 +118,7 @@ def group_label(group: Mapping[str, Any] | Sequence[Any], metric: str | None = N
     real = acc_real_words(values.get("acc_real_source"), values.get("acc_real_given"))
     if real:
         parts.append(real)
-    if isinstance(group, Mapping) and group.get("smoke"):
+    if values.get("smoke"):
         parts.append("smoke run")
     return " · ".join(parts)
 
@@ -131,6 +135,7 @@ class Selection:
     fidelity: str | None = None
     weight: float | None = None  # the w (LRS) or γ (ARS) the scores were computed with
     acc_real: str | None = None  # where acc(real, hard) came from: trained, given or published
+    smoke: bool | None = None  # True: only smoke runs; False: only full runs
 
     def matches(self, e: Evaluation) -> bool:
         protocol = self.protocol
@@ -145,6 +150,7 @@ class Selection:
             self.fidelity is None or fidelity_of(e) == self.fidelity,
             self.weight is None or math.isclose(float(e.weight), float(self.weight)),
             self.acc_real is None or str(e.acc_real_source or "").startswith(self.acc_real),
+            self.smoke is None or e.smoke == self.smoke,
         )
         return all(checks)
 
@@ -159,6 +165,7 @@ class Selection:
             f" ({self.fidelity})" if self.fidelity else "",
             f" with weight {self.weight:g}" if self.weight is not None else "",
             f" with acc(real) {self.acc_real}" if self.acc_real else "",
+            "" if self.smoke is None else (" (smoke runs)" if self.smoke else " (full runs)"),
         ]
         return "".join(parts)
 
@@ -397,7 +404,7 @@ def compare_methods(
         listed = "; ".join(group_label(g, definition.name) for g in shared_groups)
         raise LeaderboardError(
             f"{a!r} and {b!r} are both evaluated in {len(shared_groups)} groups ({listed}); choose one with "
-            "--dataset, --ipc, --protocol, --labels, --student, --weight or --acc-real"
+            "--dataset, --ipc, --protocol, --labels, --student, --weight, --acc-real or --smoke/--no-smoke"
         )
     group = shared_groups[0]
     by_seed = [
