@@ -114,13 +114,13 @@ def _check_page(browser: Any, tmp_path: Path, methods: dict[str, float], rows: l
     width, height = _png_size(data)
     assert width >= 800 and height >= 600 and len(data) > 20_000
 
-    table = browser.find_element(By.ID, "leaderboard")
+    table = browser.find_element(By.ID, "leaderboard-0")
     headers = [th.get_attribute("id") for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
-    score_column = headers.index("col-score")
+    score_column = headers.index("col-score-0")
 
     def column(index: int) -> list[str]:
         return browser.execute_script(
-            "return Array.from(document.querySelectorAll('#leaderboard tbody tr.method-row'))"
+            "return Array.from(document.querySelectorAll('#leaderboard-0 tbody tr.method-row'))"
             ".map(r => r.cells[arguments[0]].getAttribute('data-value'));",
             index,
         )
@@ -128,7 +128,7 @@ def _check_page(browser: Any, tmp_path: Path, methods: dict[str, float], rows: l
     assert len(table.find_elements(By.CSS_SELECTOR, "tbody tr.method-row")) == len(methods)
     assert [float(v) for v in column(score_column)] == [r["mean"] for r in rows]  # ranked best first
 
-    header = browser.find_element(By.ID, "col-score")
+    header = browser.find_element(By.ID, "col-score-0")
     header.click()
     ascending = [float(v) for v in column(score_column)]
     assert ascending == sorted(r["mean"] for r in rows)
@@ -137,8 +137,8 @@ def _check_page(browser: Any, tmp_path: Path, methods: dict[str, float], rows: l
     assert [float(v) for v in column(score_column)] == sorted(ascending, reverse=True)
     assert header.get_attribute("aria-sort") == "descending"
 
-    method_column = headers.index("col-method")
-    browser.find_element(By.ID, "col-method").click()
+    method_column = headers.index("col-method-0")
+    browser.find_element(By.ID, "col-method-0").click()
     assert column(method_column) == sorted(methods)
 
     box = browser.find_element(By.ID, "filter")
@@ -195,6 +195,25 @@ def _check_panels_and_labels(browser: Any) -> None:
     headings = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "section.group h2")]
     assert any("hard labels" in h for h in headings) and any("S labels" in h for h in headings)
     assert "Across groups" in headings  # the hard against soft labels gap
+    # each group's rows in its own table, under its heading; choosing a group shows only its section
+    sections = browser.find_elements(By.CSS_SELECTOR, "section.group[data-group]")
+    assert len(sections) == 2
+    for section in sections:
+        labels = {r.get_attribute("data-group") for r in section.find_elements(By.CSS_SELECTOR, "tr")[1:]}
+        assert labels == {section.find_element(By.TAG_NAME, "h2").text}
+        assert len(section.find_elements(By.CSS_SELECTOR, "table.leaderboard tbody tr")) == 5
+    assert "10 of 10 rows shown" in browser.find_element(By.ID, "shown").text
+    choice = sections[1].get_attribute("data-group")
+    browser.execute_script(
+        "var s = document.getElementById('group'); s.value = arguments[0];"
+        "s.dispatchEvent(new Event('change'));",
+        choice,
+    )
+    assert not sections[0].is_displayed() and sections[1].is_displayed()
+    assert "5 of 10 rows shown" in browser.find_element(By.ID, "shown").text
+    browser.execute_script(
+        "var s = document.getElementById('group'); s.value = ''; s.dispatchEvent(new Event('change'));"
+    )
     page_text = browser.find_element(By.TAG_NAME, "body").text
     assert "neutral LRS = 26.89%" in page_text and "acc(real) %" in page_text
     assert browser.find_elements(By.TAG_NAME, "h1")[0].text.count("LRS") == 1

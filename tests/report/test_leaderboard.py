@@ -27,7 +27,7 @@ from ddrank.metrics import (
 from ddrank.metrics.stats import MIN_BOOTSTRAP_ROUNDS
 from ddrank.report.columns import notes
 from ddrank.report.html import render_html
-from ddrank.report.leaderboard import LeaderboardError, build_leaderboard, compare_methods
+from ddrank.report.leaderboard import LeaderboardError, build_leaderboard, compare_methods, group_label
 from ddrank.report.render import render
 from ddrank.store import ResultStore
 
@@ -116,6 +116,14 @@ def ars_evaluation(method: str, gap: float, *, ipc: int = 10) -> Evaluation:
     return _evaluation(method, rounds, metric="ars", ipc=ipc)
 
 
+def markdown_tables(text: str) -> dict[str, list[str]]:
+    """The tables of ``--format md`` by the group each is headed with: each table's lines, header first."""
+    blocks = text.strip().split("\n\n")
+    assert all(b.startswith("### ") for b in blocks[::2]) and len(blocks) % 2 == 0, text
+    pairs = zip(blocks[::2], blocks[1::2], strict=True)
+    return {heading.removeprefix("### "): table.splitlines() for heading, table in pairs}
+
+
 def demo_like() -> list[Evaluation]:
     """Five methods, best first by construction: dm > kcenter > herding > random > noise."""
     accuracies = {"dm": 0.80, "kcenter": 0.74, XSS: 0.70, "random": 0.62, "noise": 0.20}
@@ -152,7 +160,7 @@ def test_bootstrap_interval_is_given_from_enough_rounds_and_contains_the_mean():
     fewer = many[:-1]  # a "95%" bootstrap interval of fewer rounds covers much less: none, and "–"
     rows = build_leaderboard([evaluation("a", 0.8, seeds=fewer), evaluation("b", 0.7, seeds=fewer)])
     assert all(r["boot_ci_low"] is r["boot_ci_high"] is None and r["ci_low"] is not None for r in rows)
-    header, _, first, _ = render(rows, "md").splitlines()
+    ((header, _, first, _),) = markdown_tables(render(rows, "md")).values()
     cells = dict(zip(header.split(" | "), first.split(" | "), strict=True))
     assert cells[f"95% CI (boot, n ≥ {MIN_BOOTSTRAP_ROUNDS}) %"] == "–" and cells["95% CI (t) %"] != "–"
     assert f"from {MIN_BOOTSTRAP_ROUNDS} rounds on" in render(rows, "table", wide=True)
@@ -279,7 +287,8 @@ def test_unknown_metric_and_format_name_the_valid_ones():
 
 def test_markdown_has_a_header_and_one_row_per_method():
     rows = build_leaderboard(demo_like())
-    lines = render(rows, "md").strip().splitlines()
+    ((label, lines),) = markdown_tables(render(rows, "md")).items()
+    assert label == "digits · IPC 10 · protocol digits (5f1c0ffe) · honest · hard labels · ConvNet-2-W16"
     assert lines[0].startswith("| rank | method |") and "LRS %" in lines[0]
     assert set(lines[1]) <= set("|:-")
     assert len(lines) == 2 + len(rows)
@@ -290,7 +299,7 @@ def test_markdown_has_a_header_and_one_row_per_method():
 
 def test_markdown_escapes_pipes_in_method_names():
     rows = build_leaderboard([evaluation("a|b", 0.8), evaluation("c", 0.7)])
-    header, _, first, _ = render(rows, "md").splitlines()
+    ((header, _, first, _),) = markdown_tables(render(rows, "md")).values()
     assert "a\\|b" in first and first.count("|") - 1 == header.count("|")
 
 
@@ -365,17 +374,50 @@ def test_html_table_has_rows_sortable_values_and_stable_ids():
     page = render_html(rows)
     parsed = _Elements()
     parsed.feed(page)
-    assert any(t == "table" and a.get("id") == "leaderboard" for t, a in parsed.tags)
+    assert any(t == "table" and a.get("id") == "leaderboard-0" for t, a in parsed.tags)
     headers = [a.get("id") for t, a in parsed.tags if t == "th"]
-    assert "col-score" in headers and "col-method" in headers and len(set(headers)) == len(headers)
+    assert "col-score-0" in headers and "col-method-0" in headers and len(set(headers)) == len(headers)
     trs = [a for t, a in parsed.tags if t == "tr" and a.get("class", "").startswith("method-row")]
     assert len(trs) == len(rows)
-    score_index = headers.index("col-score")
+    score_index = headers.index("col-score-0")
     cells = [a for t, a in parsed.tags if t == "td"]
     per_row = len(headers)
     scores = [float(cells[i * per_row + score_index]["data-value"]) for i in range(len(rows))]
     assert scores == [r["mean"] for r in rows]
     assert parsed.methods == [r["method"] for r in rows]
+
+
+def _two_groups() -> list[dict[str, Any]]:
+    """Rows of two groups (IPC 1 and 10) whose methods rank differently in each."""
+    evaluations = [evaluation("dm", 0.8), evaluation("noise", 0.2)]
+    evaluations += [evaluation("dm", 0.3, ipc=1), evaluation("noise", 0.4, ipc=1)]
+    return build_leaderboard(evaluations)
+
+
+def test_markdown_gives_each_group_its_heading_and_table():
+    rows = _two_groups()
+    tables = markdown_tables(render(rows, "md"))
+    assert list(tables) == [group_label(rows[0]), group_label(rows[2])]
+    assert [label.split(" · ")[1] for label in tables] == ["IPC 1", "IPC 10"]
+    for lines, expected in zip(tables.values(), (["noise", "dm"], ["dm", "noise"]), strict=True):
+        assert lines[0].startswith("| rank | method |") and set(lines[1]) <= set("|:-")
+        assert [line.split(" | ")[1] for line in lines[2:]] == expected  # each table ranked 1, 2
+        assert [line.split(" | ")[0] for line in lines[2:]] == ["| 1", "| 2"]
+
+
+def test_html_gives_each_group_its_table_under_its_heading():
+    rows = _two_groups()
+    page = render_html(rows)
+    sections = re.findall(
+        r'<section class="group" data-group="([^"]*)"><h2>(.*?)</h2>(.*?)</section>', page, re.S
+    )
+    assert [heading for _, heading, _ in sections] == [group_label(rows[0]), group_label(rows[2])]
+    for (attr, heading, body), table in zip(sections, (0, 1), strict=True):
+        assert attr == heading
+        assert body.count("<table") == 1 and f'id="leaderboard-{table}"' in body
+        methods = re.findall(r'<tr class="method-row" data-method="([^"]*)"', body)
+        assert methods == [r["method"] for r in rows if group_label(r) == heading]
+    assert page.count("<table") == 2
 
 
 def test_every_user_string_is_escaped_in_html():
@@ -428,7 +470,7 @@ def test_leaderboard_command_renders_every_format(capsys, store_path, tmp_path, 
     assert code == 0, err
     assert "dm" in out and "LRS ± CI" in out
     code, out, _ = run_cli(capsys, "leaderboard", "--store", store_path, "--format", "md")
-    assert code == 0 and len(out.strip().splitlines()) == 7
+    assert code == 0 and [len(lines) for lines in markdown_tables(out).values()] == [7]
     code, out, _ = run_cli(capsys, "leaderboard", "--store", store_path, "--format", "json", "--ipc", 10)
     assert [r["method"] for r in json.loads(out)["groups"][0]["rows"]][:2] == ["dm", "kcenter"]
     code, out, _ = run_cli(

@@ -24,7 +24,7 @@ from ddrank.report.plots import label_gap_figure
 from ddrank.report.render import FORMATS, plain_text, render, student_table
 from ddrank.store import ResultStore
 
-from .test_leaderboard import SEEDS, ars_evaluation, demo_like, evaluation, run_cli
+from .test_leaderboard import SEEDS, ars_evaluation, demo_like, evaluation, markdown_tables, run_cli
 
 
 # 1. one set under several students: each student's name on its own score
@@ -240,8 +240,9 @@ def test_evaluations_with_different_weights_are_ranked_apart_and_the_weight_is_s
     assert [(r["method"], r["rank"], r["weight"]) for r in rows] == [("A", 1, 0.5), ("B", 1, 0.9)]
     text = render(rows, "table")
     assert "ConvNet-2-W16 · w = 0.9\n" in text and "w = 0.5" not in text
-    assert "w = 0.9" in render(rows, "md").splitlines()[3]  # B's row says it, A's does not
-    assert "w = 0.9" not in render(rows, "md").splitlines()[2]
+    tables = list(markdown_tables(render(rows, "md")).items())
+    assert tables[1][0].endswith("· w = 0.9") and not tables[0][0].endswith("w = 0.5")
+    assert "w = 0.9" in tables[1][1][2] and "w = 0.9" not in tables[0][1][2]  # B's row says it, A's not
     assert [g["group"]["weight"] for g in json.loads(render(rows, "json"))["groups"]] == [0.5, 0.9]
     with pytest.raises(LeaderboardError, match="no evaluation in the same group.*w = 0.9"):
         compare_methods([a, b], "A", "B")
@@ -291,7 +292,11 @@ def test_given_and_trained_real_accuracies_are_ranked_apart_and_a_given_one_is_s
     assert "ConvNet-2-W16 · acc(real) 70.00% given\n" in text
     assert "acc(real) 84.80% published: ConvNet-3 on CIFAR-10, 84.8 ± 0.1" in text
     assert "ConvNet-2-W16\n" in text  # the trained group says nothing more
-    md = {line.split(" | ")[1]: line for line in render(rows, "md").splitlines()[2:]}
+    md = {
+        line.split(" | ")[1]: line
+        for lines in markdown_tables(render(rows, "md")).values()
+        for line in lines[2:]
+    }
     assert "| 70.00 (given) |" in md["B"] and "| 84.80 (published) |" in md["C"] and "| 95.00 |" in md["A"]
     assert "70.00 (given)" in render(rows, "table", wide=True)
     assert {g["group"]["acc_real_source"] for g in json.loads(render(rows, "json"))["groups"]} == {
@@ -399,7 +404,7 @@ def test_ipc_plots_keep_smoke_runs_and_variants_of_a_protocol_apart():
 # 11. each value once, and the spread says which standard deviation it is
 def test_ars_tables_show_each_accuracy_once_and_every_std_says_its_ddof():
     rows = build_leaderboard([ars_evaluation("A", 0.05)], metric="ars")
-    header = render(rows, "md").splitlines()[0].split(" | ")
+    header = next(iter(markdown_tables(render(rows, "md")).values()))[0].split(" | ")
     assert "acc(syn, +aug) %" in header and "acc(syn) %" not in header and "acc(rand) %" not in header
     assert "acc(real) %" not in header  # ARS never uses acc(real)
 

@@ -32,7 +32,8 @@ h2 { font-size: 1.15rem; margin: 2rem 0 .5rem; border-bottom: 1px solid #d0d7de;
 .controls { display: flex; gap: 1rem; align-items: center; margin: 1rem 0 .5rem; flex-wrap: wrap; }
 .controls input, .controls select { font: inherit; padding: .25rem .4rem; max-width: 100%; }
 .controls label { max-width: 100%; }
-.table-wrap { overflow: auto; max-height: 75vh; border: 1px solid #d8dee4; border-radius: 4px; }
+.table-wrap { overflow: auto; max-height: 75vh; border: 1px solid #d8dee4; border-radius: 4px;
+              margin-bottom: 1rem; }
 header, section, p, h1, h2 { overflow-wrap: anywhere; }
 .formulas { background: #f6f8fa; border-radius: 4px; padding: .5rem .75rem; margin: .75rem 0; }
 .formulas code { font-size: .95em; }
@@ -56,16 +57,15 @@ figure svg { width: 100%; height: auto; display: block; }
 figcaption { color: #59636e; font-size: .9em; text-align: center; }
 """
 
-# Reads everything from the table; no result data is ever part of this code.
+# Reads everything from the tables (one per group); no result data is ever part of this code.
 _SCRIPT = """
 (function () {
   "use strict";
-  var table = document.getElementById("leaderboard");
-  var body = table.tBodies[0];
-  var headers = Array.prototype.slice.call(table.tHead.rows[0].cells);
+  var tables = Array.prototype.slice.call(document.querySelectorAll("table.leaderboard"));
   var filter = document.getElementById("filter");
   var group = document.getElementById("group");
   var shown = document.getElementById("shown");
+  var sections = Array.prototype.slice.call(document.querySelectorAll("section.group[data-group]"));
 
   function key(row, index, numeric) {
     var value = row.cells[index].getAttribute("data-value");
@@ -74,7 +74,8 @@ _SCRIPT = """
     return isNaN(x) ? null : x;
   }
 
-  function sortBy(th, index) {
+  function sortBy(table, headers, th, index) {
+    var body = table.tBodies[0];
     var ascending = th.getAttribute("aria-sort") !== "ascending";
     var numeric = th.getAttribute("data-type") === "number";
     headers.forEach(function (h) { h.removeAttribute("aria-sort"); });
@@ -92,20 +93,31 @@ _SCRIPT = """
   function applyFilter() {
     var text = filter.value.trim().toLowerCase();
     var wanted = group ? group.value : "";
-    var count = 0;
-    Array.prototype.forEach.call(body.rows, function (row) {
-      var method = (row.getAttribute("data-method") || "").toLowerCase();
-      var visible = method.indexOf(text) !== -1 && (!wanted || row.getAttribute("data-group") === wanted);
-      row.hidden = !visible;
-      if (visible) { count += 1; }
+    var count = 0, total = 0;
+    sections.forEach(function (section) {
+      var inGroup = !wanted || section.getAttribute("data-group") === wanted;
+      section.hidden = !inGroup;
+      Array.prototype.forEach.call(section.querySelectorAll("tr.method-row"), function (row) {
+        var method = (row.getAttribute("data-method") || "").toLowerCase();
+        var visible = inGroup && method.indexOf(text) !== -1;
+        row.hidden = !visible;
+        total += 1;
+        if (visible) { count += 1; }
+      });
     });
-    shown.textContent = count + " of " + body.rows.length + " rows shown";
+    shown.textContent = count + " of " + total + " rows shown";
   }
 
-  headers.forEach(function (th, index) {
-    th.addEventListener("click", function () { sortBy(th, index); });
-    th.addEventListener("keydown", function (event) {
-      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); sortBy(th, index); }
+  tables.forEach(function (table) {
+    var headers = Array.prototype.slice.call(table.tHead.rows[0].cells);
+    headers.forEach(function (th, index) {
+      th.addEventListener("click", function () { sortBy(table, headers, th, index); });
+      th.addEventListener("keydown", function (event) {
+        if (event.key === "Enter" || event.key === " ") {
+          event.preventDefault();
+          sortBy(table, headers, th, index);
+        }
+      });
     });
   });
   filter.addEventListener("input", applyFilter);
@@ -241,8 +253,10 @@ def _sort_value(row: Mapping[str, Any], column: Column) -> str:
     return repr(float(value)) if column.kind in ("pct", "real", "ci", "tau") else str(value)
 
 
-def _header(column: Column) -> str:
-    ident = "col-score" if column.key == "mean" else f"col-{column.key.replace('_', '-')}"
+def _header(column: Column, table: int) -> str:
+    """A sortable column header; its id names the column and the group's table (``col-score-0``)."""
+    name = "score" if column.key == "mean" else column.key.replace("_", "-")
+    ident = f"col-{name}-{table}"
     numeric = not column.is_text
     kind = "number" if numeric else "text"
     css = ' class="num"' if numeric else ""
@@ -350,13 +364,10 @@ def render_html(
         )
     parts.append('<span id="shown" class="note"></span>')
     parts.append("</section>")
-    parts.append('<div class="table-wrap"><table id="leaderboard">')
-    parts.append("<thead><tr>" + "".join(_header(c) for c in shown) + "</tr></thead>")
-    parts.append("<tbody>" + "".join(_row(r, shown) for r in rows) + "</tbody>")
-    parts.append("</table></div>")
     parts.append(
-        '<p class="note">Scores and accuracies in percent (stored as fractions). 95% CI (t): Student-t '
-        "interval over rounds; 95% CI (boot): expanded percentile bootstrap of the per-round values, "
+        '<p class="note">Each group has its own table: methods are ranked within a group only. Scores and '
+        "accuracies in percent (stored as fractions). 95% CI (t): Student-t interval over rounds; "
+        "95% CI (boot): expanded percentile bootstrap of the per-round values, "
         f"shown from {MIN_BOOTSTRAP_ROUNDS} rounds on (with fewer it covers the mean much less often than "
         "95%: about half the time with 2 rounds, 92% with 5). "
         "rank τ: mean Kendall τ between each round's ranking of the group and its overall ranking. "
@@ -365,9 +376,13 @@ def render_html(
     if not rows:
         parts.append('<p class="note">No evaluations match.</p>')
     index = 0
-    for label, members in groups.items():
+    for table, (label, members) in enumerate(groups.items()):
         latest = [r for r in members if r.get("latest", True)]
         parts.append(f'<section class="group" data-group="{_attr(label)}"><h2>{escape(label)}</h2>')
+        parts.append(f'<div class="table-wrap"><table class="leaderboard" id="leaderboard-{table}">')
+        parts.append("<thead><tr>" + "".join(_header(c, table) for c in shown) + "</tr></thead>")
+        parts.append("<tbody>" + "".join(_row(r, shown) for r in members) + "</tbody>")
+        parts.append("</table></div>")
         parts.append('<div class="plots">')
         for caption, svg in group_plots(latest, f"plot{index}"):
             parts.append(f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>")

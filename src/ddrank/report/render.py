@@ -138,14 +138,22 @@ def _markdown_cell(text: str) -> str:
 
 
 def to_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A GitHub Markdown table: a header row, then one row per method and group, in percent."""
+    """A GitHub Markdown table per group under a heading naming the group (methods are ranked within a
+    group only): a header row, then one row per method, in percent."""
     shown = columns(_metric_of_rows(rows))
-    lines = [
-        "| " + " | ".join(_markdown_cell(c.header) for c in shown) + " |",
-        "|" + "|".join(":---" if c.is_text else "---:" for c in shown) + "|",
-    ]
-    lines += ["| " + " | ".join(_markdown_cell(cell_text(row, c)) for c in shown) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    out = []
+    for label, members in _groups(rows).items():
+        lines = [
+            f"### {_markdown_cell(label)}",
+            "",
+            "| " + " | ".join(_markdown_cell(c.header) for c in shown) + " |",
+            "|" + "|".join(":---" if c.is_text else "---:" for c in shown) + "|",
+        ]
+        lines += [
+            "| " + " | ".join(_markdown_cell(cell_text(row, c)) for c in shown) + " |" for row in members
+        ]
+        out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
 
 
 def _fieldnames(rows: Sequence[Mapping[str, Any]]) -> list[str]:
