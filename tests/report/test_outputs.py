@@ -11,8 +11,9 @@ import jsonschema
 import pytest
 
 from ddrank.errors import InputError
+from ddrank.evaluation import Evaluation
 from ddrank.names import MAX_NAME_LENGTH, check_name, csv_cell
-from ddrank.report.leaderboard import build_leaderboard
+from ddrank.report.leaderboard import build_leaderboard, group_candidates
 from ddrank.report.payload import OPTIONAL_EVALUATION_FIELDS, evaluations_document, schema
 from ddrank.report.render import render
 from ddrank.store import ResultStore
@@ -125,6 +126,31 @@ def test_markdown_and_latex_escape_names():
     assert "a\\|b &lt;i&gt;" in render(rows, "paper-md")
     latex = render(rows, "latex")
     assert r"\_x\_ \& 100\%" in latex and "\\toprule" in latex and "\\pm" in latex
+
+
+def test_latex_is_pure_ascii_for_many_groups_and_odd_names():
+    names = ["naïve-DM", "数据集", "a_b & 100% {x}", "x–y · z", "γ-net <b>|", "back\\slash ~^$#"]
+    evaluations = [evaluation(name, 0.6 + 0.03 * i) for i, name in enumerate(names)]
+    evaluations += [evaluation(name, 0.7, ipc=1, selection="reference") for name in names[:2]]
+    evaluations += [evaluation(name, 0.7, protocol="digits-kd", protocol_hash="ab" * 8) for name in names[2:]]
+    published = evaluation("Ünïcode", 0.7).to_dict() | {"acc_real_source": "published: 84.8 ± 0.1 (Table 2)"}
+    weighted = evaluation("weighted", 0.7).to_dict() | {"weight": 0.9}
+    evaluations += [Evaluation.from_dict(published), Evaluation.from_dict(weighted)]
+    smoke = evaluation("smoke—run", 0.7)
+    smoke.provenance["smoke"] = {"epochs": 5, "protocol_epochs": 50}
+    ars = ars_evaluation("ars…method", 0.05)
+    ars.weight = 0.7
+    for metric, groups in (("lrs", 6), ("ars", 1), ("acc", 4)):
+        rows = build_leaderboard([*evaluations, smoke, ars], metric=metric)
+        latex = render(rows, "latex")
+        assert latex.isascii(), [line for line in latex.splitlines() if not line.isascii()]
+        assert latex.count("\\begin{table}") == len(group_candidates(rows)) == groups
+    rows = build_leaderboard([*evaluations, smoke])
+    latex = render(rows, "latex")
+    assert "$\\cdot$" in latex and "(1 $-$ w)$\\cdot$HLR" in latex and "$\\pm$" in latex
+    assert 'na\\"{\\i}ve-DM' in latex and "[U+6570]" in latex and "x--y $\\cdot$ z" in latex
+    assert "a\\_b \\& 100\\% \\{x\\}" in latex and "\\textless{}b\\textgreater{}\\textbar{}" in latex
+    assert "w = 0.9" in latex and "smoke run" in latex and "84.8 $\\pm$ 0.1" in latex
 
 
 def test_names_are_checked_once_with_a_clear_error():

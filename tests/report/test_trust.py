@@ -214,7 +214,7 @@ def test_the_lrs_neutral_point_is_not_called_random_since_a_random_subset_scores
     rows = build_leaderboard([random_subset])
     assert rows[0]["vs_neutral"] < 0
     for fmt in ("table", "latex", "html"):
-        text = " ".join(render(rows, fmt).replace("&gt;", ">").split())
+        text = " ".join(render(rows, fmt).replace("&gt;", ">").replace("\\textgreater{}", ">").split())
         assert "no better than random" not in text, fmt
         assert "a random real subset (IOR = 0, HLR > 0) scores below it" in text, fmt
     ars = build_leaderboard([ars_evaluation("A", 0.0)], metric="ars")

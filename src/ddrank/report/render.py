@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -175,20 +176,60 @@ def to_json(rows: Sequence[Mapping[str, Any]]) -> str:
     return dumps(leaderboard_document(rows))
 
 
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+    # what ddrank's own words use beyond ASCII, which pdflatex rejects without extra packages
+    "·": r"$\cdot$",
+    "−": "$-$",
+    "–": "--",
+    "—": "---",
+    "±": r"$\pm$",
+    "×": r"$\times$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "→": r"$\rightarrow$",
+    "…": r"\ldots{}",
+    "γ": r"$\gamma$",
+    "τ": r"$\tau$",
+    "Δ": r"$\Delta$",
+    "⁻": "$^{-}$",
+    "¹": "$^{1}$",
+}
+# Accents pdflatex's default (OT1) encoding builds from a base letter: é is \'{e}.
+_LATEX_ACCENTS = {"\u0300": "`", "\u0301": "'", "\u0302": "^", "\u0303": "~", "\u0308": '"', "\u0327": "c"}
+
+
+def _latex_char(c: str) -> str:
+    """One character as pdflatex reads it without extra packages: specials escaped, ddrank's symbols in
+    math mode, accented letters as accent commands, and anything else as its code point (``[U+6570]``)."""
+    if c in _LATEX_SPECIALS:
+        return _LATEX_SPECIALS[c]
+    if c.isascii():
+        return c
+    base, *marks = unicodedata.normalize("NFD", c)
+    if base.isascii() and base.isalpha() and marks and all(m in _LATEX_ACCENTS for m in marks):
+        out = base if base not in "ij" else "\\" + base  # dotless i and j under an accent
+        for mark in marks:
+            out = f"\\{_LATEX_ACCENTS[mark]}{{{out}}}"
+        return out
+    return f"[U+{ord(c):04X}]"
+
+
 def _latex_escape(text: str) -> str:
-    specials = {
-        "\\": r"\textbackslash{}",
-        "&": r"\&",
-        "%": r"\%",
-        "$": r"\$",
-        "#": r"\#",
-        "_": r"\_",
-        "{": r"\{",
-        "}": r"\}",
-        "~": r"\textasciitilde{}",
-        "^": r"\textasciicircum{}",
-    }
-    return "".join(specials.get(c, c) for c in " ".join(text.split()))
+    """Text as ASCII-only LaTeX: every special escaped and every other character spelled out."""
+    return "".join(_latex_char(c) for c in " ".join(text.split()))
 
 
 def _mean_std(row: Mapping[str, Any], digits: int = 2) -> str:
@@ -226,7 +267,7 @@ def to_latex(rows: Sequence[Mapping[str, Any]]) -> str:
             "\\midrule",
         ]
         for row in members:
-            score = _latex_escape(_mean_std(row)).replace(" ± ", " $\\pm$ ")
+            score = _latex_escape(_mean_std(row))
             if best is not None and row.get("rank") == best:
                 score = f"\\textbf{{{score}}}"
             cells = [
