@@ -541,13 +541,17 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[_group_flags()],
         help="remove recorded evaluations (by id, or every one matching the filters)",
         description="Remove evaluations from the results store: by id (the id column of ddrank leaderboard "
-        "--all --wide, or evaluation_id in --format csv), or every evaluation matching --method and the "
-        "group filters. Asks before removing unless --yes; answering no removes nothing (exit 0). Trained "
-        "jobs stay cached (later runs reuse them).",
-        epilog="examples: ddrank rm 12 15 --yes; ddrank rm --method herding --dataset digits --ipc 10",
+        "--all --wide, or evaluation_id in --format csv), or every evaluation matching --method, --metric "
+        "and the group filters. Asks before removing unless --yes; answering no removes nothing (exit 0). "
+        "Trained jobs stay cached (later runs reuse them).",
+        epilog="examples: ddrank rm 12 15 --yes; ddrank rm --method herding --metric lrs --dataset digits "
+        "--ipc 10",
     )
     rm.add_argument("ids", nargs="*", type=int, help="evaluation ids to remove")
     rm.add_argument("--method", help="remove the evaluations of this method (with the other filters)")
+    rm.add_argument(
+        "--metric", choices=METRIC_NAMES, help="remove only evaluations of this metric (default: any)"
+    )
     rm.add_argument("--store", help=STORE_HELP)
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     rm.set_defaults(run=cli_commands.cmd_rm)

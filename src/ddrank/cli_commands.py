@@ -997,16 +997,17 @@ def cmd_rm(args: argparse.Namespace, console: Console) -> int:
     import sys
 
     from ddrank.evaluation import recorded_evaluations
-    from ddrank.report.leaderboard import group_label
 
     selection = _selection(args)
-    filtered = args.method is not None or selection.words() != ""
+    filtered = args.method is not None or args.metric is not None or selection.words() != ""
     if not args.ids and not filtered:
         raise InputError(
-            "ddrank rm needs evaluation ids or filters (--method, --dataset, ...); nothing removed"
+            "ddrank rm needs evaluation ids or filters (--method, --metric, --dataset, ...); nothing removed"
         )
     with open_store(args.store, must_exist=True) as store:
-        found = recorded_evaluations(store, method=args.method, dataset=args.dataset, ipc=args.ipc)
+        found = recorded_evaluations(
+            store, method=args.method, metric=args.metric, dataset=args.dataset, ipc=args.ipc
+        )
         chosen = [e for e in found if selection.matches(e) and (not args.ids or e.record_id in args.ids)]
         missing = sorted(set(args.ids) - {e.record_id for e in chosen})
         if missing:
@@ -1018,11 +1019,8 @@ def cmd_rm(args: argparse.Namespace, console: Console) -> int:
         if not chosen:
             raise InputError(f"no recorded evaluation matches the filters in {store.path}; nothing removed")
         for e in chosen:
-            _print(
-                console,
-                f"#{e.record_id} {e.method} · {group_label(_group_row(e))} · {len(e.rounds)} rounds · "
-                f"recorded {e.recorded}",
-            )
+            for line in _listed(e):
+                _print(console, line)
         if not args.yes:
             if not sys.stdin.isatty():
                 raise InputError(f"{len(chosen)} evaluation(s) would be removed; confirm with --yes")
@@ -1033,6 +1031,47 @@ def cmd_rm(args: argparse.Namespace, console: Console) -> int:
         removed = store.remove_evaluations([e.record_id for e in chosen if e.record_id is not None])
     _print(console, f"removed {removed} evaluation(s); their trained jobs stay cached")
     return 0
+
+
+def _recorded_words(recorded: str | None) -> str:
+    """A store timestamp to the second, in UTC (``2026-11-30 14:50:05 UTC``); as stored when unreadable."""
+    from datetime import UTC, datetime
+
+    try:
+        when = datetime.fromisoformat(str(recorded))
+    except ValueError:
+        return str(recorded)
+    if when.tzinfo is None:
+        return when.strftime("%Y-%m-%d %H:%M:%S")
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _listed(evaluation: Evaluation, width: int = 80) -> list[str]:
+    """An evaluation as ``ddrank rm`` lists it, within ``width`` columns: id, method, metric, rounds and
+    time on one line (evaluations of one method that differ only in their metric stand apart), then its
+    group on indented lines, broken between fields."""
+    import textwrap
+
+    from ddrank.metrics.definitions import metric_definition
+    from ddrank.report.leaderboard import group_label
+
+    e = evaluation
+    indent = "    "
+    head = (
+        f"#{e.record_id} {e.method} · {metric_definition(e.metric).label} · {len(e.rounds)} rounds · "
+        f"recorded {_recorded_words(e.recorded)}"
+    )
+    lines = textwrap.wrap(head, width, subsequent_indent=indent)  # folds only a very long method name
+    fields = group_label(_group_row(e)).split(" · ")
+    line = indent + fields[0]
+    for field in fields[1:]:
+        if len(line) + len(" · ") + len(field) + len(" ·") <= width:  # room for " ·" if the line must end
+            line += " · " + field
+        else:
+            lines.append(line + " ·")
+            line = indent + field
+    lines.append(line)
+    return [short for long in lines for short in textwrap.wrap(long, width, subsequent_indent=indent)]
 
 
 def _group_row(evaluation: Evaluation) -> dict[str, Any]:

@@ -174,6 +174,28 @@ def test_method_defaults_to_the_file_or_folder_name():
     assert default_method("runs/mtt/images.pt") == "mtt"
 
 
+def test_rm_lists_each_evaluation_with_its_metric_within_80_columns_and_filters_by_metric(capsys, tmp_path):
+    path = tmp_path / "r.sqlite"
+    smoke = _smoke(evaluation("herding", 0.7, metric="acc"))
+    with ResultStore(path) as store:
+        for e in (evaluation("herding", 0.7), smoke, ars_evaluation("herding", 0.05)):
+            store.record_evaluation(e.to_dict())
+    code, out, err = run_cli(capsys, "rm", "--method", "herding", "--store", path)
+    assert code == 2 and "3 evaluation(s) would be removed" in err
+    lines = out.splitlines()
+    heads = [line for line in lines if line.startswith("#")]
+    assert [line.split(" · ")[1] for line in heads] == ["ARS", "acc(syn)", "LRS"]  # newest first
+    assert all(len(line) <= 80 for line in lines) and len(lines) > len(heads), out
+    assert all(line.startswith("    ") for line in lines if not line.startswith("#"))
+    assert "ConvNet-2-W16 · smoke run" in out
+    code, out, err = run_cli(capsys, "rm", "--method", "herding", "--metric", "acc", "--store", path, "--yes")
+    assert code == 0 and "removed 1 evaluation" in out and " · acc(syn) · " in out, err
+    with ResultStore(path) as store:
+        assert sorted(e["metric"] for e in store.evaluations()) == ["ars", "lrs"]
+    code, _, err = run_cli(capsys, "rm", "--metric", "acc", "--store", path, "--yes")
+    assert code == 2 and "no recorded evaluation matches" in err
+
+
 # 4. intervals of bounded quantities stay in their bounds
 def test_accuracy_intervals_stay_within_zero_and_one():
     e = evaluation("near-perfect", [1.0, 0.85, 1.0], seeds=(1, 2, 3), acc_random=0.02, acc_real=1.0)
