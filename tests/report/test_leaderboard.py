@@ -264,8 +264,34 @@ def test_accuracy_leaderboard_ranks_every_evaluation_with_acc_syn():
     evaluations.append(ars_evaluation("no-acc-syn", 0.05))
     rows = build_leaderboard(evaluations, metric="acc")
     assert [r["method"] for r in rows] == ["b", "a"]
-    assert rows[0]["acc_random"] == evaluations[1].summaries["acc_random"].mean  # the LRS evaluation's
+    assert rows[0]["acc_syn"] == evaluations[1].summaries["acc_syn"].mean
     assert [r["method"] for r in build_leaderboard(evaluations, metric="lrs")] == ["a", "b"]
+
+
+def accuracy_evaluation(method: str, acc_syn: float) -> Evaluation:
+    """An accuracy evaluation: the synthetic set's cell alone, no random subset and no whole-data run."""
+    rounds = [
+        RoundResult(
+            r, seed, {"acc_syn": acc_syn + wiggle}, {"syn": 0.01}, {"syn": [Run(0.01, 0.5, 0.5, 0.5)]}
+        )
+        for r, (seed, wiggle) in enumerate(zip(SEEDS, _jitter(method, len(SEEDS), 0.004), strict=True))
+    ]
+    return _evaluation(method, rounds, metric="acc")
+
+
+def test_accuracy_tables_show_only_what_an_accuracy_evaluation_measures():
+    # an accuracy evaluation and an LRS evaluation ranked by accuracy: the rows show the same measurement
+    rows = build_leaderboard([accuracy_evaluation("acc-only", 0.75), evaluation("lrs", 0.7)], metric="acc")
+    assert [r["method"] for r in rows] == ["acc-only", "lrs"]
+    for key in ("acc_random", "acc_random_ci_low", "acc_random_ci_high", "acc_real"):
+        assert [r[key] for r in rows] == [None, None], key
+    for wide in (False, True):
+        header = next(line for line in render(rows, "table", wide=wide).splitlines() if line.startswith("#"))
+        assert "acc(syn) ± CI" in header and not {"syn", "rand", "real"} & set(header.split()), header
+    (lines,) = markdown_tables(render(rows, "md")).values()
+    assert "acc(rand) %" not in lines[0] and "acc(real) %" not in lines[0]
+    page = render_html(rows)
+    assert "acc(rand) %" not in page and "synthetic against random real accuracy" not in page
 
 
 def test_a_record_that_is_not_an_evaluation_is_refused_naming_what_it_lacks():

@@ -66,7 +66,7 @@ class MetricDefinition:
     scores: Scores  # a round's score values from its cell accuracies and the weight (w or γ)
     components: tuple[Quantity, ...]  # shown next to the score in leaderboards
     syn_accuracy: str  # the acc(syn) shown in tables
-    random_accuracy: str | None  # the acc(rand) shown in tables
+    random_accuracy: str | None  # the acc(rand) shown in tables; None: the metric measures none
     accuracy_bars: tuple[Quantity, ...]  # the accuracy plot's series (leaderboard row keys)
     scatter: tuple[Quantity, Quantity, str] | None  # x, y and caption of the components plot
     ddranking: tuple[tuple[str, Quantity], ...]  # DD-Ranking's result names for the per-round values
@@ -198,8 +198,10 @@ METRICS: dict[str, MetricDefinition] = {
         scores=_no_scores,
         components=(),
         syn_accuracy="acc_syn",
-        random_accuracy="acc_random",
-        accuracy_bars=_SYN_RANDOM_BARS,
+        # an accuracy evaluation trains no random subset: its tables show acc(syn) alone, also for the LRS
+        # evaluations it ranks, so that every row of an accuracy leaderboard shows the same measurement
+        random_accuracy=None,
+        accuracy_bars=(Quantity("acc_syn", "synthetic"),),
         scatter=None,
         ddranking=(("acc", Quantity("acc_syn", "acc(syn)")),),
         ranks_every_evaluation=True,

@@ -35,12 +35,13 @@ BOOTSTRAP_HEADER = f"95% CI (boot, n ≥ {MIN_BOOTSTRAP_ROUNDS}) %"
 
 def _accuracies(definition: MetricDefinition, *, components_shown: bool) -> tuple[bool, bool, bool]:
     """Whether acc(syn), acc(rand) and acc(real) get their own columns: not when the score or a shown
-    component already is that value (ARS's acc(syn, +aug)), nor acc(real) for a score without it."""
+    component already is that value (ARS's acc(syn, +aug)), nor acc(rand) or acc(real) for a score that
+    measures none (accuracy)."""
     own = {definition.score.field, *(q.field for q in definition.components if components_shown)}
     return (
         definition.syn_accuracy not in own,
         definition.random_accuracy is not None and definition.random_accuracy not in own,
-        definition.needs_real or definition.ranks_every_evaluation,
+        definition.needs_real,
     )
 
 

@@ -393,7 +393,7 @@ def render_html(
     ]
     across += [
         (f"synthetic − random, hard against soft labels · {caption}", label_gap_figure(hard, soft))
-        for caption, hard, soft in _label_pairs(rows)
+        for caption, hard, soft in (_label_pairs(rows) if spec.random_accuracy is not None else [])
     ]
     across = [(caption, figure) for caption, figure in across if figure is not None]
     if across:

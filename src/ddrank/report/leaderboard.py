@@ -211,6 +211,10 @@ def _row(evaluation: Evaluation, definition: MetricDefinition) -> dict[str, Any]
     boot_low, boot_high = bootstrap_ci(values) if len(values) >= MIN_BOOTSTRAP_ROUNDS else (None, None)
     summary = evaluation.summaries[field]
     own = metric_definition(evaluation.metric)  # where this evaluation keeps acc(syn) and acc(rand)
+    # only what the ranked metric measures: an accuracy leaderboard shows no acc(rand) or acc(real), even for
+    # the LRS evaluations it ranks, as an accuracy evaluation has neither
+    random = own.random_accuracy if definition.random_accuracy is not None else None
+    real = "acc_real" if definition.needs_real else None
     return {
         "rank": 0,
         "method": evaluation.method,
@@ -225,14 +229,10 @@ def _row(evaluation: Evaluation, definition: MetricDefinition) -> dict[str, Any]
         "boot_ci_high": _number(boot_high),
         **{q.field: _mean(evaluation, q.field) for q in definition.components},
         "acc_syn": _mean(evaluation, own.syn_accuracy),
-        "acc_random": _mean(evaluation, own.random_accuracy),
-        "acc_real": _mean(evaluation, "acc_real"),
+        "acc_random": _mean(evaluation, random),
+        "acc_real": _mean(evaluation, real),
         **dict(zip(("acc_syn_ci_low", "acc_syn_ci_high"), _ci(evaluation, own.syn_accuracy), strict=True)),
-        **dict(
-            zip(
-                ("acc_random_ci_low", "acc_random_ci_high"), _ci(evaluation, own.random_accuracy), strict=True
-            )
-        ),
+        **dict(zip(("acc_random_ci_low", "acc_random_ci_high"), _ci(evaluation, random), strict=True)),
         "rounds": len(evaluation.rounds),
         "stability_tau": None,
         "stability_min_tau": None,

@@ -278,5 +278,6 @@ def group_plots(rows: Sequence[Mapping[str, Any]], prefix: str) -> list[tuple[st
     components = components_figure(rows)
     if components is not None and definition.scatter is not None:
         figures.append((definition.scatter[2], components))
-    figures.append(("synthetic against random real accuracy", accuracy_figure(rows)))
+    if definition.random_accuracy is not None:  # accuracy: the score plot shows acc(syn) already
+        figures.append(("synthetic against random real accuracy", accuracy_figure(rows)))
     return [(caption, svg(figure, f"{prefix}-{i}")) for i, (caption, figure) in enumerate(figures)]
