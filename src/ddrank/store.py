@@ -678,6 +678,16 @@ def read_export(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[dic
         document = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise StoreError(f"cannot read results export {target}: {one_line(exc)}") from exc
+    written_by = {
+        "evaluations": "an evaluation summary (evaluate, demo or sweep --json)",
+        "leaderboard": "a leaderboard (leaderboard --format json)",
+    }
+    kind = document.get("kind") if isinstance(document, dict) and "format" not in document else None
+    if kind in written_by:  # another ddrank document: say what it is and what import reads
+        raise StoreError(
+            f"{target} is {written_by[kind]}, not a results export; ddrank import reads what "
+            "ddrank export --out FILE writes from the store that holds the results"
+        )
     if not isinstance(document, dict) or document.get("format") != EXPORT_FORMAT:
         found = document.get("format") if isinstance(document, dict) else type(document).__name__
         raise StoreError(

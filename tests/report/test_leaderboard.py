@@ -28,6 +28,7 @@ from ddrank.metrics.stats import MIN_BOOTSTRAP_ROUNDS
 from ddrank.report.columns import notes
 from ddrank.report.html import render_html
 from ddrank.report.leaderboard import LeaderboardError, build_leaderboard, compare_methods, group_label
+from ddrank.report.payload import evaluations_document
 from ddrank.report.render import render
 from ddrank.store import ResultStore
 
@@ -587,6 +588,20 @@ def test_export_then_import_round_trips_through_the_cli(capsys, store_path, tmp_
     assert "0 new evaluations" in out
     code, _, err = run_cli(capsys, "import", tmp_path / "nothing.json", "--store", target)
     assert code == 2 and "cannot read results export" in err
+
+
+def test_import_of_another_ddrank_document_says_what_it_is(capsys, store_path, tmp_path):
+    summary = tmp_path / "out.json"
+    summary.write_text(json.dumps(evaluations_document(demo_like()[:1])))
+    code, _, err = run_cli(capsys, "import", summary, "--store", tmp_path / "other.sqlite")
+    assert code == 2 and err.count("\n") == 1
+    assert "is an evaluation summary (evaluate, demo or sweep --json), not a results export" in err
+    assert "ddrank export" in err and "format 'None'" not in err
+    board = tmp_path / "board.json"
+    board.write_text(render(build_leaderboard(demo_like()), "json"))
+    code, _, err = run_cli(capsys, "import", board, "--store", tmp_path / "other.sqlite")
+    assert code == 2 and "is a leaderboard (leaderboard --format json)" in err
+    assert not (tmp_path / "other.sqlite").exists()
 
 
 def test_a_row_trained_in_bf16_says_so_beside_fp32_rows():
