@@ -967,7 +967,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     lines = [
         f"{c.method_a} − {c.method_b}: {label}{' (optimistic)' if c.optimistic else ''}, "
         f"{r.n} rounds matched by seed ({r.test})" + ("; the shared seeds only" if partial else ""),
-        f"group: {c.group_label}",
+        *_joined_lines("group: ", c.group_label.split(" · "), indent=" " * len("group: ")),
     ]
     methods = (c.method_a, c.method_b)
     for method, other, seeds in zip(methods, reversed(methods), c.left_out, strict=True):
@@ -1062,8 +1062,15 @@ def _listed(evaluation: Evaluation, width: int = 80) -> list[str]:
         f"recorded {_recorded_words(e.recorded)}"
     )
     lines = textwrap.wrap(head, width, subsequent_indent=indent)  # folds only a very long method name
-    fields = group_label(_group_row(e)).split(" · ")
-    line = indent + fields[0]
+    return lines + _joined_lines(indent, group_label(_group_row(e)).split(" · "), width, indent)
+
+
+def _joined_lines(first: str, fields: list[str], width: int = 80, indent: str = "    ") -> list[str]:
+    """``first`` then ``fields`` joined by " · ", within ``width`` columns: broken between fields (a line
+    ends with " ·") and continued on lines starting with ``indent``; a field wider than a line is folded."""
+    import textwrap
+
+    lines, line = [], first + fields[0]
     for field in fields[1:]:
         if len(line) + len(" · ") + len(field) + len(" ·") <= width:  # room for " ·" if the line must end
             line += " · " + field

@@ -518,6 +518,21 @@ def test_leaderboard_command_errors_are_one_line(capsys, store_path, tmp_path):
     assert code == 2 and "no ars evaluations" in err
 
 
+def test_compare_keeps_its_group_line_within_80_columns(capsys, tmp_path):
+    path = tmp_path / "results.sqlite"
+    with ResultStore(path) as store:
+        for method, acc in (("dm", 0.8), ("herding", 0.7)):
+            e = evaluation(method, acc, protocol="digits-kd-long-name", protocol_hash="abcdef0123456789")
+            e.student = "ConvNet-2-W16-BN"
+            store.record_evaluation(e.to_dict())
+    code, out, err = run_cli(capsys, "compare", "dm", "herding", "--store", path)
+    assert code == 0, err
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("group: "))
+    assert lines[start].endswith(" ·") and lines[start + 1] == " " * 7 + "hard labels · ConvNet-2-W16-BN"
+    assert all(len(line) <= 80 for line in lines[start : start + 2])
+
+
 def test_compare_detects_a_planted_difference(capsys, tmp_path):
     base = 0.70 + _jitter("base", len(SEEDS), 0.01)
     path = tmp_path / "results.sqlite"
