@@ -913,8 +913,21 @@ def _selection(args: argparse.Namespace) -> Any:
     )
 
 
+def _hints(store: ResultStore, selection: Any) -> str:
+    """What a filter that matches nothing recorded was probably meant to be (see filter_hints): the closest
+    recorded name, else the closest registered dataset or protocol."""
+    from ddrank.data.real import DATASETS
+    from ddrank.evaluation import recorded_evaluations
+    from ddrank.protocols import preset_names
+    from ddrank.report.leaderboard import filter_hints
+
+    known = {"dataset": DATASETS.names(), "protocol": list(preset_names())}
+    return filter_hints(recorded_evaluations(store), selection, known)
+
+
 def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
     from ddrank.evaluation import recorded_evaluations
+    from ddrank.metrics.definitions import metric_definition
     from ddrank.report.leaderboard import LeaderboardError, build_leaderboard
     from ddrank.report.render import leaderboard_table, render
 
@@ -923,10 +936,12 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
     check_output(out, "--out", store=store_path(args))
     with open_store(args.store, must_exist=True, readonly=True) as store:
         evaluations = recorded_evaluations(store, dataset=args.dataset, ipc=args.ipc)
-        source = store.path
-    rows = build_leaderboard(evaluations, metric=args.metric, selection=selection, history=args.all)
-    if not rows:
-        raise LeaderboardError(f"no {args.metric} evaluations recorded in {source}{selection.words()}")
+        rows = build_leaderboard(evaluations, metric=args.metric, selection=selection, history=args.all)
+        if not rows:
+            label, hints = metric_definition(args.metric).label, _hints(store, selection)
+            raise LeaderboardError(
+                f"no {label} evaluations recorded in {store.path}{selection.words()}{hints}"
+            )
     if args.format == "table" and not args.out:
         if console.is_terminal or not args.wide:
             _show(console, leaderboard_table(rows, wide=args.wide))
@@ -950,11 +965,18 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from ddrank.evaluation import recorded_evaluations
     from ddrank.metrics.definitions import metric_definition
-    from ddrank.report.leaderboard import compare_methods
+    from ddrank.report.leaderboard import LeaderboardError, compare_methods
 
+    selection = _selection(args)
     with open_store(args.store, must_exist=True, readonly=True) as store:
         evaluations = recorded_evaluations(store, dataset=args.dataset, ipc=args.ipc)
-    c = compare_methods(evaluations, args.a, args.b, metric=args.metric, selection=_selection(args))
+        try:
+            c = compare_methods(evaluations, args.a, args.b, metric=args.metric, selection=selection)
+        except LeaderboardError as exc:
+            hints = _hints(store, selection)
+            if not hints:
+                raise
+            raise LeaderboardError(f"{exc}{hints}") from exc
     r, label = c.result, metric_definition(c.metric).label
     level = 1.0 - r.confidence
     partial = any(c.left_out)
@@ -1017,7 +1039,10 @@ def cmd_rm(args: argparse.Namespace, console: Console) -> int:
                 "list them with ddrank leaderboard --all --wide; nothing removed"
             )
         if not chosen:
-            raise InputError(f"no recorded evaluation matches the filters in {store.path}; nothing removed")
+            raise InputError(
+                f"no recorded evaluation matches the filters in {store.path}{_hints(store, selection)}; "
+                "nothing removed"
+            )
         for e in chosen:
             for line in _listed(e):
                 _print(console, line)

@@ -515,7 +515,24 @@ def test_leaderboard_command_errors_are_one_line(capsys, store_path, tmp_path):
     assert code == 2 and err.startswith("ddrank: error: no results store") and err.count("\n") == 1
     assert not (tmp_path / "missing.sqlite").exists()
     code, _, err = run_cli(capsys, "leaderboard", "--store", store_path, "--metric", "ars")
-    assert code == 2 and "no ars evaluations" in err
+    assert code == 2 and "no ARS evaluations" in err
+
+
+def test_a_filter_that_matches_nothing_says_the_closest_name(capsys, store_path):
+    code, _, err = run_cli(capsys, "leaderboard", "--store", store_path, "--dataset", "cifra10")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "no LRS evaluations recorded" in err and "on cifra10" in err
+    assert "no dataset 'cifra10' is recorded: did you mean 'cifar10'? (recorded: digits)" in err
+    code, _, err = run_cli(capsys, "leaderboard", "--store", store_path, "--dataset", "Digit", "--ipc", 5)
+    assert "did you mean 'digits'?" in err and "no IPC 5 is recorded (recorded: 10)" in err
+    code, _, err = run_cli(capsys, "leaderboard", "--store", store_path, "--protocol", "digts")
+    assert "no protocol 'digts' is recorded: did you mean 'digits'?" in err
+    code, _, err = run_cli(capsys, "compare", "dm", "noise", "--store", store_path, "--dataset", "cifra10")
+    assert code == 2 and "did you mean 'cifar10'?" in err and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "rm", "--store", store_path, "--dataset", "cifra10", "--yes")
+    assert code == 2 and "did you mean 'cifar10'?" in err and "nothing removed" in err
+    code, _, err = run_cli(capsys, "leaderboard", "--store", store_path, "--student", "MLP")
+    assert "no student 'MLP' is recorded (recorded: ConvNet-2-W16)" in err
 
 
 def test_compare_keeps_its_group_line_within_80_columns(capsys, tmp_path):

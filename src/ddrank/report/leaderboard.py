@@ -7,6 +7,7 @@ the terminal table, Markdown, CSV, JSON and the self-contained HTML page.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -168,6 +169,48 @@ class Selection:
             "" if self.smoke is None else (" (smoke runs)" if self.smoke else " (full runs)"),
         ]
         return "".join(parts)
+
+
+# The filters a typo can leave matching nothing, and how each is named in a hint.
+_HINTED = (("dataset", "dataset"), ("ipc", "IPC"), ("protocol", "protocol"), ("student", "student"))
+
+
+def filter_hints(
+    recorded: Iterable[Evaluation], selection: Selection, known: Mapping[str, Iterable[str]] | None = None
+) -> str:
+    """For each filter of ``selection`` that no recorded evaluation matches, the closest recorded (else
+    ``known``: registered) name and the recorded values, e.g. ``; no dataset 'cifra10' is recorded: did you
+    mean 'cifar10'? (recorded: digits)``; empty when every filter matches something."""
+    recorded = list(recorded)
+    hints = []
+    for field, words in _HINTED:
+        wanted = getattr(selection, field)
+        if wanted is None or any(Selection(**{field: wanted}).matches(e) for e in recorded):
+            continue
+        values = {getattr(e, field) for e in recorded}
+        names = [str(v) for v in sorted(values, key=lambda v: (v if isinstance(v, int) else 0, str(v)))]
+        close = None
+        if field != "ipc":
+            for candidates in (names, sorted((known or {}).get(field, ()))):
+                close = _closest(str(wanted), candidates)
+                if close is not None:
+                    break
+        listed = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+        hint = f"; no IPC {wanted} is recorded" if field == "ipc" else f"; no {words} {wanted!r} is recorded"
+        hints.append(
+            hint + (f": did you mean {close!r}?" if close else "") + f" (recorded: {listed or 'none'})"
+        )
+    return "".join(hints)
+
+
+def _closest(name: str, candidates: Sequence[str]) -> str | None:
+    """The candidate closest to ``name`` (case aside when nothing is close as typed), or None."""
+    found = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
+    if found:
+        return found[0]
+    lowered = {c.lower(): c for c in candidates}
+    found = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
+    return lowered[found[0]] if found else None
 
 
 def _scored(
