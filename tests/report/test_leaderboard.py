@@ -643,3 +643,12 @@ def test_a_row_trained_in_bf16_says_so_beside_fp32_rows():
     assert (rows["a"]["precision"], rows["b"]["precision"]) == ("fp32", "bf16")
     assert "trained in bf16" in notes(rows["b"]) and "bf16" not in notes(rows["a"])
     assert "trained in bf16" in render(list(rows.values()), "md")
+
+
+def test_a_set_whose_classes_differ_in_size_says_its_image_count_beside_full_ipc_rows():
+    even, uneven = evaluation("a", 0.8), evaluation("b", 0.7)
+    uneven.provenance["class_counts"] = [10] * 9 + [5]
+    rows = {row["method"]: row for row in build_leaderboard([even, uneven])}
+    assert (rows["a"]["images"], rows["b"]["images"]) == (None, 95)
+    assert "95 images, classes uneven" in notes(rows["b"]) and "uneven" not in notes(rows["a"])
+    assert "95 images, classes uneven" in render(list(rows.values()), "md")

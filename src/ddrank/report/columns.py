@@ -128,9 +128,9 @@ def _real_kind(row: Mapping[str, Any]) -> str:
 
 def notes(row: Mapping[str, Any], *, in_heading: bool = False) -> str:
     """What a reader must know before trusting a row: optimistic selection, a weight other than the default,
-    protocol deviations, diverged students, a smoke run, training in bf16, an earlier evaluation with more
-    rounds, or that the row is history. ``in_heading``: the row's group is its table's title, which says the
-    weight and the smoke run already."""
+    protocol deviations, diverged students, a smoke run, a set whose classes differ in size, training in
+    bf16, an earlier evaluation with more rounds, or that the row is history. ``in_heading``: the row's
+    group is its table's title, which says the weight and the smoke run already."""
     parts = []
     if row.get("optimistic"):
         parts.append("optimistic")
@@ -143,6 +143,8 @@ def notes(row: Mapping[str, Any], *, in_heading: bool = False) -> str:
         parts.append(f"{row['diverged']} diverged")
     if row.get("smoke") and not in_heading:
         parts.append("smoke")
+    if row.get("images"):  # listed as IPC of its largest class, beside sets of IPC images in every class
+        parts.append(f"{row['images']} images, classes uneven")
     if row.get("precision") not in (None, "fp32"):  # ranked beside fp32 rows: the reader should know
         parts.append(f"trained in {row['precision']}")
     if row.get("earlier_rounds"):

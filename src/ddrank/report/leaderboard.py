@@ -294,6 +294,7 @@ def _row(evaluation: Evaluation, definition: MetricDefinition) -> dict[str, Any]
         **dict(zip(("acc_real_source", "acc_real_given"), acc_real_of(evaluation, definition), strict=True)),
         "smoke": evaluation.smoke,
         "precision": evaluation.provenance.get("precision"),
+        "images": sum(evaluation.provenance.get("class_counts", ())) or None,  # only a set of uneven classes
         "deviations": len(evaluation.deviations),
         "diverged": evaluation.diverged,
         "evaluation_id": evaluation.record_id,
