@@ -529,3 +529,43 @@ def test_fidelity_is_part_of_the_hash_and_metadata_is_not():
     assert described.content_hash() == honest.content_hash()
     # fields a protocol never reads do not change its hash: eval_every under honest selection
     assert honest.with_overrides(eval_every=7).content_hash() == honest.content_hash()
+
+
+def test_a_protocol_saved_from_protocol_show_keeps_its_sources_and_deviations(tmp_path, capsys):
+    """protocol show prints a flat file; loaded again it is the same protocol, sources and declared
+    deviations included (they were dropped, so a saved MTT protocol no longer said its dist deviation)."""
+    from ddrank.cli import main
+
+    assert (
+        main(["protocol", "show", "mtt", "--dataset", "cifar10", "--ipc", "10", "--fidelity", "reference"])
+        == 0
+    )
+    (tmp_path / "mtt.yaml").write_text(capsys.readouterr().out)
+    shipped = load_protocol("mtt", dataset="cifar10", ipc=10, fidelity="reference")
+    saved = load_protocol(tmp_path / "mtt.yaml", dataset="cifar10", ipc=10)
+    assert saved.content_hash() == shipped.content_hash() and saved.fidelity == "reference"
+    assert saved.sources == shipped.sources and saved.reference_source == shipped.reference_source
+    assert [d.key for d in saved.deviations] == [d.key for d in shipped.deviations]
+    assert "dist" in {d.key for d in saved.deviations}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"protocol": {"model": "ConvNet-3", "version": "d"}},
+            "protocol.version belongs at the top of the file",
+        ),
+        (
+            {"protocol": {"model": "ConvNet-3", "sources": {"model": "x"}}},
+            "protocol.sources belongs at the top",
+        ),
+        ({"sources": {"model": [None]}}, "sources: model must be a sentence"),
+        ({"reasons": {"epochs": 3}}, "reasons: epochs must be a sentence"),
+        ({"datasets": [[0]]}, "datasets must be a list of dataset names"),
+    ],
+)
+def test_metadata_of_the_wrong_kind_or_place_is_refused(tmp_path, changes, message):
+    doc = {"name": "mine", "protocol": {"model": "ConvNet-3"}} | changes
+    with pytest.raises(ConfigError, match=message):
+        load_protocol(write_yaml(tmp_path / "p.yaml", doc))

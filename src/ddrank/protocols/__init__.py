@@ -21,6 +21,7 @@ from ddrank.errors import ConfigError, UnknownNameError
 from ddrank.protocols.files import parse_yaml, read_mapping
 from ddrank.protocols.protocol import (
     FIDELITIES,
+    METADATA_FIELDS,
     STANDARD_DEVIATIONS,
     AugmentSpec,
     Deviation,
@@ -158,6 +159,15 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+def _texts(value: Any, where: str) -> dict[str, str]:
+    """A mapping of setting names to sentences (``sources``, ``reasons``): anything else is refused."""
+    found = _mapping(value, where)
+    for key, text in found.items():
+        if not isinstance(text, str):
+            raise ConfigError(f"{where}: {key} must be a sentence (a string), not {type(text).__name__}")
+    return found
+
+
 def _deviations(value: Any, where: str) -> list[Deviation]:
     if value is None:
         return []
@@ -204,23 +214,32 @@ def resolve(
             raise ConfigError(f"{where}: each override must be a mapping with 'when' and 'set'")
         _check_keys(rule, RULE_KEYS, f"{where}: override")
     datasets = doc.get("datasets")
+    if datasets is not None and (
+        not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets)
+    ):
+        raise ConfigError(f"{where}: datasets must be a list of dataset names, got {datasets!r}")
     if dataset is not None and datasets and dataset not in datasets:
         raise ConfigError(
             f"protocol {name!r} is defined for {', '.join(datasets)}, not {dataset!r}; "
             "pick a protocol for this dataset (ddrank list protocols)"
         )
     honest = dict(_mapping(doc.get("protocol"), f"{where}: protocol"))
+    misplaced = sorted((METADATA_FIELDS | {"version"}) & set(honest))
+    if misplaced:  # it would be overwritten by the file's own (or the default) without a word
+        raise ConfigError(
+            f"{where}: protocol.{misplaced[0]} belongs at the top of the file, beside 'protocol'"
+        )
     changes = [_mapping(doc.get("reference"), f"{where}: reference")]
-    sources = dict(_mapping(doc.get("sources"), f"{where}: sources"))
-    reasons = dict(_mapping(doc.get("reasons"), f"{where}: reasons"))
+    sources = dict(_texts(doc.get("sources"), f"{where}: sources"))
+    reasons = dict(_texts(doc.get("reasons"), f"{where}: reasons"))
     found = _deviations(doc.get("deviations"), where)
     reference_source = doc.get("reference_source")
     for rule in rules:
         if _matches(_mapping(rule.get("when"), f"{where}: when"), dataset, ipc):
             honest = _merge(honest, _mapping(rule.get("set"), f"{where}: set"))
             changes.append(_mapping(rule.get("reference"), f"{where}: reference"))
-            sources.update(_mapping(rule.get("sources"), f"{where}: sources"))
-            reasons.update(_mapping(rule.get("reasons"), f"{where}: reasons"))
+            sources.update(_texts(rule.get("sources"), f"{where}: sources"))
+            reasons.update(_texts(rule.get("reasons"), f"{where}: reasons"))
             found += _deviations(rule.get("deviations"), where)
             reference_source = rule.get("reference_source", reference_source)
     # The reference form is the honest form with every matching reference change, in order.
@@ -299,7 +318,9 @@ def load_protocol(
                 f"protocol file {str(path)!r}: ddrank protocols are YAML; JSON is read as DD-Ranking"
             )
         if "protocol" not in doc:
-            meta = {key: doc.pop(key) for key in ("version", "description", "datasets") if key in doc}
+            # a flat file (as protocol show prints it): its metadata goes where a preset keeps it
+            hoisted = ("version", "description", "datasets", "sources", "reference_source", "deviations")
+            meta = {key: doc.pop(key) for key in hoisted if key in doc}
             doc = {"name": doc.pop("name", path.stem), **meta, "protocol": doc}
         return resolve(doc, dataset, ipc, fidelity)
     if str(name_or_path).lower() not in _presets() and path.exists():
