@@ -223,7 +223,7 @@ def _output_flags() -> argparse.ArgumentParser:
 def _group_flags() -> argparse.ArgumentParser:
     """Which recorded evaluations a command considers: the fields of a leaderboard group."""
     p = Parser(add_help=False)
-    p.add_argument("--dataset", help="only this dataset")
+    p.add_argument("--dataset", type=str.lower, help="only this dataset (in any case: CIFAR10 is cifar10)")
     p.add_argument("--ipc", type=count, help="only this IPC")
     p.add_argument("--protocol", help="only this protocol (its name, or the first 4+ characters of its hash)")
     p.add_argument("--student", help="only this student model")

@@ -533,6 +533,8 @@ def test_a_filter_that_matches_nothing_says_the_closest_name(capsys, store_path)
     assert code == 2 and "did you mean 'cifar10'?" in err and "nothing removed" in err
     code, _, err = run_cli(capsys, "leaderboard", "--store", store_path, "--student", "MLP")
     assert "no student 'MLP' is recorded (recorded: ConvNet-2-W16)" in err
+    code, out, err = run_cli(capsys, "leaderboard", "--store", store_path, "--dataset", "DIGITS")
+    assert code == 0 and "digits" in out, err  # dataset names are lower case: any case finds them
 
 
 def test_compare_keeps_its_group_line_within_80_columns(capsys, tmp_path):
