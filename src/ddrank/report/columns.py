@@ -158,8 +158,9 @@ def _pct(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{100 * value:.{digits}f}"
 
 
-def cell_text(row: Mapping[str, Any], column: Column) -> str:
-    """The human-readable text of one cell (percentages for fractions, "–" for missing values)."""
+def cell_text(row: Mapping[str, Any], column: Column, *, in_heading: bool = False) -> str:
+    """The human-readable text of one cell (percentages for fractions, "–" for missing values);
+    ``in_heading``: the table sits under its group's heading (see :func:`notes`)."""
     value = row.get(column.key)
     if column.kind == "pct":
         return _pct(value)
@@ -179,7 +180,7 @@ def cell_text(row: Mapping[str, Any], column: Column) -> str:
     if column.kind == "delta":
         return "–" if value is None else f"{100 * value:+.2f}"
     if column.kind == "notes":
-        return notes(row)
+        return notes(row, in_heading=in_heading)
     if column.kind == "flagged":
         return f"{value} (optimistic)" if row.get("optimistic") else str(value)
     if column.kind == "int" and value is None:

@@ -277,7 +277,7 @@ def _cell(row: Mapping[str, Any], column: Column) -> str:
         )
     title = f' title="{_attr(row.get("protocol_hash"))}"' if column.kind == "protocol" else ""
     css = "" if column.is_text else ' class="num"'
-    return f'<td data-value="{value}"{css}{title}>{escape(cell_text(row, column))}</td>'
+    return f'<td data-value="{value}"{css}{title}>{escape(cell_text(row, column, in_heading=True))}</td>'
 
 
 def _row(row: Mapping[str, Any], shown: Sequence[Column]) -> str:

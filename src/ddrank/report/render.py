@@ -151,7 +151,8 @@ def to_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
             "|" + "|".join(":---" if c.is_text else "---:" for c in shown) + "|",
         ]
         lines += [
-            "| " + " | ".join(_markdown_cell(cell_text(row, c)) for c in shown) + " |" for row in members
+            "| " + " | ".join(_markdown_cell(cell_text(row, c, in_heading=True)) for c in shown) + " |"
+            for row in members
         ]
         out.append("\n".join(lines))
     return "\n\n".join(out) + "\n"
