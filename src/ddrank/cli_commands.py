@@ -1009,8 +1009,11 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         f"{100 * r.confidence:g}% CI [{100 * r.ci_low:+.2f}, {100 * r.ci_high:+.2f}], p = {r.p_value:.3g}",
         verdict,
     ]
-    for line in lines:
-        _print(console, line)
+    for line in lines:  # a report, not a log line: within 80 columns, continued under its label
+        head = line.split(": ", 1)[0] + ": " if line.startswith(("left out: ", "optimistic: ")) else "  "
+        indent = " " * len(head)
+        for part in textwrap.wrap(line, 80, subsequent_indent=indent, break_on_hyphens=False) or [""]:
+            _print(console, part)
     return 0
 
 

@@ -379,6 +379,10 @@ def test_compare_names_the_rounds_it_leaves_out(capsys, tmp_path):
     assert "3 rounds matched by seed (paired t-test); the shared seeds only" in out
     assert "left out: 2 of 5 rounds of A (seed 4, 5), which B did not run" in out
     assert "A scores higher on the shared seeds" in out
+    assert max(len(line) for line in out.splitlines()) <= 80, out  # the long lines continue, indented
+    lines = out.splitlines()
+    after = lines[next(i for i, line in enumerate(lines) if line.startswith("left out: ")) + 1]
+    assert after.startswith(" " * len("left out: ")) and after.strip()  # continued under its label
 
 
 # 10. the page's plots across groups never mix protocols, nor a smoke run with a full one
