@@ -159,3 +159,23 @@ def test_training_on_a_cpu_keeps_freed_memory_for_the_next_step(backend, monkeyp
     job = TrainJob(_spec(epochs=1), "a", "v", 0.01, 7, "k")
     train_ensemble([job], data) if backend == "ensemble" else train_one(job, data)
     assert calls
+
+
+def test_a_vmapped_batch_norm_takes_bf16_activations_with_float_statistics():
+    """Under bf16 autocast on CUDA a batch norm of a vmapped model (ResNet-18-BN) gets bf16 activations and
+    float32 statistics, which vmap's batch rule refuses; the ensemble normalises them in float32."""
+    from torch import nn
+
+    from ddrank.engine.ensemble import Ensemble
+    from ddrank.engine.options import EngineOptions
+
+    members = [nn.Sequential(nn.BatchNorm2d(3), nn.Flatten()) for _ in range(2)]
+    ensemble = Ensemble(members, torch.device("cpu"), EngineOptions(conv="vmap"))
+    x = torch.randn(2, 6, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    out = ensemble.forward(ensemble.params, ensemble.buffers, x.bfloat16(), True)
+    assert out.dtype == torch.bfloat16
+    grads = torch.autograd.grad(out.float().sum(), list(ensemble.params.values()))
+    assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    fp32 = Ensemble(members, torch.device("cpu"), EngineOptions(conv="vmap"))
+    reference = torch.stack([m.train()(x[i]) for i, m in enumerate(members)])
+    assert torch.equal(fp32.forward(fp32.params, fp32.buffers, x, True), reference)  # fp32: as before

@@ -33,6 +33,19 @@ log = logging.getLogger(__name__)
 GRAPH_WARMUP_STEPS = 2
 
 
+def _batch_norms_in_float(module: nn.Module) -> None:
+    """Batch norms of a vmapped model normalise float32 inputs and return the input's dtype.
+
+    Under bf16 autocast a batch norm gets bf16 activations and float32 statistics; cuDNN takes that mix,
+    but vmap's batch rule does not (its backward requires the statistics in the input's dtype). fp32
+    inputs pass through unchanged, so fp32 training is bit for bit what it was.
+    """
+    for norm in module.modules():
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+            forward = norm.forward
+            norm.forward = lambda x, forward=forward: forward(x.float()).to(x.dtype)
+
+
 class Ensemble:
     """K stacked copies of one architecture, called as one batched function."""
 
@@ -44,6 +57,8 @@ class Ensemble:
         fuse = options.fused and not options.compile
         self.program = None if options.conv == "vmap" else packed_program(self.base, fuse=fuse)
         self.options = options
+        if self.program is None:
+            _batch_norms_in_float(self.base)
 
     def _call(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
         return functional_call(self.base, (params, buffers), (x,))
