@@ -345,7 +345,7 @@ def dry_run(
             real_source = describe_full_data(protocol.full_data)
     rounds = settings.rounds or protocol.rounds
     set_lr = validated.lr if validated is not None else None
-    counts = tuple(validated.class_counts) if validated and len(set(validated.class_counts)) > 1 else ()
+    counts = validated.uneven_counts if validated is not None else ()
     entry = PlanEntry(method, protocol, info, ipc, rounds, set_lr, None, real_acc is None, counts)
     jobs, plans = plan_jobs(
         [entry],

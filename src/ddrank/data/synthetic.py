@@ -134,6 +134,11 @@ class ValidatedSet:
     fingerprint: str
     warnings: tuple[ValueWarning, ...] = ()
 
+    @property
+    def uneven_counts(self) -> tuple[int, ...]:
+        """Images per class when the classes differ in size (random subsets then match them), else ()."""
+        return tuple(self.class_counts) if len(set(self.class_counts)) > 1 else ()
+
 
 @dataclass
 class _Parts:

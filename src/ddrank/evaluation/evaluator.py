@@ -270,9 +270,8 @@ class Evaluator:
             ensemble = teachers[name]
             train_real = not self.definition.needs_real or self.real_accuracy(proto)[0] is None
             fingerprint = ensemble.fingerprint if ensemble is not None else None
-            counts = tuple(vs.class_counts) if len(set(vs.class_counts)) > 1 else ()
             entries.append(
-                PlanEntry(name, proto, info, vs.ipc, rounds, vs.lr, fingerprint, train_real, counts)
+                PlanEntry(name, proto, info, vs.ipc, rounds, vs.lr, fingerprint, train_real, vs.uneven_counts)
             )
         source = _DeviceSets(self.real, sets, protocols, spaces, teachers, self.device)
         jobs, plans = plan_jobs(
@@ -498,7 +497,7 @@ class Evaluator:
             "hardware": hardware or platform.machine(),
             "backend": self.settings.backend,
             "precision": self.settings.precision_for(protocol),
-            **({"class_counts": list(vs.class_counts)} if len(set(vs.class_counts)) > 1 else {}),
+            **({"class_counts": list(vs.uneven_counts)} if vs.uneven_counts else {}),
             **self.extra_provenance,
         }
 

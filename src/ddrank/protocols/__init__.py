@@ -159,6 +159,11 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+FILE_METADATA = ("version", *sorted(METADATA_FIELDS - {"name"}))
+"""Keys a protocol file keeps at its top, beside ``protocol`` (the name too): what the file says about
+the protocol, never a setting of it."""
+
+
 def _texts(value: Any, where: str) -> dict[str, str]:
     """A mapping of setting names to sentences (``sources``, ``reasons``): anything else is refused."""
     found = _mapping(value, where)
@@ -224,7 +229,7 @@ def resolve(
             "pick a protocol for this dataset (ddrank list protocols)"
         )
     honest = dict(_mapping(doc.get("protocol"), f"{where}: protocol"))
-    misplaced = sorted((METADATA_FIELDS | {"version"}) & set(honest))
+    misplaced = sorted({"name", *FILE_METADATA} & set(honest))
     if misplaced:  # it would be overwritten by the file's own (or the default) without a word
         raise ConfigError(
             f"{where}: protocol.{misplaced[0]} belongs at the top of the file, beside 'protocol'"
@@ -319,8 +324,7 @@ def load_protocol(
             )
         if "protocol" not in doc:
             # a flat file (as protocol show prints it): its metadata goes where a preset keeps it
-            hoisted = ("version", "description", "datasets", "sources", "reference_source", "deviations")
-            meta = {key: doc.pop(key) for key in hoisted if key in doc}
+            meta = {key: doc.pop(key) for key in ("datasets", *FILE_METADATA) if key in doc}
             doc = {"name": doc.pop("name", path.stem), **meta, "protocol": doc}
         return resolve(doc, dataset, ipc, fidelity)
     if str(name_or_path).lower() not in _presets() and path.exists():
