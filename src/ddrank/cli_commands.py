@@ -1078,8 +1078,6 @@ def _listed(evaluation: Evaluation, width: int = 80) -> list[str]:
     """An evaluation as ``ddrank rm`` lists it, within ``width`` columns: id, method, metric, rounds and
     time on one line (evaluations of one method that differ only in their metric stand apart), then its
     group on indented lines, broken between fields."""
-    import textwrap
-
     from ddrank.metrics.definitions import metric_definition
     from ddrank.report.leaderboard import group_label
 
@@ -1096,8 +1094,6 @@ def _listed(evaluation: Evaluation, width: int = 80) -> list[str]:
 def _joined_lines(first: str, fields: list[str], width: int = 80, indent: str = "    ") -> list[str]:
     """``first`` then ``fields`` joined by " · ", within ``width`` columns: broken between fields (a line
     ends with " ·") and continued on lines starting with ``indent``; a field wider than a line is folded."""
-    import textwrap
-
     lines, line = [], first + fields[0]
     for field in fields[1:]:
         if len(line) + len(" · ") + len(field) + len(" ·") <= width:  # room for " ·" if the line must end
