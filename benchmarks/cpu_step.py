@@ -62,7 +62,9 @@ def trainer(members: int, ipc: int) -> EnsembleTrainer:
     return EnsembleTrainer(jobs, RunData(sets, {"val": test}, test, torch.device("cpu")))
 
 
-def _norm_relu_pool_out_of_place(h, norm, weight, bias, k, norm_in_bf16):
+def _norm_relu_pool_out_of_place(h, norm, weight, bias, k, norm_in_bf16, conv_bias=None, channels_last=False):
+    if conv_bias is not None:  # only where the fused kernel runs, never on a CPU
+        h = h + conv_bias.view(1, -1, 1, 1)
     h = packed._group_norm(h, k * norm.num_groups, weight, bias, norm.eps, norm_in_bf16)
     return layers.avg_pool2x2(F.relu(h))
 

@@ -61,10 +61,45 @@ def test_forward_and_gradients_match_eager_in_fp32(shape):
     x, weight, bias, grad = _inputs(*shape)
     assert fused.applies(x, weight)
     want = _run(lambda *a: fused.reference(*a, 1e-5), x, weight, bias, grad)
-    got = _run(lambda *a: fused.InstanceNormReluPool.apply(*a, 1e-5, torch.float32), x, weight, bias, grad)
+    got = _run(
+        lambda x, w, b: fused.InstanceNormReluPool.apply(x, None, w, b, 1e-5, torch.float32),
+        x,
+        weight,
+        bias,
+        grad,
+    )
     for name, g, w in zip(("output", "input grad", "weight grad", "bias grad"), got, want, strict=True):
         assert g.dtype == w.dtype and g.shape == w.shape, name
         torch.testing.assert_close(g, w, atol=2e-5, rtol=1e-4, msg=name)
+
+
+def _layout(t, channels_last):
+    return t.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("shape", [(2, 40, 8, 8), (3, 5, 7, 9), (2, 33, 16, 16)])
+@pytest.mark.parametrize("x_cl,y_cl", [(False, True), (True, True), (True, False)])
+def test_channels_last_and_a_folded_convolution_bias_match_eager(shape, x_cl, y_cl):
+    """The preceding convolution's bias added in the kernel, channels-last input and/or output: the
+    same output and gradients (the bias's among them) as adding the bias and running the eager ops."""
+    x, weight, bias, grad = _inputs(*shape, seed=5)
+    conv_bias = torch.randn(shape[1], generator=torch.Generator().manual_seed(9)).to(DEVICE) * 3
+    x = _layout(x, x_cl)
+    assert fused.applies(x, weight)
+    leaves = [t.detach().clone().requires_grad_(True) for t in (x, conv_bias, weight, bias)]
+    want = fused.reference(leaves[0] + leaves[1].view(1, -1, 1, 1), *leaves[2:], 1e-5)
+    want_grads = torch.autograd.grad(want, leaves, grad)
+    mine = [t.detach().clone().requires_grad_(True) for t in (x, conv_bias, weight, bias)]
+    got = fused.instance_norm_relu_pool(
+        mine[0], mine[2], mine[3], 1e-5, conv_bias=mine[1], channels_last_out=y_cl
+    )
+    assert fused.failure() is None
+    assert got.is_contiguous(memory_format=torch.channels_last if y_cl else torch.contiguous_format)
+    got_grads = torch.autograd.grad(got, mine, _layout(grad, not y_cl))  # a gradient in the other layout
+    assert got_grads[0].is_contiguous(memory_format=torch.channels_last if x_cl else torch.contiguous_format)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+    for name, g, w in zip(("input", "conv bias", "weight", "bias"), got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, atol=5e-5, rtol=1e-4, msg=name)
 
 
 def test_relu_cut_and_planes_per_program_tail():
@@ -91,13 +126,13 @@ def test_bf16_activations_keep_fp32_statistics():
 
 
 @pytest.mark.skipif(not INTERPRETED, reason="on CUDA, tests/engine/test_gpu.py covers the ensemble")
-@pytest.mark.parametrize("members", [1, 3])
-def test_fused_ensemble_trains_like_the_eager_one(members):
+@pytest.mark.parametrize("members,channels_last", [(1, False), (3, False), (3, True)])
+def test_fused_ensemble_trains_like_the_eager_one(members, channels_last):
     data = _data()
     spec = _spec("ConvNet-2-W8", epochs=1)
     jobs = [TrainJob(spec, "ab"[m % 2], "v", 0.01 * (m + 1), m + 1, f"k{m}") for m in range(members)]
     eager = EnsembleTrainer(jobs, data, EngineOptions(fused=False))
-    with_kernel = EnsembleTrainer(jobs, data, EngineOptions(fused=True))
+    with_kernel = EnsembleTrainer(jobs, data, EngineOptions(fused=True, channels_last=channels_last))
     assert [op.kind for op in with_kernel.ensemble.program].count("norm_relu_pool") == 2
     for epoch in range(spec.epochs):
         eager.train_epoch(epoch)
@@ -109,3 +144,26 @@ def test_fused_ensemble_trains_like_the_eager_one(members):
     torch.testing.assert_close(
         with_kernel.logits(test, range(members)), eager.logits(test, range(members)), atol=1e-4, rtol=0
     )
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="on CUDA, tests/engine/test_gpu.py covers the ensemble")
+def test_an_lr_grid_with_every_fast_path_trains_like_the_eager_one():
+    """Shared batches through the GEMM first convolution, its bias folded into the kernel, and
+    channels-last activations, against per-member batches and eager ops."""
+    data = _data()
+    spec = _spec("ConvNet-2-W8", epochs=1)
+    jobs = [
+        TrainJob(spec, name, "v", lr, seed, f"{name}{lr}")
+        for name, seed in (("a", 1), ("b", 2))
+        for lr in (0.01, 0.03)
+    ]
+    eager = EnsembleTrainer(jobs, data, EngineOptions(fused=False, first_conv="native"))
+    fast = EnsembleTrainer(jobs, data, EngineOptions(fused=True, first_conv="gemm", channels_last=True))
+    assert fast.share == 2 and fast.ensemble.program[0].fold_bias
+    eager.train_epoch(0)
+    fast.train_epoch(0)
+    assert fused.failure() is None
+    for name, value in eager.ensemble.params.items():
+        torch.testing.assert_close(fast.ensemble.params[name], value, atol=1e-5, rtol=0, msg=name)
+    test = data.test.images[:64]
+    torch.testing.assert_close(fast.logits(test, range(4)), eager.logits(test, range(4)), atol=1e-4, rtol=0)

@@ -83,10 +83,15 @@ def test_kernels_compile_for_an_h200_without_one():
         from triton.compiler import ASTSource
     except ImportError:
         pytest.skip("this Triton has no ahead-of-time compile API")
-    constants = ("H", "W", "G", "PW", "S")
-    for height, width in ((32, 32), (7, 9), (128, 128)):
-        planes, tile_width, tile, warps = fused._geometry(height, width)
-        values = dict(zip(constants, (height, width, planes, tile_width, tile), strict=True))
+    constants = ("H", "W", "G", "PW", "S", "HAS_CB", "X_CL", "Y_CL")
+    # The workload's layouts: NCHW in, channels-last out with the bias folded (the first block), then
+    # channels-last both ways; and plain NCHW, odd sizes and the largest plane without a bias.
+    cases = ((32, 32, True, False, True), (16, 16, True, True, True), (8, 8, False, True, False))
+    cases += ((7, 9, False, False, False), (128, 128, True, False, False))
+    for height, width, has_bias, x_cl, y_cl in cases:
+        planes, tile_width, tile, warps = fused._geometry(height, width, x_cl)
+        geometry = (height, width, planes, tile_width, tile, has_bias, x_cl, y_cl)
+        values = dict(zip(constants, geometry, strict=True))
         for kernel in (fused._forward_kernel, fused._backward_kernel):
             source = ASTSource(
                 fn=kernel,

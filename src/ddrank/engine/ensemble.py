@@ -64,9 +64,10 @@ class Ensemble:
         return functional_call(self.base, (params, buffers), (x,))
 
     def forward(
-        self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, training: bool
+        self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, training: bool, share: int = 1
     ) -> Tensor:
-        """Logits [K, B, classes]; x is [K, B, C, H, W] per member, or [B, C, H, W] shared."""
+        """Logits [K, B, classes]; x is [K, B, C, H, W] per member, [K / share, B, C, H, W] with each
+        batch shared by ``share`` consecutive members, or [B, C, H, W] shared by all."""
         self.base.train(training)
         if self.program is not None:
             return run_packed(
@@ -78,7 +79,11 @@ class Ensemble:
                 conv=self.options.conv,
                 channels_last=self.options.channels_last,
                 norm_in_bf16=self.options.norm_in_bf16,
+                share=share,
+                first_conv=self.options.first_conv,
             )
+        if share > 1:
+            x = x.repeat_interleave(share, 0)
         return vmap(self._call, in_dims=(0, 0, 0 if x.dim() == 5 else None))(params, buffers, x)
 
     def logits(
@@ -146,12 +151,16 @@ class EnsembleTrainer:
         # augmentations: prepare (augment, mix, teacher-label) each distinct batch once.
         first = {(j.train_set, j.seed): i for i, j in reversed(list(enumerate(jobs)))}
         distinct = sorted(first.values())
-        self.distinct = None
+        self.distinct, self.share = None, 1
         if len(distinct) < len(jobs):
             self.distinct = torch.tensor(distinct, device=device)
-            self.spread = torch.tensor(
-                [distinct.index(first[(j.train_set, j.seed)]) for j in jobs], device=device
-            )
+            spread = [distinct.index(first[(j.train_set, j.seed)]) for j in jobs]
+            self.spread = torch.tensor(spread, device=device)
+            # Consecutive runs of equal length (the planner's lr grids): the model reads each distinct
+            # batch once for all its members instead of a copy per member.
+            run = len(jobs) // len(distinct)
+            if spread == [i // run for i in range(len(jobs))]:
+                self.share = run
         lrs = torch.tensor([j.lr for j in jobs], device=device)
         self.optimizer = StackedOptimizer(self.params, spec.optimizer, lrs)
         self.pipeline = StepPipeline(spec, data.teachers.get(spec.teachers))
@@ -167,7 +176,8 @@ class EnsembleTrainer:
         self._eager_steps: dict[int, int] = {}
 
     def _prepare(self, idx: Tensor, key: Tensor) -> tuple[Tensor, Target, Tensor]:
-        """Every member's augmented batch, target and true labels, each distinct batch made once."""
+        """The augmented batches, every member's target and true labels, each distinct batch made
+        once; the batches are per member, or per run of ``self.share`` members when they share."""
         set_ids = self.set_ids
         if self.distinct is not None:
             idx, key, set_ids = idx[self.distinct], key[self.distinct], set_ids[self.distinct]
@@ -177,12 +187,15 @@ class EnsembleTrainer:
         )
         if self.distinct is None:
             return x, target, truth
-        return x[self.spread], Target(target.kind, target.value[self.spread]), truth[self.spread]
+        x = x if self.share > 1 else x[self.spread]
+        return x, Target(target.kind, target.value[self.spread]), truth[self.spread]
 
     def _forward_and_loss(self, x: Tensor, target: Tensor, truth: Tensor, kind: str) -> tuple[Tensor, Tensor]:
         """The members' summed loss and their float32 logits (the part ``compile`` compiles)."""
         with autocast(self.device, self.spec.precision):
-            logits = self.ensemble.forward(self.ensemble.params, self.ensemble.buffers, x, training=True)
+            logits = self.ensemble.forward(
+                self.ensemble.params, self.ensemble.buffers, x, training=True, share=self.share
+            )
         logits = logits.float()
         return self.pipeline.loss(logits, Target(kind, target), truth), logits
 

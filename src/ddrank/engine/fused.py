@@ -43,16 +43,21 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def applies(x: Tensor, weight: Tensor) -> bool:
-    """Whether the fused kernel can run on this activation [B, C, H, W] with per-channel affine."""
+def available(x: Tensor) -> bool:
+    """Whether the kernel can run on this tensor's device in this process (whatever its shape)."""
     if triton is None or _failure is not None:
         return False
-    if not (x.is_cuda or (interpreting() and x.device.type == "cpu")):
+    return x.is_cuda or (interpreting() and x.device.type == "cpu")
+
+
+def applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether the fused kernel can run on this activation [B, C, H, W] with per-channel affine."""
+    if not available(x):
         return False
     return (
         x.dim() == 4
         and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
-        and x.is_contiguous()
+        and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
         and 2 <= x.shape[-2] * x.shape[-1] <= MAX_PLANE
         and x.shape[-2] >= 2
         and x.shape[-1] >= 2
@@ -68,13 +73,42 @@ def reference(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
 if triton is not None:
 
     @triton.jit
+    def _planes(
+        program, G: tl.constexpr, planes, channels, H: tl.constexpr, W: tl.constexpr, CL: tl.constexpr
+    ):
+        """Plane ids [G, 1] of a program, whether each exists, and each plane's base offset and
+        pixel stride in a [B, C, H, W] tensor stored NCHW (CL false) or channels-last (CL true)."""
+        plane = program.to(tl.int64) * G + tl.arange(0, G)[:, None]
+        if CL:
+            image = plane // channels
+            base = image * (H * W * channels) + (plane - image * channels)
+            step = channels
+        else:
+            base = plane * (H * W)
+            step = 1
+        return plane, plane < planes, base, step
+
+    @triton.jit
     def _quadrant(
-        base, plane_mask, i, j, DI: tl.constexpr, DJ: tl.constexpr, H: tl.constexpr, W: tl.constexpr
+        base, step, plane_mask, i, j, DI: tl.constexpr, DJ: tl.constexpr, H: tl.constexpr, W: tl.constexpr
     ):
         """Offsets and mask of pixels (2i + DI, 2j + DJ) of planes starting at ``base`` [G, 1]."""
         row = 2 * i + DI
         col = 2 * j + DJ
-        return base + row * W + col, plane_mask & (row < H) & (col < W)
+        return base + (row * W + col) * step, plane_mask & (row < H) & (col < W)
+
+    @triton.jit
+    def _pooled_offsets(plane, i, j, channels, OH: tl.constexpr, OW: tl.constexpr, CL: tl.constexpr):
+        """Offsets of pooled pixel (i, j) of each plane in the [B, C, OH, OW] output or its gradient."""
+        if CL:
+            image = plane // channels
+            return image * (OH * OW * channels) + (plane - image * channels) + (i * OW + j) * channels
+        return plane * (OH * OW) + i * OW + j
+
+    @triton.jit
+    def _load(ptr, offset, mask, shift):
+        """fp32 values of a quadrant plus a per-plane shift (a folded bias), zero off the plane."""
+        return tl.where(mask, tl.load(ptr + offset, mask=mask, other=0.0).to(tl.float32) + shift, 0.0)
 
     @triton.jit
     def _plane_sum(t):
@@ -83,6 +117,7 @@ if triton is not None:
     @triton.jit
     def _forward_kernel(
         x_ptr,
+        cb_ptr,
         w_ptr,
         b_ptr,
         y_ptr,
@@ -96,23 +131,26 @@ if triton is not None:
         G: tl.constexpr,
         PW: tl.constexpr,
         S: tl.constexpr,
+        HAS_CB: tl.constexpr,
+        X_CL: tl.constexpr,
+        Y_CL: tl.constexpr,
     ):
         OH = H // 2
         OW = W // 2
-        plane = tl.program_id(0).to(tl.int64) * G + tl.arange(0, G)[:, None]  # [G, 1]
-        live = plane < planes
+        plane, live, base, step = _planes(tl.program_id(0), G, planes, channels, H, W, X_CL)
         s = tl.arange(0, S)[None, :]  # pooled position in a power-of-two tile [1, S]
         i = s // PW
         j = s % PW
-        base = plane * (H * W)
-        o00, m00 = _quadrant(base, live, i, j, 0, 0, H, W)
-        o01, m01 = _quadrant(base, live, i, j, 0, 1, H, W)
-        o10, m10 = _quadrant(base, live, i, j, 1, 0, H, W)
-        o11, m11 = _quadrant(base, live, i, j, 1, 1, H, W)
-        x00 = tl.load(x_ptr + o00, mask=m00, other=0.0).to(tl.float32)
-        x01 = tl.load(x_ptr + o01, mask=m01, other=0.0).to(tl.float32)
-        x10 = tl.load(x_ptr + o10, mask=m10, other=0.0).to(tl.float32)
-        x11 = tl.load(x_ptr + o11, mask=m11, other=0.0).to(tl.float32)
+        channel = plane % channels
+        shift = tl.load(cb_ptr + channel, mask=live, other=0.0).to(tl.float32) if HAS_CB else 0.0
+        o00, m00 = _quadrant(base, step, live, i, j, 0, 0, H, W)
+        o01, m01 = _quadrant(base, step, live, i, j, 0, 1, H, W)
+        o10, m10 = _quadrant(base, step, live, i, j, 1, 0, H, W)
+        o11, m11 = _quadrant(base, step, live, i, j, 1, 1, H, W)
+        x00 = _load(x_ptr, o00, m00, shift)
+        x01 = _load(x_ptr, o01, m01, shift)
+        x10 = _load(x_ptr, o10, m10, shift)
+        x11 = _load(x_ptr, o11, m11, shift)
         n = H * W
         mean = (_plane_sum(x00) + _plane_sum(x01) + _plane_sum(x10) + _plane_sum(x11)) / n
         mean2 = mean[:, None]
@@ -126,17 +164,17 @@ if triton is not None:
         rstd = 1.0 / tl.sqrt(var + eps)
         plane1 = tl.arange(0, G) + tl.program_id(0).to(tl.int64) * G
         live1 = plane1 < planes
-        channel = plane % channels
         scale = tl.load(w_ptr + channel, mask=live, other=0.0).to(tl.float32) * rstd[:, None]
-        shift = tl.load(b_ptr + channel, mask=live, other=0.0).to(tl.float32)
+        bias = tl.load(b_ptr + channel, mask=live, other=0.0).to(tl.float32)
         pooled = (
-            tl.maximum(d00 * scale + shift, 0.0)
-            + tl.maximum(d01 * scale + shift, 0.0)
-            + tl.maximum(d10 * scale + shift, 0.0)
-            + tl.maximum(d11 * scale + shift, 0.0)
+            tl.maximum(d00 * scale + bias, 0.0)
+            + tl.maximum(d01 * scale + bias, 0.0)
+            + tl.maximum(d10 * scale + bias, 0.0)
+            + tl.maximum(d11 * scale + bias, 0.0)
         ) * 0.25
         out = live & (i < OH) & (j < OW)
-        tl.store(y_ptr + plane * (OH * OW) + i * OW + j, pooled.to(y_ptr.dtype.element_ty), mask=out)
+        offset = _pooled_offsets(plane, i, j, channels, OH, OW, Y_CL)
+        tl.store(y_ptr + offset, pooled.to(y_ptr.dtype.element_ty), mask=out)
         tl.store(mean_ptr + plane1, mean, mask=live1)
         tl.store(rstd_ptr + plane1, rstd, mask=live1)
 
@@ -147,6 +185,7 @@ if triton is not None:
     @triton.jit
     def _backward_kernel(
         x_ptr,
+        cb_ptr,
         w_ptr,
         b_ptr,
         mean_ptr,
@@ -155,6 +194,7 @@ if triton is not None:
         dx_ptr,
         dw_ptr,
         db_ptr,
+        dcb_ptr,
         planes,
         channels,
         H: tl.constexpr,
@@ -162,30 +202,33 @@ if triton is not None:
         G: tl.constexpr,
         PW: tl.constexpr,
         S: tl.constexpr,
+        HAS_CB: tl.constexpr,
+        X_CL: tl.constexpr,
+        Y_CL: tl.constexpr,
     ):
         OH = H // 2
         OW = W // 2
-        plane = tl.program_id(0).to(tl.int64) * G + tl.arange(0, G)[:, None]
-        live = plane < planes
+        plane, live, base, step = _planes(tl.program_id(0), G, planes, channels, H, W, X_CL)
         s = tl.arange(0, S)[None, :]
         i = s // PW
         j = s % PW
-        base = plane * (H * W)
         mean = tl.load(mean_ptr + plane, mask=live, other=0.0)
         rstd = tl.load(rstd_ptr + plane, mask=live, other=0.0)
         channel = plane % channels
+        shift = tl.load(cb_ptr + channel, mask=live, other=0.0).to(tl.float32) - mean if HAS_CB else -mean
         w = tl.load(w_ptr + channel, mask=live, other=0.0).to(tl.float32)
         b = tl.load(b_ptr + channel, mask=live, other=0.0).to(tl.float32)
         out = live & (i < OH) & (j < OW)
-        g = tl.load(dy_ptr + plane * (OH * OW) + i * OW + j, mask=out, other=0.0).to(tl.float32) * 0.25
-        o00, m00 = _quadrant(base, live, i, j, 0, 0, H, W)
-        o01, m01 = _quadrant(base, live, i, j, 0, 1, H, W)
-        o10, m10 = _quadrant(base, live, i, j, 1, 0, H, W)
-        o11, m11 = _quadrant(base, live, i, j, 1, 1, H, W)
-        xh00 = tl.where(m00, (tl.load(x_ptr + o00, mask=m00, other=0.0).to(tl.float32) - mean) * rstd, 0.0)
-        xh01 = tl.where(m01, (tl.load(x_ptr + o01, mask=m01, other=0.0).to(tl.float32) - mean) * rstd, 0.0)
-        xh10 = tl.where(m10, (tl.load(x_ptr + o10, mask=m10, other=0.0).to(tl.float32) - mean) * rstd, 0.0)
-        xh11 = tl.where(m11, (tl.load(x_ptr + o11, mask=m11, other=0.0).to(tl.float32) - mean) * rstd, 0.0)
+        offset = _pooled_offsets(plane, i, j, channels, OH, OW, Y_CL)
+        g = tl.load(dy_ptr + offset, mask=out, other=0.0).to(tl.float32) * 0.25
+        o00, m00 = _quadrant(base, step, live, i, j, 0, 0, H, W)
+        o01, m01 = _quadrant(base, step, live, i, j, 0, 1, H, W)
+        o10, m10 = _quadrant(base, step, live, i, j, 1, 0, H, W)
+        o11, m11 = _quadrant(base, step, live, i, j, 1, 1, H, W)
+        xh00 = _load(x_ptr, o00, m00, shift) * rstd
+        xh01 = _load(x_ptr, o01, m01, shift) * rstd
+        xh10 = _load(x_ptr, o10, m10, shift) * rstd
+        xh11 = _load(x_ptr, o11, m11, shift) * rstd
         # Gradient at the norm's output: the pooled gradient where ReLU passed, zero elsewhere.
         da00 = tl.where(m00 & (xh00 * w + b > 0), g, 0.0)
         da01 = tl.where(m01 & (xh01 * w + b > 0), g, 0.0)
@@ -202,75 +245,139 @@ if triton is not None:
         mean_da = (db / n)[:, None]
         mean_da_xh = (dw / n)[:, None]
         scale = rstd * w
+        dx00 = _input_grad(xh00, da00, scale, mean_da, mean_da_xh, m00)
+        dx01 = _input_grad(xh01, da01, scale, mean_da, mean_da_xh, m01)
+        dx10 = _input_grad(xh10, da10, scale, mean_da, mean_da_xh, m10)
+        dx11 = _input_grad(xh11, da11, scale, mean_da, mean_da_xh, m11)
         ty = dx_ptr.dtype.element_ty
-        tl.store(dx_ptr + o00, _input_grad(xh00, da00, scale, mean_da, mean_da_xh, m00).to(ty), mask=m00)
-        tl.store(dx_ptr + o01, _input_grad(xh01, da01, scale, mean_da, mean_da_xh, m01).to(ty), mask=m01)
-        tl.store(dx_ptr + o10, _input_grad(xh10, da10, scale, mean_da, mean_da_xh, m10).to(ty), mask=m10)
-        tl.store(dx_ptr + o11, _input_grad(xh11, da11, scale, mean_da, mean_da_xh, m11).to(ty), mask=m11)
+        tl.store(dx_ptr + o00, dx00.to(ty), mask=m00)
+        tl.store(dx_ptr + o01, dx01.to(ty), mask=m01)
+        tl.store(dx_ptr + o10, dx10.to(ty), mask=m10)
+        tl.store(dx_ptr + o11, dx11.to(ty), mask=m11)
         plane1 = tl.arange(0, G) + tl.program_id(0).to(tl.int64) * G
         live1 = plane1 < planes
         tl.store(dw_ptr + plane1, dw, mask=live1)
         tl.store(db_ptr + plane1, db, mask=live1)
+        if HAS_CB:  # the folded bias's gradient: the plane's sum of the input gradient
+            dcb = _plane_sum(dx00) + _plane_sum(dx01) + _plane_sum(dx10) + _plane_sum(dx11)
+            tl.store(dcb_ptr + plane1, dcb, mask=live1)
 
 
-def _geometry(h: int, w: int) -> tuple[int, int, int, int]:
-    """(planes per program G, pooled tile width PW, quadrant tile size S, num_warps) for a plane."""
+def _geometry(h: int, w: int, channels_last: bool) -> tuple[int, int, int, int]:
+    """(planes per program G, pooled tile width PW, quadrant tile size S, num_warps) for a plane.
+
+    Channels-last planes interleave, so a program takes at least 32 neighbouring channels: each
+    pixel's load is then 64 contiguous bytes (bf16) instead of one scattered element per plane.
+    """
     ph = triton.next_power_of_2((h + 1) // 2)
     pw = triton.next_power_of_2((w + 1) // 2)
     size = ph * pw
-    planes = max(1, _TILE // size)
+    planes = max(1, _TILE // size, 32 if channels_last else 1)
     pixels = 4 * planes * size
     warps = 4 if pixels <= 2048 else 8 if pixels <= 4096 else 16
     return planes, pw, size, warps
 
 
+def _channels_last(t: Tensor) -> bool:
+    """Whether a 4-d tensor is stored channels-last (and not also plainly contiguous)."""
+    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _layout(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 class InstanceNormReluPool(torch.autograd.Function):
-    """``avg_pool2d(relu(group_norm(x, C, weight, bias, eps)), 2)`` as one kernel each way."""
+    """``avg_pool2d(relu(group_norm(x + conv_bias, C, weight, bias, eps)), 2)`` as one kernel each way.
+
+    ``conv_bias`` (or None) is the preceding convolution's bias, folded in here so that neither its
+    broadcast addition nor its gradient's reduction is a pass over the activation of its own: the
+    gradient is the sum of the input gradient, which this kernel has in registers. ``x`` may be NCHW
+    or channels-last; the output is channels-last when ``channels_last_out`` is set.
+    """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, eps: float, out_dtype: torch.dtype) -> Tensor:
+    def forward(
+        ctx,
+        x: Tensor,
+        conv_bias: Tensor | None,
+        weight: Tensor,
+        bias: Tensor,
+        eps: float,
+        out_dtype: torch.dtype,
+        channels_last_out: bool = False,
+    ) -> Tensor:
         b, c, h, w = x.shape
         planes = b * c
-        y = torch.empty(b, c, h // 2, w // 2, device=x.device, dtype=out_dtype)
+        x_cl = _channels_last(x)
+        y = torch.empty(
+            b, c, h // 2, w // 2, device=x.device, dtype=out_dtype, memory_format=_layout(channels_last_out)
+        )
         mean = torch.empty(planes, device=x.device, dtype=torch.float32)
         rstd = torch.empty_like(mean)
-        g, pw, size, warps = _geometry(h, w)
+        g, pw, size, warps = _geometry(h, w, x_cl)
+        has_cb = conv_bias is not None
         _forward_kernel[(triton.cdiv(planes, g),)](
-            x, weight, bias, y, mean, rstd, planes, c, eps, h, w, g, pw, size, num_warps=warps
-        )
-        ctx.save_for_backward(x, weight, bias, mean, rstd)
+            x, conv_bias if has_cb else weight, weight, bias, y, mean, rstd, planes, c, eps,
+            h, w, g, pw, size, has_cb, x_cl, channels_last_out, num_warps=warps,
+        )  # fmt: skip
+        ctx.save_for_backward(x, conv_bias if has_cb else None, weight, bias, mean, rstd)
+        ctx.layout = (x_cl, channels_last_out)
         return y
 
     @staticmethod
-    def backward(ctx, dy: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:
-        x, weight, bias, mean, rstd = ctx.saved_tensors
+    def backward(ctx, dy: Tensor):
+        x, conv_bias, weight, bias, mean, rstd = ctx.saved_tensors
+        x_cl, y_cl = ctx.layout
         b, c, h, w = x.shape
         planes = b * c
-        dx = torch.empty_like(x)
+        dx = torch.empty_like(x, memory_format=_layout(x_cl))
         dw = torch.empty(planes, device=x.device, dtype=torch.float32)
         db = torch.empty_like(dw)
-        g, pw, size, warps = _geometry(h, w)
+        has_cb = conv_bias is not None
+        dcb = torch.empty_like(dw) if has_cb else dw
+        g, pw, size, warps = _geometry(h, w, x_cl)
         _backward_kernel[(triton.cdiv(planes, g),)](
-            x, weight, bias, mean, rstd, dy.contiguous(), dx, dw, db, planes, c, h, w, g, pw, size,
-            num_warps=warps,
+            x, conv_bias if has_cb else weight, weight, bias, mean, rstd,
+            dy.contiguous(memory_format=_layout(y_cl)), dx, dw, db, dcb, planes, c, h, w, g, pw, size,
+            has_cb, x_cl, y_cl, num_warps=warps,
         )  # fmt: skip
-        return dx, dw.view(b, c).sum(0).to(weight.dtype), db.view(b, c).sum(0).to(bias.dtype), None, None
+        dconv_bias = dcb.view(b, c).sum(0).to(conv_bias.dtype) if has_cb else None
+        return (
+            dx,
+            dconv_bias,
+            dw.view(b, c).sum(0).to(weight.dtype),
+            db.view(b, c).sum(0).to(bias.dtype),
+            None,
+            None,
+            None,
+        )
 
 
 def instance_norm_relu_pool(
-    x: Tensor, weight: Tensor, bias: Tensor, eps: float, out_dtype: torch.dtype | None = None
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    eps: float,
+    out_dtype: torch.dtype | None = None,
+    conv_bias: Tensor | None = None,
+    channels_last_out: bool = False,
 ) -> Tensor:
     """The fused block tail, or the eager one if the kernel cannot be used here (compile failure)."""
     global _failure
     try:
-        return InstanceNormReluPool.apply(x, weight, bias, eps, out_dtype or x.dtype)
+        return InstanceNormReluPool.apply(
+            x, conv_bias, weight, bias, eps, out_dtype or x.dtype, channels_last_out
+        )
     except torch.OutOfMemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - any Triton compile/launch failure means: stay eager
         _failure = f"{type(exc).__name__}: {exc}".splitlines()[0]
         log.warning("fused norm-ReLU-pool kernel unavailable, running eagerly: %s", _failure)
+        if conv_bias is not None:
+            x = x + conv_bias.view(1, -1, 1, 1).to(x.dtype)
         out = reference(x.float() if out_dtype == torch.float32 else x, weight, bias, eps)
-        return out.to(out_dtype or x.dtype)
+        return out.to(out_dtype or x.dtype).contiguous(memory_format=_layout(channels_last_out))
 
 
 def failure() -> str | None:

@@ -22,6 +22,11 @@ class EngineOptions:
     ``fused``: packed instance norm + ReLU + 2x2 average pooling run as one Triton kernel where it
     applies (CUDA); elsewhere, and with ``fused=False``, they run eagerly.
 
+    ``first_conv``: how the first convolution reads images shared by several members (the batches
+    of an lr grid, evaluation and teacher images): ``gemm`` as im2col + batched GEMMs, ``native`` as
+    the device's convolution; ``auto`` takes ``gemm`` on CUDA, where cuDNN's grouped kernels over
+    3 input channels run one group at a time, and ``native`` elsewhere.
+
     ``compile``: the ensemble's forward and loss go through ``torch.compile`` (inductor fuses the
     norm/ReLU/pool tail itself, so the hand-written kernel is not used for the student then).
     Compiled graphs are cached on disk by inductor and reused by later ensembles and processes.
@@ -34,6 +39,7 @@ class EngineOptions:
     norm_in_bf16: bool = True  # under bf16 autocast, run norms on bf16 activations (fp32 statistics)
     conv: Literal["grouped", "unfold", "mixed", "vmap"] = "grouped"
     fused: bool = True
+    first_conv: Literal["auto", "gemm", "native"] = "auto"
     compile: bool = False
     max_members: int | None = None
     memory_fraction: float = 0.5  # share of free device memory an ensemble may take

@@ -27,6 +27,7 @@ class Op:
     kind: str
     prefix: str = ""
     module: nn.Module | None = None
+    fold_bias: bool = False  # a convolution whose bias the next (fused) norm adds, where it runs
 
 
 def _convnet_program(model: ConvNet) -> list[Op]:
@@ -89,6 +90,7 @@ def _pair(value: int | tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _fuse_block_tails(program: list[Op]) -> list[Op]:
+    """Fuse each instance norm + ReLU + square 2x2 pooling; a convolution before it leaves its bias to it."""
     out, i = [], 0
     while i < len(program):
         op = program[i]
@@ -101,6 +103,8 @@ def _fuse_block_tails(program: list[Op]) -> list[Op]:
             and [t.kind for t in tail] == ["relu", "avg_pool"]
             and _is_square_pool(tail[1].module)
         ):
+            if out and out[-1].kind == "conv" and out[-1].module.bias is not None:
+                out[-1] = Op("conv", out[-1].prefix, out[-1].module, fold_bias=True)
             out.append(Op("norm_relu_pool", op.prefix, norm))
             i += 3
         else:
@@ -134,12 +138,24 @@ def _avg_pool(h: Tensor, pool: nn.AvgPool2d) -> Tensor:
 
 
 def _norm_relu_pool(
-    h: Tensor, norm: nn.GroupNorm, weight: Tensor, bias: Tensor, k: int, norm_in_bf16: bool
+    h: Tensor,
+    norm: nn.GroupNorm,
+    weight: Tensor,
+    bias: Tensor,
+    k: int,
+    norm_in_bf16: bool,
+    conv_bias: Tensor | None,
+    channels_last: bool,
 ) -> Tensor:
-    """Instance norm, ReLU and 2x2 average pooling: one fused kernel where it applies, else eagerly."""
+    """Instance norm, ReLU and 2x2 average pooling of ``h`` plus the preceding convolution's
+    ``conv_bias`` (None when the convolution added it): one fused kernel where it applies, else eagerly."""
     if fused.applies(h, weight):
         upcast = h.dtype == torch.bfloat16 and not norm_in_bf16  # plain autocast runs norms in fp32
-        return fused.instance_norm_relu_pool(h, weight, bias, norm.eps, torch.float32 if upcast else h.dtype)
+        return fused.instance_norm_relu_pool(
+            h, weight, bias, norm.eps, torch.float32 if upcast else h.dtype, conv_bias, channels_last
+        )
+    if conv_bias is not None:
+        h = h + conv_bias.view(1, -1, 1, 1).to(h.dtype)
     h = _group_norm(h, k * norm.num_groups, weight, bias, norm.eps, norm_in_bf16)
     return avg_pool2x2(F.relu(h, inplace=True))  # the norm's backward needs its input, not this output
 
@@ -153,6 +169,55 @@ def _group_norm(
         with torch.autocast(h.device.type, enabled=False):
             return F.group_norm(h, groups, weight.to(h.dtype), bias.to(h.dtype), eps)
     return F.group_norm(h, groups, weight, bias, eps)
+
+
+def _images_gemm(first_conv: str, x: Tensor, conv: nn.Module) -> bool:
+    """Whether the first convolution runs as im2col + batched GEMM (see _images_conv)."""
+    plain = (
+        isinstance(conv, nn.Conv2d)
+        and conv.groups == 1
+        and isinstance(conv.padding, tuple)
+        and conv.padding_mode == "zeros"
+    )
+    return plain and (first_conv == "gemm" or (first_conv == "auto" and x.is_cuda))
+
+
+def _images_conv(x: Tensor, weight: Tensor, bias: Tensor | None, conv: nn.Conv2d) -> Tensor:
+    """The first convolution of D image batches [D, B, C, H, W], each shared by K / D consecutive
+    members of ``weight`` [K, O, C, kh, kw], as [B, K * O, Ho, Wo].
+
+    Over image channels (3 for RGB) cuDNN's grouped kernels run one group at a time and convert
+    layouts around each (most of the ensemble step, measured on an H200). Here the images are
+    unfolded once (im2col, C*kh*kw rows per output pixel, padded to a multiple of 8 for tensor
+    cores) and each (image, batch) is one GEMM of the sharing members' stacked filters by those
+    columns, written straight into the packed NCHW activation; the weight gradient is the
+    matching GEMM summed over images, and no gradient flows to the images.
+    """
+    d, b = x.shape[:2]
+    k, out_ch = weight.shape[:2]
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        x = x.to(torch.get_autocast_dtype(device))  # unfold the narrow copy; the GEMM runs in it anyway
+    cols = F.unfold(
+        x.transpose(0, 1).reshape(b, -1, *x.shape[3:]),
+        conv.kernel_size,
+        conv.dilation,
+        conv.padding,
+        conv.stride,
+    )  # [B, D * C*kh*kw, L]
+    depth, length = cols.shape[1] // d, cols.shape[-1]
+    cols = cols.view(b, d, depth, length)
+    filters = weight.reshape(d, (k // d) * out_ch, depth)
+    pad = -depth % 8
+    if pad:
+        cols, filters = F.pad(cols, (0, 0, 0, pad)), F.pad(filters, (0, pad))
+    out = torch.matmul(filters, cols)  # [B, D, (K / D) * O, L]
+    if bias is not None:
+        out = out + bias.reshape(1, d, -1, 1).to(out.dtype)
+    height = (
+        x.shape[-2] + 2 * conv.padding[0] - conv.dilation[0] * (conv.kernel_size[0] - 1) - 1
+    ) // conv.stride[0] + 1
+    return out.view(b, k * out_ch, height, length // height)
 
 
 def _thin_input(module: nn.Module) -> bool:
@@ -170,18 +235,36 @@ def run_packed(
     conv: str = "grouped",
     channels_last: bool = False,
     norm_in_bf16: bool = False,
+    share: int = 1,
+    first_conv: str = "auto",
 ) -> Tensor:
-    """Logits [K, B, classes] of K members; x is [K, B, C, H, W] or, shared by all members, [B, C, H, W].
+    """Logits [K, B, classes] of K members; x is [K, B, C, H, W], [K / share, B, C, H, W] where each
+    batch is shared by ``share`` consecutive members, or, shared by all members, [B, C, H, W].
 
-    Shared images (evaluation, teachers) go through the first convolution as one dense
-    convolution with every member's filters stacked: the same sums, without copying the images
-    K times, and a GEMM wide enough for tensor cores instead of K thin grouped ones.
+    Images shared by several members (an lr grid's batches, evaluation, teachers) go through the
+    first convolution once per image with the sharing members' filters stacked: the same sums,
+    without copying the images per member. On CUDA (``first_conv`` "auto" or "gemm") that is an
+    im2col and one batched GEMM per image and batch (see :func:`_images_conv`); elsewhere one dense
+    convolution for all-member images, and a per-member copy for shared batches.
     """
     k = next(iter(params.values())).shape[0]
     first = program[0]
-    if x.dim() == 4 and first.kind == "conv" and first.module.groups == 1:
+    # Biases the fused kernel adds (only where it can run, so other devices keep the plain conv).
+    fold = fused.available(x)
+    pending = None  # a convolution's bias left to the next norm
+    shared = x.dim() == 4 or share > 1
+    if shared and first.kind == "conv" and _images_gemm(first_conv, x, first.module):
+        b = x.shape[-4]
+        w, bias = params[first.prefix + "weight"], params.get(first.prefix + "bias")
+        if fold and first.fold_bias:
+            pending, bias = bias.reshape(-1), None
+        h = _images_conv(x if x.dim() == 5 else x.unsqueeze(0), w, bias, first.module)
+        program = program[1:]
+    elif x.dim() == 4 and first.kind == "conv" and first.module.groups == 1:
         b = x.shape[0]
         w, bias = params[first.prefix + "weight"], params.get(first.prefix + "bias")
+        if fold and first.fold_bias:
+            pending, bias = bias.reshape(-1), None
         layer = first.module
         h = F.conv2d(
             x,
@@ -196,9 +279,12 @@ def run_packed(
         b = x.shape[0]
         h = x.repeat(1, k, 1, 1)
     else:
+        x = x.repeat_interleave(share, 0) if share > 1 else x
         b = x.shape[1]
         h = x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:])
-    if channels_last:
+    # Channels-last activations: with the fused kernel the images' convolution stays NCHW (faster for
+    # 3 channels) and the kernel writes channels-last; without it everything is converted up front.
+    if channels_last and not (fold and any(op.kind == "norm_relu_pool" for op in program)):
         h = h.contiguous(memory_format=torch.channels_last)
     flat = False
     for op in program:
@@ -210,6 +296,8 @@ def run_packed(
             layer = op.module
             w = params[p + "weight"]
             bias = params.get(p + "bias")
+            if fold and op.fold_bias:
+                pending, bias = bias.reshape(-1), None
             h = F.conv2d(
                 h,
                 w.reshape(-1, *w.shape[2:]),
@@ -225,7 +313,8 @@ def run_packed(
             h = _group_norm(h, k * norm.num_groups, weight, bias, norm.eps, norm_in_bf16)
         elif op.kind == "norm_relu_pool":
             weight, bias = params[p + "weight"].reshape(-1), params[p + "bias"].reshape(-1)
-            h = _norm_relu_pool(h, op.module, weight, bias, k, norm_in_bf16)
+            h = _norm_relu_pool(h, op.module, weight, bias, k, norm_in_bf16, pending, channels_last)
+            pending = None
         elif op.kind == "batch_norm":
             norm = op.module
             if training:
