@@ -72,3 +72,21 @@ def test_members_sharing_batches_out_of_order_get_copies():
     reference.train_epoch(0)
     for name, value in reference.ensemble.params.items():
         torch.testing.assert_close(trainer.ensemble.params[name], value, atol=1e-5, rtol=0, msg=name)
+
+
+def test_cudnn_tunes_only_what_is_not_packed():
+    from dataclasses import replace
+
+    from ddrank.engine.runner import autotunes
+    from ddrank.engine.units import Unit
+
+    spec = _spec("ConvNet-2-W8", epochs=1)
+    job = TrainJob(spec, "a", "v", 0.01, 1, "k")
+    packed = Unit("ensemble", (job, job), 50)
+    resnet = Unit("ensemble", (replace(job, spec=replace(spec, model="ResNet-18")),) * 2, 50)
+    assert not autotunes(packed, EngineOptions())
+    assert autotunes(resnet, EngineOptions())
+    assert autotunes(Unit("loop", (job,), 50), EngineOptions())
+    assert autotunes(packed, EngineOptions(conv="vmap"))
+    assert autotunes(packed, EngineOptions(cudnn_benchmark=True))
+    assert not autotunes(resnet, EngineOptions(cudnn_benchmark=False))

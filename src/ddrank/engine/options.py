@@ -22,6 +22,11 @@ class EngineOptions:
     ``fused``: packed instance norm + ReLU + 2x2 average pooling run as one Triton kernel where it
     applies (CUDA); elsewhere, and with ``fused=False``, they run eagerly.
 
+    ``cudnn_benchmark``: time cuDNN's algorithms for each convolution shape (``True``) or take its
+    heuristics (``False``). ``None`` decides per ensemble: off for packed students (ConvNet, MLP),
+    whose first convolution is a GEMM and whose grouped convolutions ran within 2% of the tuned
+    speed on an H200 while tuning cost 2-5 s per process; on for everything else.
+
     ``first_conv``: how the first convolution reads images shared by several members (the batches
     of an lr grid, evaluation and teacher images): ``gemm`` as im2col + batched GEMMs, ``native`` as
     the device's convolution; ``auto`` takes ``gemm`` on CUDA, where cuDNN's grouped kernels over
@@ -34,7 +39,7 @@ class EngineOptions:
     """
 
     cuda_graphs: bool = True
-    cudnn_benchmark: bool = True
+    cudnn_benchmark: bool | None = None  # None: autotune only where it pays (see autotunes)
     channels_last: bool = False
     norm_in_bf16: bool = True  # under bf16 autocast, run norms on bf16 activations (fp32 statistics)
     conv: Literal["grouped", "unfold", "mixed", "vmap"] = "grouped"

@@ -14,6 +14,7 @@ from ddrank.engine.ensemble import train_ensemble
 from ddrank.engine.job import JobCache, JobResult, MemoryCache, RunData, TrainJob, TrainSpec
 from ddrank.engine.loop import train_one
 from ddrank.engine.options import EngineOptions
+from ddrank.engine.packed import packed_program
 from ddrank.engine.units import Unit, assign, make_units
 from ddrank.errors import ConfigError
 from ddrank.progress import Reporter, Silent, phase_of
@@ -79,7 +80,26 @@ def unit_cost(unit: Unit) -> float:
     return len(unit.jobs) * unit.steps * min(unit.images, spec.batch_size) * image_cost(spec)
 
 
+def autotunes(unit: Unit, options: EngineOptions) -> bool:
+    """Whether cuDNN times its algorithms for this unit's convolutions (see EngineOptions.cudnn_benchmark)."""
+    if options.cudnn_benchmark is not None:
+        return options.cudnn_benchmark
+    packed = unit.kind == "ensemble" and options.conv != "vmap"
+    return not (packed and packed_program(init_model(unit.jobs[0].spec, 0).to("meta")) is not None)
+
+
 def train_unit(unit: Unit, data: RunData, reporter: Reporter, options: EngineOptions) -> list[JobResult]:
+    if data.device.type != "cuda":
+        return _train_unit(unit, data, reporter, options)
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = autotunes(unit, options)  # fixed shapes: each tuned once
+    try:
+        return _train_unit(unit, data, reporter, options)
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def _train_unit(unit: Unit, data: RunData, reporter: Reporter, options: EngineOptions) -> list[JobResult]:
     first = unit.jobs[0]
     phases = " + ".join(dict.fromkeys(phase_of(job.cell) for job in unit.jobs))
     what = f"{phases} · {first.spec.model} · {len(unit.jobs)} student{'s' * (len(unit.jobs) > 1)}"
@@ -120,8 +140,6 @@ def run_jobs(
     if not todo:
         return results
     options = options or EngineOptions()
-    if data.device.type == "cuda" and options.cudnn_benchmark:
-        torch.backends.cudnn.benchmark = True  # fixed shapes: autotune each convolution once
     limits = member_limits(todo, data, options)
     units = make_units(
         todo,
