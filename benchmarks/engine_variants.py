@@ -27,6 +27,7 @@ VARIANTS = {
     "fp32 eager": ("fp32", EngineOptions(cuda_graphs=False)),
     "bf16 eager, fp32 norm": ("bf16", EngineOptions(cuda_graphs=False, norm_in_bf16=False)),
     "bf16 eager": ("bf16", EngineOptions(cuda_graphs=False)),
+    "bf16 eager, channels-last": ("bf16", EngineOptions(cuda_graphs=False, channels_last=True)),
     "bf16 graph (default)": ("bf16", EngineOptions()),
     "bf16 graph, channels-last": ("bf16", EngineOptions(channels_last=True)),
     "bf16 graph, vmap": ("bf16", EngineOptions(conv="vmap")),
@@ -43,7 +44,7 @@ def profile_epochs(trainer: EnsembleTrainer, first: int, epochs: int = 3) -> Non
         for epoch in range(first, first + epochs):
             trainer.train_epoch(epoch)
         torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=22, max_name_column_width=70))
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=32, max_name_column_width=90))
 
 
 def main() -> int:
@@ -58,7 +59,14 @@ def main() -> int:
     args = parser.parse_args()
     device = torch.device("cuda")
     ns = argparse.Namespace(
-        size=32, model="ConvNet-3", epochs=1000, pool=50000, test=10000, rounds=5, precision="bf16"
+        size=32,
+        model="ConvNet-3",
+        epochs=1000,
+        pool=50000,
+        test=10000,
+        rounds=5,
+        precision="bf16",
+        eval_every=0,
     )
     base_jobs, data = workload(ns, device)
     base_jobs = base_jobs[: args.members]
@@ -69,7 +77,8 @@ def main() -> int:
         jobs = [replace(j, spec=replace(j.spec, precision=precision)) for j in base_jobs]
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-        torch.backends.cudnn.benchmark = options.cudnn_benchmark
+        tuned = options.cudnn_benchmark
+        torch.backends.cudnn.benchmark = tuned if tuned is not None else options.conv == "vmap"
         try:
             trainer = EnsembleTrainer(jobs, data, options)
             for epoch in range(args.warmup):

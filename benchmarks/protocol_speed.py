@@ -30,6 +30,7 @@ from ddrank.engine.job import EvalSet, RunData, TrainingSet, TrainJob, TrainSpec
 from ddrank.engine.loop import train_one
 from ddrank.engine.options import EngineOptions, default_precision
 from ddrank.engine.runner import run_jobs
+from ddrank.progress import Silent
 from ddrank.protocols import AugmentSpec, OptimizerSpec, ScheduleSpec
 
 BF16_PEAK_TFLOPS = 790.0  # measured 8192^3 bf16 matmul rate on the H200 this project is benchmarked on
@@ -113,6 +114,36 @@ def evaluation_seconds(jobs: list[TrainJob], data: RunData, options: EngineOptio
     return time.perf_counter() - start
 
 
+class Timeline(Silent):
+    """Wall-clock marks of one run (the device synchronised at each): after the first epochs (eager
+    warm-up steps, cuDNN autotuning, Triton compilation, CUDA graph capture), at the end of training,
+    and after the final evaluation."""
+
+    FIRST = 3
+
+    def __init__(self, device: torch.device, epochs: int):
+        super().__init__()
+        self.device, self.epochs, self.done = device, epochs, 0
+        self.began = time.perf_counter()
+        self.marks: dict[str, float] = {}
+
+    def advance(self, units: int = 1) -> None:
+        self.done += 1
+        if self.done in (self.FIRST, self.epochs):
+            sync(self.device)
+            name = f"first_{self.FIRST}_epochs_s" if self.done == self.FIRST else "training_s"
+            self.marks[name] = time.perf_counter() - self.began
+
+    def phases(self, total: float) -> dict[str, float]:
+        first = self.marks.get(f"first_{self.FIRST}_epochs_s", 0.0)
+        trained = self.marks.get("training_s", total)
+        return {
+            f"first_{self.FIRST}_epochs_s": round(first, 2),
+            f"epochs_{self.FIRST + 1}_to_{self.epochs}_s": round(trained - first, 2),
+            "final_evaluation_in_run_s": round(total - trained, 2),
+        }
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -134,10 +165,21 @@ def main() -> int:
     parser.add_argument("--conv", choices=("grouped", "unfold", "mixed", "vmap"), default="grouped")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--no-graphs", action="store_true")
+    parser.add_argument(
+        "--no-autotune",
+        action="store_true",
+        help="cuDNN's heuristics for every convolution (by default: where they match tuning)",
+    )
     parser.add_argument("--no-fused", action="store_true", help="eager instance norm + ReLU + pooling")
     parser.add_argument("--compile", action="store_true", help="torch.compile the forward and loss")
     parser.add_argument(
         "--eval-every", type=int, help="also score the test set every N epochs (the reference selection)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the workload this many times in one process (later runs find kernels compiled and tuned)",
     )
     parser.add_argument("--skip-loop", action="store_true")
     parser.add_argument("--json", help="write the figures to this file")
@@ -150,6 +192,7 @@ def main() -> int:
     args.loop_epochs = args.loop_epochs or (10 if args.small else 20)
     options = EngineOptions(
         cuda_graphs=not args.no_graphs,
+        cudnn_benchmark=False if args.no_autotune else None,
         channels_last=args.channels_last,
         conv=args.conv,
         fused=not args.no_fused,
@@ -163,11 +206,17 @@ def main() -> int:
     flops = workload_flops(spec, len(jobs), 100, eval_images, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    sync(device)
-    start = time.perf_counter()
-    results = run_jobs(jobs, data, backend="ensemble", options=options)
-    sync(device)
-    ensemble_s = time.perf_counter() - start
+    runs = []
+    for _ in range(args.repeat):
+        sync(device)
+        timeline = Timeline(device, spec.epochs)
+        start = time.perf_counter()
+        results = run_jobs(jobs, data, backend="ensemble", options=options, reporter=timeline)
+        sync(device)
+        total = time.perf_counter() - start
+        runs.append({"wall_s": round(total, 2), **timeline.phases(total)})
+        print("run", len(runs), runs[-1], flush=True)
+    ensemble_s = runs[0]["wall_s"]
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     accs = [results[j.key].test_acc for j in jobs]
     eval_s = evaluation_seconds(jobs, data, options)
@@ -198,6 +247,7 @@ def main() -> int:
         "precision": spec.precision,
         "options": vars(options),
         "ensemble_wall_s": round(ensemble_s, 2),
+        "runs": runs,
         "of_which_final_evaluation_s": round(eval_s, 2),
         "trained_images_per_s": round(len(jobs) * spec.epochs * 100 / ensemble_s),
         "loop_wall_s_extrapolated": None if loop_s is None else round(loop_s, 1),
