@@ -29,8 +29,8 @@ class EngineOptions:
 
     ``first_conv``: how the first convolution reads images shared by several members (the batches
     of an lr grid, evaluation and teacher images): ``gemm`` as im2col + batched GEMMs, ``native`` as
-    the device's convolution; ``auto`` takes ``gemm`` on CUDA, where cuDNN's grouped kernels over
-    3 input channels run one group at a time, and ``native`` elsewhere.
+    the device's convolution; ``auto`` takes ``gemm`` on CUDA for two members or more (cuDNN's grouped
+    kernels over 3 input channels run one group at a time there) and ``native`` elsewhere.
 
     ``compile``: the ensemble's forward and loss go through ``torch.compile`` (inductor fuses the
     norm/ReLU/pool tail itself, so the hand-written kernel is not used for the student then).
