@@ -27,6 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from compare_speed import source_tree  # noqa: E402
+
 WALL_CLOCK = {"jobs": ("seconds", "created"), "evaluations": ("created",)}
 _GENERATED = re.compile(r"Generated \S+ by ddrank")
 # When the store recorded an evaluation (a leaderboard row's ``recorded``): the wall clock again.
@@ -141,7 +144,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
     r = sub.add_parser("run", help="run the commands with one source tree")
-    r.add_argument("--src", type=Path, required=True, help="the source tree (the folder holding ddrank/)")
+    r.add_argument("--src", type=source_tree, required=True, help="a tree's src folder (holding ddrank/)")
     r.add_argument("--out", type=Path, required=True, help="folder for the outputs (and a fresh cache)")
     c = sub.add_parser("compare", help="compare two run folders")
     c.add_argument("before", type=Path)

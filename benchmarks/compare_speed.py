@@ -23,6 +23,15 @@ from pathlib import Path
 STARTUP = "import ddrank.cli, ddrank.cli_commands, ddrank.evaluation.evaluator, ddrank.demo"
 
 
+def source_tree(text: str) -> Path:
+    """An argparse type: a folder holding the ddrank package. PYTHONPATH ignores a folder that does not
+    exist, so a wrong path would silently run the installed tree and compare it with itself."""
+    path = Path(text)
+    if not (path / "ddrank" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"{text} holds no ddrank package (give a tree's src folder)")
+    return path
+
+
 def _once(src: Path, command: list[str]) -> float:
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, PYTHONPATH=str(src.resolve()), DDRANK_CACHE_DIR=cache)
@@ -33,8 +42,8 @@ def _once(src: Path, command: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", type=Path, required=True, help="the baseline tree's src folder")
-    parser.add_argument("--after", type=Path, required=True, help="the changed tree's src folder")
+    parser.add_argument("--before", type=source_tree, required=True, help="the baseline tree's src folder")
+    parser.add_argument("--after", type=source_tree, required=True, help="the changed tree's src folder")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--import-only", action="store_true", help="time the start-up imports only")
     parser.add_argument("args", nargs="*", help="the ddrank command's arguments (after --)")

@@ -86,3 +86,17 @@ def test_dsa_cpu_compares_both_routes_on_equal_outputs():
     done = _run("benchmarks/dsa_cpu.py", "--members", "3", "--repeat", "1", "--calls", "1")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("(same output)") == 2 and "CIFAR" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["benchmarks/compare_outputs.py", "run", "--src", "no/such/src", "--out", "unused"],
+        ["benchmarks/compare_speed.py", "--before", "no/such/src", "--after", "src", "--", "list", "models"],
+    ],
+)
+def test_comparisons_refuse_a_tree_without_ddrank(args):
+    """PYTHONPATH skips a missing folder, so a wrong path would compare the installed tree with itself."""
+    done = _run(*args, timeout=60)
+    assert done.returncode == 2
+    assert "no/such/src holds no ddrank package" in done.stderr.strip().splitlines()[-1]
