@@ -324,3 +324,35 @@ def test_a_reference_run_shorter_than_its_test_interval_is_a_repaired_deviation(
     assert said["num_epochs"].kind == "repaired" and "best accuracy 0" in said["num_epochs"].source_value
     assert said["full_data.epochs"].kind == "repaired"  # TINY's full-data run is 1 epoch too
     assert "num_epochs" not in {d.key for d in derived_deviations(short.with_overrides(epochs=4))}
+
+
+@pytest.mark.parametrize("selection", ["reference", "honest"])
+def test_a_dry_run_plans_the_runs_jobs_without_converting_real_images(selection):
+    """A dry run keys every job as the run does (test and validation views, JPEG random subsets) while
+    its real sets keep their uint8 pixels; a test transform of the wrong size still fails in it."""
+    from ddrank.baselines import generate
+    from ddrank.errors import ConfigError
+    from ddrank.evaluation.evaluator import Evaluator
+    from ddrank.protocols import Protocol
+
+    protocol = Protocol.model_validate(TINY | {"selection": selection, "fidelity": selection})
+    evaluator = Evaluator(RunSettings(dataset="digits", protocol=protocol, device="cpu", rounds=1))
+    sets = {"x": evaluator.validate(generate("random", evaluator.real, 1, seed=0), ipc=1)}
+    planned, dry_data, _ = evaluator.plan(sets, dry_run=True)
+    jobs, data, _ = evaluator.plan(sets)
+    assert [j.key for j in planned] == [j.key for j in jobs]
+    assert {n: len(t) for n, t in dry_data.train_sets.items()} == {
+        n: len(t) for n, t in data.train_sets.items()
+    }
+    assert dry_data.test.images.dtype == torch.uint8 and data.test.images.dtype == torch.float32
+    assert (
+        dry_data.test_views.keys() == data.test_views.keys()
+        and dry_data.val_sets.keys() == data.val_sets.keys()
+    )
+    wrong = Protocol.model_validate(
+        TINY
+        | {"selection": selection, "fidelity": selection, "test_transforms": [{"name": "resize", "size": 10}]}
+    )
+    evaluator = Evaluator(RunSettings(dataset="digits", protocol=wrong, device="cpu", rounds=1))
+    with pytest.raises(ConfigError, match="end them with center_crop of size 8"):
+        evaluator.plan(sets, dry_run=True)

@@ -150,7 +150,7 @@ def _stand_in(name: str) -> RealData:
     return _STAND_INS[name]
 
 
-# ImageNet-1K stand-ins take ~15 s each to normalise: one preset runs by default, the others under -m slow
+# ImageNet-1K stand-ins take ~10 s each to plan: one preset runs by default, the others under -m slow
 PRESET_CASES = [
     pytest.param(
         name,

@@ -48,6 +48,7 @@ from ddrank.evaluation.space import (
     TrainingSpace,
     fitted_zca,
     random_subset_pixels,
+    round_trips,
     set_fingerprint,
     view_images,
 )
@@ -249,7 +250,8 @@ class Evaluator:
         """Every job the sets need (nothing trained), the data they reference, and the plan per set.
 
         A dry run loads no teacher: jobs that need one carry a placeholder teacher fingerprint
-        and random subsets get no teacher labels, so presets can be checked without checkpoints.
+        and random subsets get no teacher labels, so presets can be checked without checkpoints; and its
+        real sets keep their uint8 pixels on the host (their sizes and identities are the run's).
         """
         info = self.real.info
         self.published()  # a bad table fails before anything trains
@@ -273,7 +275,7 @@ class Evaluator:
             entries.append(
                 PlanEntry(name, proto, info, vs.ipc, rounds, vs.lr, fingerprint, train_real, vs.uneven_counts)
             )
-        source = _DeviceSets(self.real, sets, protocols, spaces, teachers, self.device)
+        source = _DeviceSets(self.real, sets, protocols, spaces, teachers, self.device, not dry_run)
         jobs, plans = plan_jobs(
             entries,
             source,
@@ -503,7 +505,13 @@ class Evaluator:
 
 
 class _DeviceSets:
-    """The planner's sets as tensors in their training space on the device, registered in one RunData."""
+    """The planner's sets as tensors in their training space on the device, registered in one RunData.
+
+    For a dry run (``materialise`` false) the real images stay as they are, uint8 on the host: a plan
+    needs each set's identity and size, not its pixels (normalising ImageNet-sized test, validation and
+    view sets took most of a dry run's time). Identities are the same either way: they derive from the
+    data's fingerprint, the training space and the chosen indices, never from the converted pixels.
+    """
 
     def __init__(
         self,
@@ -513,12 +521,14 @@ class _DeviceSets:
         spaces: Mapping[str, TrainingSpace],
         teachers: Mapping[str, TeacherEnsemble | None],
         device: torch.device,
+        materialise: bool = True,
     ):
         self.real_data, self.spaces, self.teachers, self.device = real, spaces, teachers, device
+        self.materialise = materialise
         self.test_space = next(iter(spaces.values()))
         test = EvalSet(
-            self.test_space.real(real.test_images).to(device),
-            real.test_labels.to(device),
+            self._moved(self._space_real(self.test_space, real.test_images)),
+            self._moved(real.test_labels),
             set_fingerprint(real.fingerprint, "test", self.test_space.tag),
         )
         self.data = RunData({}, {}, test, device)
@@ -532,15 +542,30 @@ class _DeviceSets:
             if teachers[name] is not None:
                 self.data.teachers[teachers[name].fingerprint] = teachers[name]
 
+    def _space_real(self, space: TrainingSpace, images: torch.Tensor) -> torch.Tensor:
+        return space.real(images) if self.materialise else images
+
+    def _moved(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.device) if self.materialise else tensor
+
+    def _viewed(self, images: torch.Tensor, transforms: tuple[dict, ...]) -> torch.Tensor:
+        """``images`` through test transforms in the test space; a dry run checks the transforms' output
+        shape on one image and keeps the images as they are."""
+        size = self.real_data.info.size
+        if not self.materialise:
+            view_images(images[:1], transforms, size)
+            return images
+        return self.test_space.real(view_images(images, transforms, size))
+
     def _add(
         self, name: str, images: torch.Tensor, labels: torch.Tensor, fp: str, soft=None
     ) -> tuple[str, str]:
         if name not in self.data.train_sets:
             self.data.train_sets[name] = TrainingSet(
-                images.to(self.device),
-                labels.to(self.device),
+                self._moved(images),
+                self._moved(labels),
                 fp,
-                None if soft is None else soft.to(self.device),
+                None if soft is None else self._moved(soft),
             )
         return name, self.data.train_sets[name].fingerprint
 
@@ -553,10 +578,8 @@ class _DeviceSets:
         name = f"test:{fp[:12]}"
         if name not in self.data.test_views:
             real = self.real_data
-            images = view_images(real.test_images, transforms, real.info.size)
-            self.data.test_views[name] = EvalSet(
-                self.test_space.real(images).to(self.device), real.test_labels.to(self.device), fp
-            )
+            images = self._viewed(real.test_images, transforms)
+            self.data.test_views[name] = EvalSet(self._moved(images), self._moved(real.test_labels), fp)
         return name, fp
 
     def validation(
@@ -573,8 +596,8 @@ class _DeviceSets:
             )
             self._val_indices[round] = val_idx
             self.data.val_sets[name] = EvalSet(
-                self.test_space.real(real.train_images[val_idx]).to(self.device),
-                real.train_labels[val_idx].to(self.device),
+                self._moved(self._space_real(self.test_space, real.train_images[val_idx])),
+                self._moved(real.train_labels[val_idx]),
                 set_fingerprint(real.fingerprint, "val", self.test_space.tag, val_idx),
             )
         plain = self.data.val_sets[name]
@@ -583,9 +606,8 @@ class _DeviceSets:
         fp = set_fingerprint(plain.fingerprint, f"view:{json.dumps(list(transforms))}", "")
         view = f"{name}:{fp[:12]}"
         if view not in self.data.val_sets:
-            val_idx = self._val_indices[round]
-            images = view_images(real.train_images[val_idx], transforms, real.info.size)
-            self.data.val_sets[view] = EvalSet(self.test_space.real(images).to(self.device), plain.labels, fp)
+            images = self._viewed(real.train_images[self._val_indices[round]], transforms)
+            self.data.val_sets[view] = EvalSet(self._moved(images), plain.labels, fp)
         return view, fp
 
     def synthetic(self, entry: PlanEntry) -> tuple[str, str]:
@@ -603,12 +625,13 @@ class _DeviceSets:
             real.train_labels, pool, real.info.num_classes, entry.class_counts or entry.ipc, seed
         )
         proto = entry.protocol
-        original = real.train_images[idx]
-        pixels = random_subset_pixels(original, real.info, proto.random_data, proto.jpeg_quality)
-        images = space.real(pixels)
+        pixels = real.train_images[idx]
         fp = set_fingerprint(real.fingerprint, "subset", space.tag, idx)
-        if pixels is not original:  # stored as JPEG and reloaded
+        if round_trips(real.info, proto.random_data):  # stored as JPEG and reloaded
             fp = set_fingerprint(fp, f"jpeg:{proto.jpeg_quality}", space.tag)
+            if self.materialise:
+                pixels = random_subset_pixels(pixels, real.info, proto.random_data, proto.jpeg_quality)
+        images = self._space_real(space, pixels)
         soft = None
         if entry.protocol.labels.mode == "S" and ensemble is not None:
             # The random baseline gets its soft labels from the teachers, on its own images.
@@ -621,7 +644,9 @@ class _DeviceSets:
         if "real" not in self.data.train_sets:
             space = self.spaces[entry.name]
             fp = set_fingerprint(self.real_data.fingerprint, "real", space.tag)
-            self._add("real", space.real(self.real_data.train_images), self.real_data.train_labels, fp)
+            self._add(
+                "real", self._space_real(space, self.real_data.train_images), self.real_data.train_labels, fp
+            )
         return "real", self.data.train_sets["real"].fingerprint
 
 

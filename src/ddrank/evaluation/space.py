@@ -106,12 +106,17 @@ def jpeg_round_trip(images: torch.Tensor, info: DatasetInfo, quality: int) -> to
     return out
 
 
+def round_trips(info: DatasetInfo, random_data: str) -> bool:
+    """Whether the protocol's ``random_data`` stores random subsets of this dataset as JPEG files."""
+    return random_data == "image" and info.name not in FOLDER_DATASETS
+
+
 def random_subset_pixels(
     images: torch.Tensor, info: DatasetInfo, random_data: str, quality: int
 ) -> torch.Tensor:
     """A random subset's uint8 pixels as the protocol's ``random_data`` stores them (``image``: the
     JPEG round trip for datasets held as arrays; image folders and ``tensor`` leave them unchanged)."""
-    if random_data == "image" and info.name not in FOLDER_DATASETS:
+    if round_trips(info, random_data):
         return jpeg_round_trip(images, info, quality)
     return images
 
