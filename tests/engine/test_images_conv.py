@@ -8,7 +8,7 @@ from torch import nn
 from ddrank.engine.ensemble import EnsembleTrainer
 from ddrank.engine.job import TrainJob
 from ddrank.engine.options import EngineOptions
-from ddrank.engine.packed import _im2col, _images_conv
+from ddrank.engine.packed import _images_conv
 
 from .test_backends import _data, _spec
 
@@ -36,19 +36,6 @@ def test_each_member_gets_its_own_convolution_of_its_batch(channels, kernel, pad
     want_grads = torch.autograd.grad(want, (weight, bias), grad)
     for g, w in zip(got_grads, want_grads, strict=True):
         torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-5)
-
-
-@pytest.mark.parametrize(
-    ("kernel", "padding", "stride", "dilation"), [(3, 1, 1, 1), (5, 2, 2, 1), (3, 2, 1, 2)]
-)
-def test_columns_are_unfolds_with_zero_rows_after_them(kernel, padding, stride, dilation):
-    conv = nn.Conv2d(3, 4, kernel, stride, padding, dilation)
-    x = torch.randn(5, 3, 10, 7, generator=torch.Generator().manual_seed(kernel))
-    want = F.unfold(x, kernel, dilation, padding, stride)
-    cols, height, width = _im2col(x, conv, want.shape[1] + 3)
-    assert height * width == want.shape[-1]
-    assert torch.equal(cols.flatten(2)[:, : want.shape[1]], want)
-    assert not cols[:, want.shape[1] :].any()
 
 
 def _grid(spec, lr_major: bool = False) -> list[TrainJob]:

@@ -202,29 +202,26 @@ def _images_conv(x: Tensor, weight: Tensor, bias: Tensor | None, conv: nn.Conv2d
     device = x.device.type
     if torch.is_autocast_enabled(device):
         x = x.to(torch.get_autocast_dtype(device))  # unfold the narrow copy; the GEMM runs in it anyway
-    depth = weight[0, 0].numel()
-    padded = depth + (-depth % 8)
-    cols, height, width = _im2col(x.transpose(0, 1).reshape(b * d, *x.shape[2:]), conv, padded)
+    cols = F.unfold(
+        x.transpose(0, 1).reshape(b, -1, *x.shape[3:]),
+        conv.kernel_size,
+        conv.dilation,
+        conv.padding,
+        conv.stride,
+    )  # [B, D * C*kh*kw, L]
+    depth, length = cols.shape[1] // d, cols.shape[-1]
+    cols = cols.view(b, d, depth, length)
     filters = weight.reshape(d, (k // d) * out_ch, depth)
-    if padded > depth:
-        filters = F.pad(filters, (0, padded - depth))
-    out = torch.matmul(filters, cols.view(b, d, padded, height * width))  # [B, D, (K / D) * O, L]
+    pad = -depth % 8
+    if pad:
+        cols, filters = F.pad(cols, (0, 0, 0, pad)), F.pad(filters, (0, pad))
+    out = torch.matmul(filters, cols)  # [B, D, (K / D) * O, L]
     if bias is not None:
         out = out + bias.reshape(1, d, -1, 1).to(out.dtype)
-    return out.view(b, k * out_ch, height, width)
-
-
-def _im2col(x: Tensor, conv: nn.Conv2d, rows: int) -> tuple[Tensor, int, int]:
-    """Columns [N, rows, Ho, Wo] of images [N, C, H, W] under ``conv``'s window: C*kh*kw rows in
-    weight order, zero rows after them up to ``rows``; one strided copy (F.unfold launches a kernel
-    per image on CUDA)."""
-    (kh, kw), (sh, sw), (dh, dw), (ph, pw) = conv.kernel_size, conv.stride, conv.dilation, conv.padding
-    windows = F.pad(x, (pw, pw, ph, ph)).unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)
-    windows = windows[..., ::dh, ::dw]  # [N, C, Ho, Wo, kh, kw]
-    n, c, height, width = windows.shape[:4]
-    cols = (x.new_zeros if rows > c * kh * kw else x.new_empty)(n, rows, height, width)
-    cols[:, : c * kh * kw].view(n, c, kh, kw, height, width).copy_(windows.permute(0, 1, 4, 5, 2, 3))
-    return cols, height, width
+    height = (
+        x.shape[-2] + 2 * conv.padding[0] - conv.dilation[0] * (conv.kernel_size[0] - 1) - 1
+    ) // conv.stride[0] + 1
+    return out.view(b, k * out_ch, height, length // height)
 
 
 def _thin_input(module: nn.Module) -> bool:
