@@ -171,6 +171,17 @@ def _group_norm(
     return F.group_norm(h, groups, weight, bias, eps)
 
 
+def _conv_params(
+    op: Op, params: dict[str, Tensor], fold: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """A convolution's weight, the bias it adds itself, and the bias it leaves to the next (fused)
+    norm: its ``fold_bias`` where the kernel can run (``fold``), else none."""
+    weight, bias = params[op.prefix + "weight"], params.get(op.prefix + "bias")
+    if fold and op.fold_bias:
+        return weight, None, bias.reshape(-1)
+    return weight, bias, None
+
+
 def _images_gemm(first_conv: str, x: Tensor, conv: nn.Module, members: int) -> bool:
     """Whether the first convolution runs as im2col + batched GEMM (see _images_conv).
 
@@ -259,16 +270,12 @@ def run_packed(
     shared = x.dim() == 4 or share > 1
     if shared and first.kind == "conv" and _images_gemm(first_conv, x, first.module, k):
         b = x.shape[-4]
-        w, bias = params[first.prefix + "weight"], params.get(first.prefix + "bias")
-        if fold and first.fold_bias:
-            pending, bias = bias.reshape(-1), None
+        w, bias, pending = _conv_params(first, params, fold)
         h = _images_conv(x if x.dim() == 5 else x.unsqueeze(0), w, bias, first.module)
         program = program[1:]
     elif x.dim() == 4 and first.kind == "conv" and first.module.groups == 1:
         b = x.shape[0]
-        w, bias = params[first.prefix + "weight"], params.get(first.prefix + "bias")
-        if fold and first.fold_bias:
-            pending, bias = bias.reshape(-1), None
+        w, bias, pending = _conv_params(first, params, fold)
         layer = first.module
         h = F.conv2d(
             x,
@@ -298,10 +305,7 @@ def run_packed(
             h = _conv_unfold(h, params[p + "weight"], params.get(p + "bias"), op.module)
         elif op.kind == "conv":
             layer = op.module
-            w = params[p + "weight"]
-            bias = params.get(p + "bias")
-            if fold and op.fold_bias:
-                pending, bias = bias.reshape(-1), None
+            w, bias, pending = _conv_params(op, params, fold)
             h = F.conv2d(
                 h,
                 w.reshape(-1, *w.shape[2:]),
