@@ -17,35 +17,28 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from fused_kernel import milliseconds  # this folder is on the path when a script here runs
 
 
-def milliseconds(fn, repeat: int = 20) -> float:
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeat):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / repeat
-
-
-def row(name: str, x: torch.Tensor, w: torch.Tensor, groups: int, input_grad: bool) -> None:
-    x = x.detach().requires_grad_(input_grad)
-    w = w.detach().requires_grad_(True)
-    inputs = (x, w) if input_grad else (w,)
-
-    def forward():
-        return F.conv2d(x, w, None, 1, 1, 1, groups)
-
+def report(name: str, forward, inputs: tuple[torch.Tensor, ...], macs_per_output: int) -> None:
+    """Print forward and forward + backward milliseconds of ``forward`` (gradients for ``inputs``)
+    and the rate of its arithmetic: each output element costs ``macs_per_output`` multiply-adds per
+    pass, two passes backward when the input needs a gradient, one otherwise."""
     y = forward()
     grad = torch.randn_like(y)
     with torch.no_grad():
-        fwd = milliseconds(forward)
-    both = milliseconds(lambda: torch.autograd.grad(forward(), inputs, grad))
-    flop = 2 * y.numel() * w.shape[1] * w.shape[2] * w.shape[3] * (3 if input_grad else 2)
+        fwd = milliseconds(forward, repeat=20)
+    both = milliseconds(lambda: torch.autograd.grad(forward(), inputs, grad), repeat=20)
+    flop = 2 * y.numel() * macs_per_output * (1 + len(inputs))
     print(f"{name:44s} {fwd:8.3f} {both:9.3f} {flop / both / 1e9:8.1f}", flush=True)
+
+
+def row(name: str, x: torch.Tensor, w: torch.Tensor, groups: int, input_grad: bool) -> None:
+    """A convolution as cuDNN runs it (grouped when ``groups`` > 1)."""
+    x = x.detach().requires_grad_(input_grad)
+    w = w.detach().requires_grad_(True)
+    inputs = (x, w) if input_grad else (w,)
+    report(name, lambda: F.conv2d(x, w, None, 1, 1, 1, groups), inputs, w[0].numel())
 
 
 def gemm_row(name: str, x: torch.Tensor, w: torch.Tensor, k: int) -> None:
@@ -56,17 +49,7 @@ def gemm_row(name: str, x: torch.Tensor, w: torch.Tensor, k: int) -> None:
 
     conv = nn.Conv2d(w.shape[1], w.shape[0] // k, w.shape[-1], padding=w.shape[-1] // 2)
     weight = w.view(k, -1, *w.shape[1:]).detach().requires_grad_(True)
-
-    def forward():
-        return _images_conv(x, weight, None, conv)
-
-    y = forward()
-    grad = torch.randn_like(y)
-    with torch.no_grad():
-        fwd = milliseconds(forward)
-    both = milliseconds(lambda: torch.autograd.grad(forward(), (weight,), grad))
-    flop = 2 * y.numel() * w.shape[1] * w.shape[2] * w.shape[3] * 2
-    print(f"{name:44s} {fwd:8.3f} {both:9.3f} {flop / both / 1e9:8.1f}", flush=True)
+    report(name, lambda: _images_conv(x, weight, None, conv), (weight,), w[0].numel())
 
 
 def main() -> int:
@@ -139,7 +122,7 @@ def main() -> int:
         )
     for side in (32, 16, 8):
         x = torch.randn(b, k * c, side, side, device=dev, dtype=bf)
-        t = milliseconds(lambda x=x: x.contiguous(memory_format=cl))
+        t = milliseconds(lambda x=x: x.contiguous(memory_format=cl), repeat=20)
         print(f"{f'NCHW -> NHWC copy, {side} px':44s} {t:8.3f}")
     return 0
 
