@@ -47,7 +47,7 @@ from ddrank.evaluation.results import Evaluation, RoundResult, Run
 from ddrank.evaluation.space import (
     TrainingSpace,
     fitted_zca,
-    random_subset_pixels,
+    jpeg_round_trip,
     round_trips,
     set_fingerprint,
     view_images,
@@ -630,7 +630,7 @@ class _DeviceSets:
         if round_trips(real.info, proto.random_data):  # stored as JPEG and reloaded
             fp = set_fingerprint(fp, f"jpeg:{proto.jpeg_quality}", space.tag)
             if self.materialise:
-                pixels = random_subset_pixels(pixels, real.info, proto.random_data, proto.jpeg_quality)
+                pixels = jpeg_round_trip(pixels, real.info, proto.jpeg_quality)
         images = self._space_real(space, pixels)
         soft = None
         if entry.protocol.labels.mode == "S" and ensemble is not None:

@@ -111,16 +111,6 @@ def round_trips(info: DatasetInfo, random_data: str) -> bool:
     return random_data == "image" and info.name not in FOLDER_DATASETS
 
 
-def random_subset_pixels(
-    images: torch.Tensor, info: DatasetInfo, random_data: str, quality: int
-) -> torch.Tensor:
-    """A random subset's uint8 pixels as the protocol's ``random_data`` stores them (``image``: the
-    JPEG round trip for datasets held as arrays; image folders and ``tensor`` leave them unchanged)."""
-    if round_trips(info, random_data):
-        return jpeg_round_trip(images, info, quality)
-    return images
-
-
 def view_images(images: torch.Tensor, transforms: Sequence[dict[str, Any]], size: int) -> torch.Tensor:
     """uint8 test images through a protocol's test transforms (``resize``: the shorter side, or an
     exact [H, W] pair; ``center_crop``), in chunks; the result must have the dataset's ``size``."""
