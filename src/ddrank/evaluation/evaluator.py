@@ -42,7 +42,7 @@ from ddrank.data.synthetic import (
 from ddrank.engine.job import EvalSet, JobCache, JobResult, MemoryCache, RunData, TrainingSet, TrainJob
 from ddrank.engine.runner import run_jobs
 from ddrank.errors import ConfigError, InputError
-from ddrank.evaluation.jobs import PlanEntry, PlannedEvaluation, plan_jobs
+from ddrank.evaluation.jobs import PlanEntry, PlannedCell, PlannedEvaluation, plan_jobs
 from ddrank.evaluation.results import Evaluation, RoundResult, Run
 from ddrank.evaluation.space import (
     TrainingSpace,
@@ -333,9 +333,7 @@ class Evaluator:
                 if cell.name not in planned_round.cells:
                     continue
                 planned_cell = planned_round.cells[cell.name]
-                pairs = zip(planned_cell.learning_rates, planned_cell.keys, strict=True)
-                reference = proto.selection == "reference"
-                cell_runs = [_run(lr, results[key], proto.eval_every, reference) for lr, key in pairs]
+                cell_runs = _cell_runs(planned_cell, results, proto)
                 keys.update(planned_cell.keys)
                 best = _select(cell_runs, proto)
                 values[f"acc_{cell.name}"] = _reported(best, proto)
@@ -450,9 +448,7 @@ class Evaluator:
                 per_round, keys = [], []
                 for planned_round in planned.rounds:
                     cell = planned_round.cells[cell_name]
-                    pairs = zip(cell.learning_rates, cell.keys, strict=True)
-                    reference = proto.selection == "reference"
-                    runs = [_run(lr, results[key], proto.eval_every, reference) for lr, key in pairs]
+                    runs = _cell_runs(cell, results, proto)
                     per_round.append(_reported(_select(runs, proto), proto))
                     keys.extend(cell.keys)
                 published = self.published().lookup(info.name, model, proto.name, ipc)
@@ -695,6 +691,13 @@ def _check_buildable(protocol: Protocol, info: DatasetInfo) -> None:
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
         for model in dict.fromkeys(names):
             create_model(model, info.channels, info.num_classes, info.size)
+
+
+def _cell_runs(cell: PlannedCell, results: Mapping[str, JobResult], protocol: Protocol) -> list[Run]:
+    """A planned cell's trained jobs, one per learning rate, as candidates for selection."""
+    reference = protocol.selection == "reference"
+    pairs = zip(cell.learning_rates, cell.keys, strict=True)
+    return [_run(lr, results[key], protocol.eval_every, reference) for lr, key in pairs]
 
 
 def _run(lr: float, result: JobResult, every: int, reference: bool = False) -> Run:
